@@ -1,0 +1,1 @@
+"""The aotkernels wheel builder: matrix.yaml -> Bazel-built device images -> wheels."""

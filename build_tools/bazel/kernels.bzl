@@ -1,0 +1,84 @@
+"""One Bazel action per (kernel module, device image).
+
+The list of images comes from //build_tools/bazel/generated:images.bzl, which
+`python build_tools/build.py` writes from matrix.yaml (nothing here lists devices by hand).
+Every image has its own target, `<module>__<image key>`, so asking for a subset of devices
+is asking for a subset of targets: Bazel's configuration never changes, and per-target and
+fat wheels draw on the same cached outputs.
+
+Each image entry gives the compiler's argument list with placeholders; the rule only fills
+them in. A new vendor is therefore a new Python toolchain module, not a Starlark change.
+Only core Starlark available since Bazel 4 is used (no rules removed in Bazel 7/8).
+"""
+
+load("//build_tools/bazel/generated:images.bzl", "AOT_IMAGES")
+
+def _expand(arg, subst):
+    for key, value in subst.items():
+        arg = arg.replace("{" + key + "}", value)
+    return arg
+
+def _aot_image_impl(ctx):
+    out = ctx.actions.declare_file(ctx.attr.out)
+    src = ctx.file.src
+    base = out.basename
+    subst = {
+        "src": src.path,
+        "out": out.path,
+        "out_dir": out.dirname,
+        "out_base": base,
+        "out_stem": base.rsplit(".", 1)[0] if "." in base else base,
+        "include": ctx.file.include_marker.dirname,
+    }
+    argv = [_expand(a, subst) for a in ctx.attr.argv]
+    ctx.actions.run(
+        executable = argv[0],
+        arguments = argv[1:],
+        inputs = [src, ctx.file.stamp] + ctx.files.hdrs,
+        outputs = [out],
+        mnemonic = ctx.attr.mnemonic,
+        progress_message = "AOT %s %s for %s" % (ctx.attr.form, ctx.attr.module, ctx.attr.device),
+        use_default_shell_env = True,
+    )
+    return [DefaultInfo(files = depset([out]))]
+
+aot_image = rule(
+    implementation = _aot_image_impl,
+    attrs = {
+        "src": attr.label(allow_single_file = True, mandatory = True),
+        "hdrs": attr.label_list(allow_files = True),
+        "include_marker": attr.label(allow_single_file = True, mandatory = True),
+        "stamp": attr.label(allow_single_file = True, mandatory = True),
+        "argv": attr.string_list(mandatory = True),
+        "out": attr.string(mandatory = True),
+        "module": attr.string(mandatory = True),
+        "device": attr.string(mandatory = True),
+        "form": attr.string(mandatory = True),
+        "mnemonic": attr.string(default = "AotImage"),
+    },
+)
+
+def kernel_module(name, src, hdrs):
+    """All images of one kernel module: `<name>__<key>` per entry of AOT_IMAGES."""
+    targets = []
+    for image in AOT_IMAGES:
+        target = "%s__%s" % (name, image["key"])
+        if image["input"] == "source":
+            image_src = ":%s__%s" % (name, image["source_key"])
+        else:
+            image_src = src
+        aot_image(
+            name = target,
+            src = image_src,
+            hdrs = hdrs,
+            include_marker = hdrs[0],
+            stamp = image["stamp"],
+            argv = image["argv"],
+            out = "images/%s/%s/%s.%s" % (image["backend"], image["device"], name, image["ext"]),
+            module = name,
+            device = image["device"],
+            form = image["form"],
+            mnemonic = image["mnemonic"],
+        )
+        targets.append(":" + target)
+    native.filegroup(name = name, srcs = targets)

@@ -1,0 +1,46 @@
+"""Error classes of the builder, each with its own exit code.
+
+Library code raises these; only ``cli.main`` catches them, prints the message and
+returns the code (the cibuildwheel habit), so nothing deep inside calls ``sys.exit``.
+"""
+from __future__ import annotations
+
+
+class BuildToolError(Exception):
+    """Base class; ``exit_code`` is what ``main()`` returns for it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(BuildToolError):
+    """Bad input: matrix.yaml, a device list, a command-line value. Nothing has been written."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+class ToolchainMissingError(ConfigError):
+    """A required program is not installed; the message names the package that provides it."""
+
+
+class CompileError(BuildToolError):
+    """A device compiler failed for one (kernel, device) pair."""
+
+    exit_code = 3
+
+
+class BazelError(BuildToolError):
+    """Bazel itself failed (not a compiler inside it)."""
+
+    exit_code = 4

@@ -1,0 +1,80 @@
+"""The image manifest: every compiled image with what made it, its hash and its size.
+
+It is written next to the images and shipped inside every wheel (subset to that wheel's
+images); the runtime reads it to choose an image without opening the others.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .plan import Plan
+
+SCHEMA = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Image:
+    module: str
+    backend: str  # cuda | intel | opencl
+    device: str  # requested device, or the portable form's name (compute_75, spirv, source)
+    resolved: str
+    form: str  # sass | ptx | intel-bin | spirv | source
+    path: str  # relative to the images folder, POSIX
+    toolchain: str
+    toolchain_version: str
+    flags: tuple[str, ...]
+    sha256: str
+    bytes: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def collect(plan: Plan, bazel_bin: Path, dest: Path, keys: set[str] | None = None) -> list[Image]:
+    """Copy the built images of ``keys`` (default all) from bazel-bin into ``dest``."""
+    images = []
+    for spec in plan.images:
+        if keys is not None and spec.key not in keys:
+            continue
+        tool = plan.tools[spec.toolchain]
+        for module in plan.modules:
+            rel = f"{spec.backend}/{spec.device}/{module}.{spec.ext}"
+            src = bazel_bin / "kernels" / "images" / rel
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            images.append(Image(
+                module=module, backend=spec.backend, device=spec.device, resolved=spec.resolved,
+                form=spec.form, path=rel, toolchain=tool.name, toolchain_version=tool.version,
+                flags=spec.flags, sha256=sha256_file(target), bytes=target.stat().st_size,
+            ))
+    return images
+
+
+def document(plan: Plan, images: Iterable[Image]) -> dict[str, Any]:
+    """The manifest as JSON data. No timestamps or absolute paths: wheels must be reproducible."""
+    return {
+        "schema": SCHEMA,
+        "toolchains": {t.name: t.version for t in sorted(plan.tools.values(), key=lambda t: t.name)},
+        "targets": [
+            {"name": t.name, "devices": [d.requested for d in t.devices], "jit": t.jit}
+            for t in plan.matrix.targets
+        ],
+        "images": [asdict(i) | {"flags": list(i.flags)} for i in images],
+    }
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

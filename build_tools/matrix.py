@@ -1,0 +1,299 @@
+"""matrix.yaml: read, validate (every problem at once, each tagged with its field), model.
+
+The file maps hardware names to AOT device strings. Short form::
+
+    targets:
+      "NVIDIA H100": sm_90
+
+Long form, for options::
+
+    targets:
+      "NVIDIA H100 and H200":
+        devices: [sm_90, sm_90a]   # one or several device strings
+        backend: cuda              # optional; inferred from the device strings
+        jit: true                  # ship the portable JIT forms in this target's wheel (default)
+
+Top-level sections other than ``targets`` hold options; see ``DEFAULTS`` and the README.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import catalog
+from .catalog import Device
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+# Hardware names end up in reports, wheel metadata and log lines, never in paths or shells;
+# the allowlist still keeps them boring so nobody has to reason about quoting.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,79}$")
+DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
+
+TOP_KEYS = ("version", "targets", "cuda", "opencl")
+TARGET_KEYS = ("devices", "backend", "jit")
+CUDA_KEYS = ("container", "compress_mode", "ptx")
+OPENCL_KEYS = ("spirv", "source")
+CONTAINERS = ("cubin", "fatbin")
+COMPRESS_MODES = ("none", "speed", "balance", "size")
+PTX_CHOICES = ("lowest", "none")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One hardware entry of the matrix."""
+
+    name: str
+    devices: tuple[Device, ...]
+    jit: bool = True
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    container: str = "cubin"  # raw cubin: see README "Image containers" for the measurement
+    compress_mode: str = "none"  # only for container: fatbin
+    ptx: str = "lowest"  # PTX for the lowest sm_ of the matrix, or no PTX at all
+
+
+@dataclass(frozen=True)
+class OpenCLOptions:
+    spirv: bool = True
+    source: bool = True
+
+
+@dataclass(frozen=True)
+class Matrix:
+    targets: tuple[Target, ...]
+    cuda: CudaOptions = field(default_factory=CudaOptions)
+    opencl: OpenCLOptions = field(default_factory=OpenCLOptions)
+    path: str = "matrix.yaml"
+
+    def devices(self) -> tuple[Device, ...]:
+        """Every distinct AOT device, in matrix order (each is compiled once, however many names use it)."""
+        seen: dict[str, Device] = {}
+        for t in self.targets:
+            for d in t.devices:
+                seen.setdefault(d.key, d)
+        return tuple(seen.values())
+
+    def backends(self) -> set[str]:
+        return {d.backend for d in self.devices()}
+
+    def ptx_device(self) -> Device | None:
+        """The portable CUDA form: PTX for the lowest compute capability in the matrix."""
+        ccs = [d.cc for d in self.devices() if d.backend == catalog.CUDA and d.cc is not None]
+        if not ccs or self.cuda.ptx == "none":
+            return None
+        return catalog.parse_device(f"compute_{min(ccs)}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[str, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            folded = str(key).casefold()
+            if folded in seen:
+                raise ConfigError(
+                    f"{getattr(self, 'name', 'matrix')}: line {key_node.start_mark.line + 1}: "
+                    f"duplicate key {key!r} (first seen as {seen[folded]!r}); each hardware name "
+                    "and option may appear once (names are compared case-insensitively)"
+                )
+            seen[folded] = key
+        return super().construct_mapping(node, deep=deep)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" Perhaps you meant {close[0]!r}?" if close else f" Valid keys: {', '.join(choices)}."
+
+
+def _check_keys(where: str, value: Mapping[str, Any], allowed: tuple[str, ...], problems: list[str]) -> None:
+    for key in value:
+        if key not in allowed:
+            problems.append(f"{where}: unknown key {key!r}.{_did_you_mean(str(key), allowed)}")
+
+
+def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
+    try:
+        return catalog.parse_device(text, backend)
+    except catalog.UnknownDeviceError as exc:
+        return f"{where}: {exc}; see the device table in the README"
+    except ValueError as exc:
+        return f"{where}: {exc}"
+
+
+def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
+    where = f"targets[{name!r}]"
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        problems.append(
+            f"{where}: invalid hardware name; use 1-80 characters from letters, digits, space "
+            "and . _ + - ( ) (no '/', '..', quotes, '$', backticks or newlines), starting with a "
+            "letter or digit"
+        )
+        return None
+    backend: str | None = None
+    jit = True
+    if isinstance(spec, str):
+        texts = [spec]
+    elif isinstance(spec, Mapping):
+        _check_keys(where, spec, TARGET_KEYS, problems)
+        raw = spec.get("devices")
+        if isinstance(raw, str):
+            texts = [raw]
+        elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+            texts = list(raw)
+        else:
+            problems.append(f"{where}.devices: required; give a device string or a non-empty list of them")
+            return None
+        backend = spec.get("backend")
+        if backend is not None and backend not in catalog.BACKENDS:
+            problems.append(f"{where}.backend: {backend!r} is not one of {', '.join(catalog.BACKENDS)}")
+            return None
+        jit = spec.get("jit", True)
+        if not isinstance(jit, bool):
+            problems.append(f"{where}.jit: must be true or false, not {jit!r}")
+            return None
+    else:
+        problems.append(
+            f"{where}: expected a device string (e.g. sm_90) or a mapping with 'devices', got {spec!r}"
+        )
+        return None
+    devices: list[Device] = []
+    for text in texts:
+        got = _device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
+        if isinstance(got, str):
+            problems.append(got)
+        elif got.key in {d.key for d in devices}:
+            problems.append(f"{where}: device {text!r} is listed twice")
+        else:
+            devices.append(got)
+    if len(devices) != len(texts):
+        return None
+    return Target(name=name, devices=tuple(devices), jit=jit)
+
+
+def _parse_section(name: str, raw: Any, keys: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{name}: expected a mapping of options, got {raw!r}")
+        return {}
+    _check_keys(name, raw, keys, problems)
+    return {k: v for k, v in raw.items() if k in keys}
+
+
+def _choice(where: str, value: Any, choices: tuple[str, ...], problems: list[str]) -> None:
+    if value not in choices:
+        problems.append(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
+    """Validate already-loaded YAML data; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    if data is None:
+        raise ConfigError(f"{path}: the matrix is empty; add a 'targets:' mapping of hardware names to device strings")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level with a 'targets:' key, got {type(data).__name__}")
+    _check_keys(path, data, TOP_KEYS, problems)
+    version = data.get("version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        problems.append(f"version: {version!r} is not supported; this builder reads version {SCHEMA_VERSION}")
+    raw_targets = data.get("targets")
+    targets: list[Target] = []
+    if not raw_targets:
+        problems.append("targets: the matrix is empty; map at least one hardware name to a device string, "
+                        "e.g. targets: {\"NVIDIA H100\": sm_90}")
+    elif not isinstance(raw_targets, Mapping):
+        problems.append("targets: expected a mapping of hardware names to device strings")
+    else:
+        for name, spec in raw_targets.items():
+            t = _parse_target(name, spec, problems)
+            if t is not None:
+                targets.append(t)
+    cuda_raw = _parse_section("cuda", data.get("cuda"), CUDA_KEYS, problems)
+    cuda = CudaOptions(**cuda_raw)
+    _choice("cuda.container", cuda.container, CONTAINERS, problems)
+    _choice("cuda.compress_mode", cuda.compress_mode, COMPRESS_MODES, problems)
+    _choice("cuda.ptx", cuda.ptx, PTX_CHOICES, problems)
+    if cuda.container == "cubin" and cuda.compress_mode != "none":
+        problems.append("cuda.compress_mode: only applies to container: fatbin; set container: fatbin or drop it")
+    ocl_raw = _parse_section("opencl", data.get("opencl"), OPENCL_KEYS, problems)
+    for k, v in ocl_raw.items():
+        if not isinstance(v, bool):
+            problems.append(f"opencl.{k}: must be true or false, not {v!r}")
+    if problems:
+        raise ConfigError(problems)
+    return Matrix(targets=tuple(targets), cuda=cuda, opencl=OpenCLOptions(**ocl_raw), path=path)
+
+
+def loads(text: str, *, path: str = "matrix.yaml") -> Matrix:
+    loader = _UniqueKeyLoader(text)
+    loader.name = path  # type: ignore[attr-defined]
+    try:
+        data = loader.get_single_data()  # type: ignore[no-untyped-call]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}; fix the syntax (quote names that contain ':')") from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+    return parse(data, path=path)
+
+
+def load(path: str | os.PathLike[str]) -> Matrix:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--matrix: {p} does not exist; pass the path of a matrix.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--matrix: cannot read {p}: {exc}") from None
+    return loads(text, path=str(p))
+
+
+def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variable name, value) of the first set device-list variable, or None."""
+    for name in DEVLIST_ENV:
+        value = env.get(name)
+        if value is not None and value.strip():
+            return name, value
+    return None
+
+
+def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matrix:
+    """The matrix restricted to a comma-separated device list (``none`` = JIT-only).
+
+    Devices not in the matrix are accepted too (a maintainer may build for one extra GPU);
+    they become targets named after the device.
+    """
+    texts = catalog.split_devlist(devlist)
+    if [t.lower() for t in texts] == ["none"]:
+        return Matrix(targets=(), cuda=matrix.cuda, opencl=matrix.opencl, path=matrix.path)
+    if not texts:
+        raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
+    problems: list[str] = []
+    wanted: list[Device] = []
+    for text in texts:
+        got = _device_problem(source, text, None)
+        if isinstance(got, str):
+            problems.append(got)
+        elif got.key not in {d.key for d in wanted}:
+            wanted.append(got)
+    if problems:
+        raise ConfigError(problems)
+    keys = {d.key for d in wanted}
+    targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]
+    covered = {d.key for t in targets for d in t.devices}
+    targets += [Target(name=d.requested, devices=(d,)) for d in wanted if d.key not in covered]
+    return Matrix(targets=tuple(targets), cuda=matrix.cuda, opencl=matrix.opencl, path=matrix.path)

@@ -1,0 +1,68 @@
+"""The one subprocess helper: argument lists only, program found first, ``+ cmd`` echoed."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from .errors import ToolchainMissingError
+
+
+def which(program: str, *, package: str, env: Mapping[str, str] | None = None, extra_dirs: Sequence[str] = ()) -> str:
+    """Absolute path of ``program`` or a ToolchainMissingError naming the package to install."""
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    search = os.pathsep.join([*extra_dirs, path])
+    found = shutil.which(program, path=search)
+    if found is None:
+        raise ToolchainMissingError(
+            f"toolchain: '{program}' was not found on PATH; install {package} "
+            f"(for example: apt-get install {package.split()[0]})"
+        )
+    return found
+
+
+def format_cmd(args: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def run(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = True,
+    check: bool = True,
+    echo: bool = True,
+    stream: IO[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` (never through a shell).
+
+    ``stream`` receives the child's combined output line by line as it comes (so progress is
+    visible) and the whole text is still returned in ``stdout``.
+    """
+    argv = [str(a) for a in args]
+    if echo:
+        print(f"+ {format_cmd(argv)}", file=sys.stderr, flush=True)
+    if stream is None:
+        return subprocess.run(
+            argv, cwd=cwd, env=dict(env) if env is not None else None, text=True,
+            capture_output=capture, check=check,
+        )
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv, cwd=cwd, env=dict(env) if env is not None else None, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.append(line)
+            stream.write(line)
+            stream.flush()
+    result = subprocess.CompletedProcess(argv, child.returncode, "".join(lines), "")
+    if check and child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, argv, result.stdout, "")
+    return result

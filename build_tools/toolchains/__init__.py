@@ -1,0 +1,68 @@
+"""Device toolchains behind one interface, found through a registry.
+
+A toolchain module (cuda.py, intel.py, opencl.py) provides a class with ``detect()``, which
+finds the program and its version or names the package to install, ``check()``, which says
+why the installed version cannot target a device, and ``images()``, which describes the
+Bazel actions (argument lists with placeholders) for the devices it owns. Adding a vendor
+means adding a module and one line to ``REGISTRY``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..catalog import Device
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    name: str  # "nvcc"
+    path: str
+    version: str  # "13.0.88"
+    extra: tuple[str, ...] = ()  # e.g. the device strings the compiler accepts
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image per kernel module: what Bazel runs and what the manifest records."""
+
+    key: str  # unique among images; part of the Bazel target name
+    backend: str  # "cuda" | "intel" | "opencl"
+    device: str  # requested device string, or the portable form's name
+    resolved: str  # what the compiler was given
+    form: str  # sass | ptx | intel-bin | spirv | source
+    ext: str
+    argv: tuple[str, ...]  # placeholders: {src} {out} {out_dir} {out_base} {out_stem} {include}
+    toolchain: str  # name of the ToolInfo used
+    mnemonic: str
+    input: str = "kernel"  # "kernel", or "source": the preprocessed OpenCL C of the module
+    flags: tuple[str, ...] = ()  # the options that shape the code, for the manifest
+
+    def to_bzl(self, stamp: str) -> dict[str, object]:
+        return {
+            "key": self.key, "backend": self.backend, "device": self.device, "form": self.form,
+            "ext": self.ext, "argv": list(self.argv), "mnemonic": self.mnemonic,
+            "input": self.input, "source_key": SOURCE_KEY, "stamp": stamp,
+        }
+
+
+SOURCE_KEY = "opencl_source"
+
+
+class Toolchain(Protocol):
+    name: str
+    backend: str
+
+    def detect(self, env: Mapping[str, str]) -> ToolInfo: ...
+
+    def check(self, devices: list[Device], info: ToolInfo) -> list[str]: ...
+
+    def images(self, devices: list[Device], info: ToolInfo, options: object) -> list[ImageSpec]: ...
+
+
+def registry() -> dict[str, Toolchain]:
+    from .cuda import CudaToolchain
+    from .intel import IntelToolchain
+
+    return {"cuda": CudaToolchain(), "intel": IntelToolchain()}
