@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -63,15 +64,40 @@ def collect(plan: Plan, bazel_bin: Path, dest: Path, keys: set[str] | None = Non
     return images
 
 
-def document(plan: Plan, images: Iterable[Image]) -> dict[str, Any]:
-    """The manifest as JSON data. No timestamps or absolute paths: wheels must be reproducible."""
+_KERNEL = re.compile(r"__kernel\s+(?:__attribute__\s*\(\(.*?\)\)\s*)?void\s+(\w+)\s*\(", re.S)
+
+
+def kernel_names(source: str) -> list[str]:
+    """Kernel entry points of a preprocessed OpenCL C module, in source order."""
+    return _KERNEL.findall(source)
+
+
+def modules_doc(images_dir: Path, images: Iterable[Image]) -> dict[str, Any]:
+    """Per kernel module, its entry points, read from the shipped OpenCL C source image."""
+    out: dict[str, Any] = {}
+    for i in images:
+        if i.form == "source":
+            out[i.module] = {"kernels": kernel_names((images_dir / i.path).read_text(encoding="utf-8"))}
+    return out
+
+
+def targets_doc(targets: Iterable[Any]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "devices": [d.requested for d in t.devices], "jit": t.jit} for t in targets]
+
+
+def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as JSON data. No timestamps or absolute paths: wheels must be reproducible.
+
+    ``targets`` are the hardware entries whose AOT images this set holds; ``all_targets`` the
+    whole matrix's, so an installed per-target wheel can say which other wheel serves a device.
+    """
+    images = list(images)
     return {
         "schema": SCHEMA,
         "toolchains": {t.name: t.version for t in sorted(plan.tools.values(), key=lambda t: t.name)},
-        "targets": [
-            {"name": t.name, "devices": [d.requested for d in t.devices], "jit": t.jit}
-            for t in plan.matrix.targets
-        ],
+        "targets": targets_doc(plan.matrix.targets),
+        "all_targets": targets_doc(plan.matrix.targets),
+        "modules": modules,
         "images": [asdict(i) | {"flags": list(i.flags)} for i in images],
     }
 

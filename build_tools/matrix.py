@@ -17,6 +17,7 @@ Top-level sections other than ``targets`` hold options; see ``DEFAULTS`` and the
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -37,10 +38,13 @@ SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,79}$")
 DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
 
-TOP_KEYS = ("version", "targets", "cuda", "opencl")
+TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels")
 TARGET_KEYS = ("devices", "backend", "jit")
 CUDA_KEYS = ("container", "compress_mode", "ptx")
 OPENCL_KEYS = ("spirv", "source")
+WHEEL_KEYS = ("naming", "opencl_loader")
+NAMINGS = ("local-version", "project-name")
+LOADER_POLICIES = ("graft", "exclude")
 CONTAINERS = ("cubin", "fatbin")
 COMPRESS_MODES = ("none", "speed", "balance", "size")
 PTX_CHOICES = ("lowest", "none")
@@ -59,7 +63,7 @@ class Target:
 class CudaOptions:
     container: str = "cubin"  # raw cubin: see README "Image containers" for the measurement
     compress_mode: str = "none"  # only for container: fatbin
-    ptx: str = "lowest"  # PTX for the lowest sm_ of the matrix, or no PTX at all
+    ptx: str = "lowest"  # PTX for the lowest sm_ of the matrix, a given compute_XX, or "none"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,17 @@ class OpenCLOptions:
 
 
 @dataclass(frozen=True)
+class WheelOptions:
+    naming: str = "local-version"  # see build_tools/wheels.py for the trade-offs
+    opencl_loader: str = "graft"  # graft libOpenCL.so.1 into wheels (as pyopencl does) or exclude it
+
+
+@dataclass(frozen=True)
 class Matrix:
     targets: tuple[Target, ...]
     cuda: CudaOptions = field(default_factory=CudaOptions)
     opencl: OpenCLOptions = field(default_factory=OpenCLOptions)
+    wheels: WheelOptions = field(default_factory=WheelOptions)
     path: str = "matrix.yaml"
 
     def devices(self) -> tuple[Device, ...]:
@@ -88,10 +99,12 @@ class Matrix:
 
     def ptx_device(self) -> Device | None:
         """The portable CUDA form: PTX for the lowest compute capability in the matrix."""
-        ccs = [d.cc for d in self.devices() if d.backend == catalog.CUDA and d.cc is not None]
-        if not ccs or self.cuda.ptx == "none":
+        if self.cuda.ptx == "none":
             return None
-        return catalog.parse_device(f"compute_{min(ccs)}")
+        if self.cuda.ptx != "lowest":
+            return catalog.parse_device(self.cuda.ptx)
+        ccs = [d.cc for d in self.devices() if d.backend == catalog.CUDA and d.cc is not None]
+        return catalog.parse_device(f"compute_{min(ccs)}") if ccs else None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -224,16 +237,22 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     cuda = CudaOptions(**cuda_raw)
     _choice("cuda.container", cuda.container, CONTAINERS, problems)
     _choice("cuda.compress_mode", cuda.compress_mode, COMPRESS_MODES, problems)
-    _choice("cuda.ptx", cuda.ptx, PTX_CHOICES, problems)
+    if cuda.ptx not in PTX_CHOICES:
+        got = _device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
+        if isinstance(got, str) or got.form != catalog.PTX:
+            problems.append(f"cuda.ptx: {cuda.ptx!r} must be 'lowest', 'none' or a PTX target such as compute_75")
     if cuda.container == "cubin" and cuda.compress_mode != "none":
         problems.append("cuda.compress_mode: only applies to container: fatbin; set container: fatbin or drop it")
     ocl_raw = _parse_section("opencl", data.get("opencl"), OPENCL_KEYS, problems)
     for k, v in ocl_raw.items():
         if not isinstance(v, bool):
             problems.append(f"opencl.{k}: must be true or false, not {v!r}")
+    wheels = WheelOptions(**_parse_section("wheels", data.get("wheels"), WHEEL_KEYS, problems))
+    _choice("wheels.naming", wheels.naming, NAMINGS, problems)
+    _choice("wheels.opencl_loader", wheels.opencl_loader, LOADER_POLICIES, problems)
     if problems:
         raise ConfigError(problems)
-    return Matrix(targets=tuple(targets), cuda=cuda, opencl=OpenCLOptions(**ocl_raw), path=path)
+    return Matrix(targets=tuple(targets), cuda=cuda, opencl=OpenCLOptions(**ocl_raw), wheels=wheels, path=path)
 
 
 def loads(text: str, *, path: str = "matrix.yaml") -> Matrix:
@@ -278,8 +297,11 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     they become targets named after the device.
     """
     texts = catalog.split_devlist(devlist)
+    # The portable forms stay those of the full matrix, whatever subset of AOT devices is built.
+    ptx = matrix.ptx_device()
+    matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
     if [t.lower() for t in texts] == ["none"]:
-        return Matrix(targets=(), cuda=matrix.cuda, opencl=matrix.opencl, path=matrix.path)
+        return dataclasses.replace(matrix, targets=())
     if not texts:
         raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
     problems: list[str] = []
@@ -296,4 +318,4 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]
     covered = {d.key for t in targets for d in t.devices}
     targets += [Target(name=d.requested, devices=(d,)) for d in wanted if d.key not in covered]
-    return Matrix(targets=tuple(targets), cuda=matrix.cuda, opencl=matrix.opencl, path=matrix.path)
+    return dataclasses.replace(matrix, targets=tuple(targets))

@@ -1,0 +1,80 @@
+"""The stages after Bazel: collect images, compile host extensions, assemble and repair wheels.
+
+Shared by the command line (every flavour at once) and the PEP 517 backend (one wheel).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bazel, manifest, native, outdir, repair, wheels
+from .errors import ConfigError
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class BuiltWheel:
+    spec: wheels.WheelSpec
+    raw: Path  # before repair
+    wheel: Path  # after repair (== raw when not repaired)
+    platform_tag: str
+
+
+def project_version(root: Path) -> str:
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, flags=re.M | re.S)
+    if not m:
+        raise ConfigError("pyproject.toml: [project] version not found; set version = \"X.Y.Z\"")
+    return m.group(1)
+
+
+def source_date_epoch(env: Mapping[str, str]) -> int | None:
+    value = env.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds since 1970")
+    return int(value)
+
+
+def collect_images(plan: Plan, images_dir: Path, env: Mapping[str, str], keys: set[str] | None = None) -> list[manifest.Image]:
+    images = manifest.collect(plan, bazel.bazel_bin(plan, env), images_dir, keys)
+    doc = manifest.document(plan, images, manifest.modules_doc(images_dir, images))
+    outdir.write_text_atomic(images_dir / manifest.MANIFEST_NAME, manifest.dumps(doc))
+    return images
+
+
+def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.WheelSpec], env: Mapping[str, str],
+                *, repair_wheels: bool = True) -> list[BuiltWheel]:
+    epoch = source_date_epoch(env)
+    files = wheels.package_sources(plan.root)
+    all_targets = manifest.targets_doc(plan.matrix.targets)
+    built = []
+    with tempfile.TemporaryDirectory(prefix="aotkernels-ext-") as tmp:
+        sos = native.compile_extensions(plan.root, Path(tmp), env)
+        extensions = {so.name: so.read_bytes() for so in sos}
+        raw_dir = out / "raw" if repair_wheels else out
+        for spec in specs:
+            raw = wheels.build_wheel(spec, images_dir=images_dir, package_files=files, extensions=extensions,
+                                     all_targets=all_targets, out_dir=raw_dir, epoch=epoch)
+            if repair_wheels:
+                fixed = repair.repair(raw, out, graft_opencl=plan.matrix.wheels.opencl_loader == "graft", env=env)
+                built.append(BuiltWheel(spec=spec, raw=raw, wheel=fixed.wheel, platform_tag=fixed.platform_tag))
+            else:
+                built.append(BuiltWheel(spec=spec, raw=raw, wheel=raw, platform_tag=wheels.platform_tag()))
+    return built
+
+
+def env_with_epoch(env: Mapping[str, str]) -> dict[str, str]:
+    """auditwheel stamps zip members with SOURCE_DATE_EPOCH when set; default it for reproducibility."""
+    out = dict(env)
+    out.setdefault("SOURCE_DATE_EPOCH", str(wheels.ZIP_EPOCH_MIN))
+    return out
+
+
+__all__ = ["BuiltWheel", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch",
+           "os"]

@@ -1,0 +1,69 @@
+"""aotkernels: GPU kernels shipped as ahead-of-time images, with a JIT fallback that says so.
+
+On import nothing touches a driver. The first kernel call picks a device (CUDA first, then
+Intel GPUs, then any OpenCL device; ``AOTKERNELS_DEVICE=cuda:0`` or ``opencl:1`` overrides),
+chooses the best image of the installed package for it (see ``aotkernels.selection``) and
+reads only that file. ``python -m aotkernels`` reports what it chose for every device.
+"""
+from __future__ import annotations
+
+import builtins  # ``sum`` below is the kernel
+import time
+from typing import Any, Dict, List, Optional
+
+from .ops import ATOL, RTOL, matmul, matmul_variants, saxpy, softmax, sum
+from .runtime import (AotKernelsError, AotRequiredError, ImageError, JitFallbackWarning, NoDeviceError, Session,
+                      default_device, discover, manifest, session)
+from .selection import AOT, JIT, Device, NoImageError
+
+__version__ = "0.1.0"
+
+__all__ = ["saxpy", "sum", "softmax", "matmul", "matmul_variants", "RTOL", "ATOL", "report", "discover",
+           "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT", "AotKernelsError",
+           "AotRequiredError", "ImageError", "NoDeviceError", "NoImageError", "JitFallbackWarning"]
+
+
+def _device_fields(d: Device) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"device": d.name, "backend": d.backend, "index": d.index}
+    if d.cc:
+        out["compute_capability"] = f"{d.cc[0]}.{d.cc[1]}"
+    if d.ip_version:
+        out["ip_version"] = d.ip_version
+    if d.backend == "opencl":
+        out["vendor"] = d.vendor
+        out["accepts_spirv"] = d.accepts_il
+    return out
+
+
+def report(devices: Optional[List[Device]] = None) -> Dict[str, Any]:
+    """Load every kernel module on every device; say which image each uses and how long it took."""
+    notes: List[str] = []
+    if devices is None:
+        devices, notes = discover()
+    m = manifest()
+    wheel = {"targets": [t["name"] for t in m.targets], "modules": sorted(m.images)}
+    rows = []
+    for d in devices:
+        row = _device_fields(d)
+        try:
+            s = Session(d, m)
+            mods = {}
+            for name in sorted(m.images):
+                t0 = time.perf_counter()
+                loaded = s.module(name)
+                mods[name] = {"image": loaded.choice.image.path, "form": loaded.choice.image.form,
+                              "mode": loaded.choice.mode, "reason": loaded.choice.reason,
+                              "load_ms": round((time.perf_counter() - t0) * 1e3, 3)}
+            modes = {v["mode"] for v in mods.values()}
+            first = mods[sorted(mods)[0]]
+            row.update({
+                # one image kind serves every module of a device; "image" shows it by its folder
+                "image": first["image"].rsplit("/", 1)[0],
+                "mode": JIT if JIT in modes else AOT,
+                "load_ms": round(builtins.sum(v["load_ms"] for v in mods.values()), 3),
+                "modules": mods,
+            })
+        except (AotKernelsError, NoImageError) as exc:
+            row.update({"image": None, "mode": None, "load_ms": None, "error": str(exc)})
+        rows.append(row)
+    return {"wheel": wheel, "devices": rows, "notes": notes}

@@ -1,0 +1,101 @@
+"""``python -m aotkernels [--json] [--selftest]``: what was found, what was chosen, and how long it took.
+
+Exit codes: 0 fine; 1 no device found; 2 a device could not load its images or a
+self-test result was wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import ATOL, RTOL, Session, discover, manifest, matmul, matmul_variants, report, saxpy, softmax
+from . import sum as asum
+
+
+def selftest(session: Session) -> List[Dict[str, Any]]:
+    """Run every kernel (every matmul variant) on awkward shapes and compare with NumPy."""
+    rng = np.random.default_rng(0)
+    cases: List[Dict[str, Any]] = []
+
+    def check(name: str, got: Any, want: Any, first_ms: float) -> None:
+        err = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)))) if np.size(want) else 0.0
+        scale = float(np.max(np.abs(want))) if np.size(want) else 0.0
+        ok = bool(np.allclose(got, want, rtol=RTOL, atol=ATOL * max(1.0, scale)))
+        cases.append({"case": name, "ok": ok, "max_abs_err": err, "ms": round(first_ms, 3)})
+
+    def timed(fn: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        return out, (time.perf_counter() - t0) * 1e3
+
+    for n in (1, 1000, 100_003):
+        x, y = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+        got, ms = timed(lambda: saxpy(2.5, x, y, device=session))
+        check(f"saxpy n={n}", got, 2.5 * x + y, ms)
+    for n in (1, 1000, 300_000):
+        x = rng.standard_normal(n, dtype=np.float32)
+        got, ms = timed(lambda: asum(x, device=session))
+        want = float(np.sum(x, dtype=np.float64))
+        cases.append({"case": f"sum n={n}", "ok": abs(got - want) <= 1e-4 * max(1.0, float(np.sum(np.abs(x)))),
+                      "max_abs_err": abs(got - want), "ms": round(ms, 3)})
+    for rows, cols in ((1, 1), (3, 7), (5, 300), (2, 4097)):
+        x = rng.standard_normal((rows, cols), dtype=np.float32) * 5
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        got, ms = timed(lambda: softmax(x, device=session))
+        check(f"softmax {rows}x{cols}", got, e / e.sum(axis=1, keepdims=True), ms)
+    for variant in matmul_variants(session):
+        for m, n, k in ((33, 17, 5), (130, 70, 1), (129, 257, 33)):
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            got, ms = timed(lambda: matmul(a, b, variant=variant, device=session))
+            check(f"{variant} {m}x{n}x{k}", got, a.astype(np.float64) @ b.astype(np.float64), ms)
+    return cases
+
+
+def _text(rep: Dict[str, Any]) -> str:
+    lines = [f"aotkernels wheel: targets {', '.join(rep['wheel']['targets']) or '(none: JIT only)'}"]
+    if not rep["devices"]:
+        lines.append("no device found: " + "; ".join(rep["notes"]))
+    for d in rep["devices"]:
+        head = f"{d['backend']}:{d['index']} {d['device']}"
+        if d.get("error"):
+            lines.append(f"{head}: ERROR {d['error']}")
+            continue
+        lines.append(f"{head}: {d['mode'].upper()} from {d['image']} (loaded in {d['load_ms']:.1f} ms)")
+        for name, mod in d["modules"].items():
+            lines.append(f"    {name:<11} {mod['mode']:<3} {mod['image']:<32} {mod['load_ms']:9.3f} ms  {mod['reason']}")
+        for case in d.get("selftest", []):
+            lines.append(f"    {'ok  ' if case['ok'] else 'FAIL'} {case['case']:<44} err {case['max_abs_err']:.2e}  {case['ms']:.2f} ms")
+    for note in rep["notes"] if rep["devices"] else []:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aotkernels", description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--selftest", action="store_true", help="also run every kernel and compare with NumPy")
+    args = p.parse_args(argv)
+    devices, notes = discover()
+    rep = report(devices)
+    rep["notes"] = notes
+    failed = any(d.get("error") for d in rep["devices"])
+    if args.selftest:
+        m = manifest()
+        for d, row in zip(devices, rep["devices"]):
+            if not row.get("error"):
+                row["selftest"] = selftest(Session(d, m))
+                failed |= not all(c["ok"] for c in row["selftest"])
+    print(json.dumps(rep, indent=2) if args.json else _text(rep))
+    if not rep["devices"]:
+        return 1
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,981 @@
+/*
+ * aotkernels._cuda -- minimal CUDA driver API backend.
+ *
+ * libcuda.so.1 is loaded at run time with dlopen(); this module never links
+ * against it and does not include cuda.h.  Importing always succeeds;
+ * status() tells whether the driver is usable.
+ */
+#define Py_LIMITED_API 0x03090000
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "_native_common.h"
+
+/* ------------------------------------------------------------------------ */
+/* Driver API types (subset, ABI-compatible with cuda.h on Linux x86_64/aarch64) */
+
+typedef int CUresult;               /* enum cudaError_enum */
+typedef int CUdevice;
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef unsigned long long CUdeviceptr;
+typedef int CUjit_option;           /* enum CUjit_option_enum */
+typedef int CUdevice_attribute;     /* enum CUdevice_attribute_enum */
+
+#define CUDA_SUCCESS 0
+#define CUDA_ERROR_INVALID_VALUE 1
+
+#define CU_JIT_INFO_LOG_BUFFER 3
+#define CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES 4
+#define CU_JIT_ERROR_LOG_BUFFER 5
+#define CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
+
+#define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
+#define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+
+typedef CUresult (*PFN_cuInit)(unsigned int);
+typedef CUresult (*PFN_cuDriverGetVersion)(int *);
+typedef CUresult (*PFN_cuDeviceGetCount)(int *);
+typedef CUresult (*PFN_cuDeviceGet)(CUdevice *, int);
+typedef CUresult (*PFN_cuDeviceGetName)(char *, int, CUdevice);
+typedef CUresult (*PFN_cuDeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+typedef CUresult (*PFN_cuDeviceTotalMem)(size_t *, CUdevice);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRelease)(CUdevice);
+typedef CUresult (*PFN_cuCtxSetCurrent)(CUcontext);
+typedef CUresult (*PFN_cuCtxSynchronize)(void);
+typedef CUresult (*PFN_cuModuleLoadDataEx)(CUmodule *, const void *, unsigned int,
+                                           CUjit_option *, void **);
+typedef CUresult (*PFN_cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+typedef CUresult (*PFN_cuModuleUnload)(CUmodule);
+typedef CUresult (*PFN_cuMemAlloc)(CUdeviceptr *, size_t);
+typedef CUresult (*PFN_cuMemFree)(CUdeviceptr);
+typedef CUresult (*PFN_cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+typedef CUresult (*PFN_cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+typedef CUresult (*PFN_cuLaunchKernel)(CUfunction, unsigned int, unsigned int, unsigned int,
+                                       unsigned int, unsigned int, unsigned int,
+                                       unsigned int, CUstream, void **, void **);
+typedef CUresult (*PFN_cuGetErrorName)(CUresult, const char **);
+typedef CUresult (*PFN_cuGetErrorString)(CUresult, const char **);
+/* optional, CUDA >= 12.4 */
+typedef CUresult (*PFN_cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
+
+static struct {
+    PFN_cuInit cuInit;
+    PFN_cuDriverGetVersion cuDriverGetVersion;
+    PFN_cuDeviceGetCount cuDeviceGetCount;
+    PFN_cuDeviceGet cuDeviceGet;
+    PFN_cuDeviceGetName cuDeviceGetName;
+    PFN_cuDeviceGetAttribute cuDeviceGetAttribute;
+    PFN_cuDeviceTotalMem cuDeviceTotalMem;
+    PFN_cuDevicePrimaryCtxRetain cuDevicePrimaryCtxRetain;
+    PFN_cuDevicePrimaryCtxRelease cuDevicePrimaryCtxRelease;
+    PFN_cuCtxSetCurrent cuCtxSetCurrent;
+    PFN_cuCtxSynchronize cuCtxSynchronize;
+    PFN_cuModuleLoadDataEx cuModuleLoadDataEx;
+    PFN_cuModuleGetFunction cuModuleGetFunction;
+    PFN_cuModuleUnload cuModuleUnload;
+    PFN_cuMemAlloc cuMemAlloc;
+    PFN_cuMemFree cuMemFree;
+    PFN_cuMemcpyHtoD cuMemcpyHtoD;
+    PFN_cuMemcpyDtoH cuMemcpyDtoH;
+    PFN_cuLaunchKernel cuLaunchKernel;
+    PFN_cuGetErrorName cuGetErrorName;
+    PFN_cuGetErrorString cuGetErrorString;
+    PFN_cuFuncGetParamInfo cuFuncGetParamInfo; /* may be NULL */
+} cu;
+
+/* Initialisation state: 0 = not tried, 1 = ok, -1 = failed (see g_status). */
+static int g_init_state = 0;
+static void *g_libcuda = NULL;
+static char g_status[1024] = "not initialised";
+
+static const char *
+cu_err_name(CUresult r)
+{
+    const char *s = NULL;
+    if (cu.cuGetErrorName == NULL || cu.cuGetErrorName(r, &s) != CUDA_SUCCESS || s == NULL)
+        return "CUDA_ERROR_UNKNOWN_CODE";
+    return s;
+}
+
+static const char *
+cu_err_string(CUresult r)
+{
+    const char *s = NULL;
+    if (cu.cuGetErrorString == NULL || cu.cuGetErrorString(r, &s) != CUDA_SUCCESS || s == NULL)
+        return "unrecognized error code";
+    return s;
+}
+
+/* Returns 0 if loaded and cuInit() succeeded; else -1 (no exception set). */
+static int
+cu_ensure_init(void)
+{
+    const char *err;
+    CUresult r;
+    void *lib;
+
+    if (g_init_state != 0)
+        return g_init_state > 0 ? 0 : -1;
+
+    dlerror();
+    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        err = dlerror();
+        snprintf(g_status, sizeof g_status, "libcuda.so.1 not found: %s",
+                 err ? err : "unknown dlopen error");
+        g_init_state = -1;
+        return -1;
+    }
+    g_libcuda = lib;
+
+#define LOAD_SYM(field, symname)                                                        \
+    do {                                                                                \
+        void *p_;                                                                       \
+        dlerror();                                                                      \
+        p_ = dlsym(lib, symname);                                                       \
+        if (p_ == NULL) {                                                               \
+            err = dlerror();                                                            \
+            snprintf(g_status, sizeof g_status,                                         \
+                     "libcuda.so.1 does not export %s (driver too old?): %s", symname,  \
+                     err ? err : "symbol is NULL");                                     \
+            memset(&cu, 0, sizeof cu);                                                  \
+            g_init_state = -1;                                                          \
+            return -1;                                                                  \
+        }                                                                               \
+        memcpy(&cu.field, &p_, sizeof p_);                                              \
+    } while (0)
+
+    /* error-name helpers first, so later messages can use them */
+    LOAD_SYM(cuGetErrorName, "cuGetErrorName");
+    LOAD_SYM(cuGetErrorString, "cuGetErrorString");
+    LOAD_SYM(cuInit, "cuInit");
+    LOAD_SYM(cuDriverGetVersion, "cuDriverGetVersion");
+    LOAD_SYM(cuDeviceGetCount, "cuDeviceGetCount");
+    LOAD_SYM(cuDeviceGet, "cuDeviceGet");
+    LOAD_SYM(cuDeviceGetName, "cuDeviceGetName");
+    LOAD_SYM(cuDeviceGetAttribute, "cuDeviceGetAttribute");
+    LOAD_SYM(cuDeviceTotalMem, "cuDeviceTotalMem_v2");
+    LOAD_SYM(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+    {
+        /* _v2 since CUDA 11; fall back to the original (same signature). */
+        void *p = dlsym(lib, "cuDevicePrimaryCtxRelease_v2");
+        if (p != NULL)
+            memcpy(&cu.cuDevicePrimaryCtxRelease, &p, sizeof p);
+        else
+            LOAD_SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease");
+    }
+    LOAD_SYM(cuCtxSetCurrent, "cuCtxSetCurrent");
+    LOAD_SYM(cuCtxSynchronize, "cuCtxSynchronize");
+    LOAD_SYM(cuModuleLoadDataEx, "cuModuleLoadDataEx");
+    LOAD_SYM(cuModuleGetFunction, "cuModuleGetFunction");
+    LOAD_SYM(cuModuleUnload, "cuModuleUnload");
+    LOAD_SYM(cuMemAlloc, "cuMemAlloc_v2");
+    LOAD_SYM(cuMemFree, "cuMemFree_v2");
+    LOAD_SYM(cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+    LOAD_SYM(cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+    LOAD_SYM(cuLaunchKernel, "cuLaunchKernel");
+#undef LOAD_SYM
+    {
+        void *p = dlsym(lib, "cuFuncGetParamInfo");
+        if (p != NULL)
+            memcpy(&cu.cuFuncGetParamInfo, &p, sizeof p);
+    }
+
+    r = cu.cuInit(0);
+    if (r != CUDA_SUCCESS) {
+        snprintf(g_status, sizeof g_status, "cuInit failed: %s (%d): %s",
+                 cu_err_name(r), (int)r, cu_err_string(r));
+        g_init_state = -1;
+        return -1;
+    }
+    snprintf(g_status, sizeof g_status, "ok");
+    g_init_state = 1;
+    return 0;
+}
+
+/* Raise RuntimeError if the driver is unusable; returns -1 in that case. */
+static int
+cu_require(void)
+{
+    if (cu_ensure_init() == 0)
+        return 0;
+    PyErr_Format(PyExc_RuntimeError, "CUDA driver unavailable: %s", g_status);
+    return -1;
+}
+
+/* Raise RuntimeError "<call> failed[ for kernel 'x']: NAME (code): description". */
+static PyObject *
+cu_raise(const char *call, CUresult r, const char *kernel, const char *log)
+{
+    if (kernel != NULL && log != NULL && log[0] != '\0')
+        PyErr_Format(PyExc_RuntimeError, "%s failed for kernel '%s': %s (%d): %s\n%s", call,
+                     kernel, cu_err_name(r), (int)r, cu_err_string(r), log);
+    else if (kernel != NULL)
+        PyErr_Format(PyExc_RuntimeError, "%s failed for kernel '%s': %s (%d): %s", call, kernel,
+                     cu_err_name(r), (int)r, cu_err_string(r));
+    else if (log != NULL && log[0] != '\0')
+        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d): %s\n%s", call, cu_err_name(r),
+                     (int)r, cu_err_string(r), log);
+    else
+        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d): %s", call, cu_err_name(r),
+                     (int)r, cu_err_string(r));
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Capsules */
+
+#define CTX_NAME "aotkernels._cuda.Context"
+#define MOD_NAME "aotkernels._cuda.Module"
+#define BUF_NAME "aotkernels._cuda.Buffer"
+
+typedef struct {
+    CUdevice dev;
+    int index;
+    CUcontext ctx; /* retained primary context */
+} cu_ctx_t;
+
+typedef struct {
+    CUmodule mod;
+    CUcontext ctx;
+    PyObject *ctx_capsule; /* strong ref: context outlives the module */
+} cu_mod_t;
+
+typedef struct {
+    CUdeviceptr ptr;
+    size_t size; /* user-visible size (may be 0; 1 byte is allocated then) */
+    CUcontext ctx;
+    PyObject *ctx_capsule; /* strong ref */
+} cu_buf_t;
+
+static void
+ctx_destructor(PyObject *cap)
+{
+    cu_ctx_t *c = (cu_ctx_t *)PyCapsule_GetPointer(cap, CTX_NAME);
+    if (c == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (c->ctx != NULL && cu.cuDevicePrimaryCtxRelease != NULL)
+        (void)cu.cuDevicePrimaryCtxRelease(c->dev);
+    PyMem_Free(c);
+}
+
+static void
+mod_destructor(PyObject *cap)
+{
+    cu_mod_t *m = (cu_mod_t *)PyCapsule_GetPointer(cap, MOD_NAME);
+    if (m == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (m->mod != NULL) {
+        (void)cu.cuCtxSetCurrent(m->ctx);
+        (void)cu.cuModuleUnload(m->mod);
+    }
+    Py_XDECREF(m->ctx_capsule);
+    PyMem_Free(m);
+}
+
+static void
+buf_destructor(PyObject *cap)
+{
+    cu_buf_t *b = (cu_buf_t *)PyCapsule_GetPointer(cap, BUF_NAME);
+    if (b == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (b->ptr != 0) {
+        (void)cu.cuCtxSetCurrent(b->ctx);
+        (void)cu.cuMemFree(b->ptr);
+    }
+    Py_XDECREF(b->ctx_capsule);
+    PyMem_Free(b);
+}
+
+/* Validate ctx capsule and make its context current. */
+static cu_ctx_t *
+get_ctx_current(PyObject *ctx_obj)
+{
+    cu_ctx_t *c;
+    CUresult r;
+    if (cu_require() < 0)
+        return NULL;
+    c = (cu_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx");
+    if (c == NULL)
+        return NULL;
+    r = cu.cuCtxSetCurrent(c->ctx);
+    if (r != CUDA_SUCCESS) {
+        cu_raise("cuCtxSetCurrent", r, NULL, NULL);
+        return NULL;
+    }
+    return c;
+}
+
+static cu_buf_t *
+get_buf(PyObject *obj, cu_ctx_t *c, const char *what)
+{
+    cu_buf_t *b = (cu_buf_t *)ak_capsule_ptr(obj, BUF_NAME, what);
+    if (b == NULL)
+        return NULL;
+    if (b->ctx != c->ctx) {
+        PyErr_Format(PyExc_ValueError, "%s belongs to a different CUDA context", what);
+        return NULL;
+    }
+    return b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Image sanity checks: cuModuleLoadDataEx takes no size, so reject inputs
+ * whose headers would make the driver read past the end of our copy. */
+
+static uint64_t
+rd_u64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static uint32_t
+rd_u32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint16_t
+rd_u16(const unsigned char *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static int
+range_ok(uint64_t off, uint64_t count, uint64_t each, uint64_t len)
+{
+    if (each != 0 && count > UINT64_MAX / each)
+        return 0;
+    if (off > len)
+        return 0;
+    return count * each <= len - off;
+}
+
+/* Returns NULL if the image looks acceptable, else a reason string. */
+static const char *
+check_image(const unsigned char *d, size_t len)
+{
+    if (len >= 4 && d[0] == 0x7f && d[1] == 'E' && d[2] == 'L' && d[3] == 'F') {
+        uint64_t phoff, shoff;
+        uint16_t phentsize, phnum, shentsize, shnum, k;
+        if (len < 64)
+            return "truncated ELF header";
+        if (d[4] != 2 /* ELFCLASS64 */ || d[5] != 1 /* little endian */)
+            return "not a 64-bit little-endian ELF (cubin) image";
+        phoff = rd_u64(d + 32);
+        shoff = rd_u64(d + 40);
+        phentsize = rd_u16(d + 54);
+        phnum = rd_u16(d + 56);
+        shentsize = rd_u16(d + 58);
+        shnum = rd_u16(d + 60);
+        if (phnum != 0 && (phentsize < 56 || !range_ok(phoff, phnum, phentsize, len)))
+            return "ELF program header table out of bounds";
+        if (shoff != 0 && shnum == 0 && (shentsize < 64 || !range_ok(shoff, 1, shentsize, len)))
+            return "ELF section header table out of bounds";
+        if (shnum != 0 && (shentsize < 64 || !range_ok(shoff, shnum, shentsize, len)))
+            return "ELF section header table out of bounds";
+        if (shnum != 0 && rd_u16(d + 62) >= shnum && rd_u16(d + 62) != 0xffff)
+            return "ELF section name table index out of range";
+        for (k = 0; k < phnum; k++) {
+            const unsigned char *ph = d + phoff + (uint64_t)k * phentsize;
+            if (!range_ok(rd_u64(ph + 8), rd_u64(ph + 32), 1, len))
+                return "ELF segment out of bounds";
+        }
+        for (k = 0; k < shnum; k++) {
+            const unsigned char *sh = d + shoff + (uint64_t)k * shentsize;
+            if (rd_u32(sh + 4) == 8 /* SHT_NOBITS */ || rd_u32(sh + 4) == 0 /* SHT_NULL */)
+                continue;
+            if (!range_ok(rd_u64(sh + 24), rd_u64(sh + 32), 1, len))
+                return "ELF section out of bounds";
+        }
+        return NULL;
+    }
+    if (len >= 4 && rd_u32(d) == 0xBA55ED50u) { /* fatbin data */
+        uint16_t hsize;
+        uint64_t fsize;
+        uint64_t pos, end;
+        if (len < 16)
+            return "truncated fatbin header";
+        hsize = rd_u16(d + 6);
+        fsize = rd_u64(d + 8);
+        if (hsize < 16 || !range_ok(hsize, fsize, 1, len))
+            return "fatbin size field exceeds the data length";
+        /* Walk the entry chain: each entry starts with u16 kind, u16 flags,
+         * u32 entry header size, u64 payload size; the next entry follows the
+         * payload.  Reject chains that leave the container. */
+        pos = hsize;
+        end = (uint64_t)hsize + fsize;
+        if (pos == end)
+            return "fatbin container has no entries";
+        while (pos < end) {
+            uint32_t ehsize;
+            uint64_t psize;
+            if (end - pos < 16)
+                return "truncated fatbin entry header";
+            ehsize = rd_u32(d + pos + 4);
+            psize = rd_u64(d + pos + 8);
+            if (ehsize < 16 || !range_ok(pos, ehsize, 1, end) ||
+                !range_ok(pos + ehsize, psize, 1, end))
+                return "fatbin entry out of bounds";
+            pos += ehsize + psize;
+        }
+        return NULL;
+    }
+    if (len >= 4 && rd_u32(d) == 0x466243B1u) /* __fatBinC_Wrapper_t holds a raw pointer */
+        return "fatbin wrapper structures (with embedded pointers) are not accepted; pass the fatbin data";
+    return NULL; /* treated as PTX text by the driver */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module functions */
+
+static PyObject *
+py_status(PyObject *self, PyObject *noargs)
+{
+    int ok;
+    (void)self;
+    (void)noargs;
+    ok = cu_ensure_init() == 0;
+    return Py_BuildValue("(Os)", ok ? Py_True : Py_False, g_status);
+}
+
+static PyObject *
+py_driver_version(PyObject *self, PyObject *noargs)
+{
+    int v = 0;
+    CUresult r;
+    (void)self;
+    (void)noargs;
+    if (cu_require() < 0)
+        return NULL;
+    r = cu.cuDriverGetVersion(&v);
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuDriverGetVersion", r, NULL, NULL);
+    return PyLong_FromLong(v);
+}
+
+static PyObject *
+py_devices(PyObject *self, PyObject *noargs)
+{
+    PyObject *list;
+    int count = 0, i;
+    CUresult r;
+    (void)self;
+    (void)noargs;
+    list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    if (cu_ensure_init() != 0)
+        return list;
+    r = cu.cuDeviceGetCount(&count);
+    if (r != CUDA_SUCCESS) {
+        Py_DECREF(list);
+        return cu_raise("cuDeviceGetCount", r, NULL, NULL);
+    }
+    for (i = 0; i < count; i++) {
+        CUdevice dev;
+        char name[256];
+        int major = 0, minor = 0;
+        size_t total = 0;
+        PyObject *d, *pyname;
+        int rc;
+
+        memset(name, 0, sizeof name);
+        if ((r = cu.cuDeviceGet(&dev, i)) != CUDA_SUCCESS) {
+            Py_DECREF(list);
+            return cu_raise("cuDeviceGet", r, NULL, NULL);
+        }
+        if ((r = cu.cuDeviceGetName(name, (int)sizeof name - 1, dev)) != CUDA_SUCCESS) {
+            Py_DECREF(list);
+            return cu_raise("cuDeviceGetName", r, NULL, NULL);
+        }
+        if ((r = cu.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                         dev)) != CUDA_SUCCESS ||
+            (r = cu.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                         dev)) != CUDA_SUCCESS) {
+            Py_DECREF(list);
+            return cu_raise("cuDeviceGetAttribute", r, NULL, NULL);
+        }
+        if ((r = cu.cuDeviceTotalMem(&total, dev)) != CUDA_SUCCESS) {
+            Py_DECREF(list);
+            return cu_raise("cuDeviceTotalMem_v2", r, NULL, NULL);
+        }
+        pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
+        if (pyname == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        d = Py_BuildValue("{s:i,s:N,s:i,s:i,s:K}", "index", i, "name", pyname, "cc_major",
+                          major, "cc_minor", minor, "total_mem", (unsigned long long)total);
+        if (d == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        rc = PyList_Append(list, d);
+        Py_DECREF(d);
+        if (rc < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static PyObject *
+py_create_context(PyObject *self, PyObject *args)
+{
+    int index, count = 0;
+    CUdevice dev;
+    CUcontext ctx = NULL;
+    CUresult r;
+    cu_ctx_t *c;
+    PyObject *cap;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "i:create_context", &index))
+        return NULL;
+    if (cu_require() < 0)
+        return NULL;
+    if ((r = cu.cuDeviceGetCount(&count)) != CUDA_SUCCESS)
+        return cu_raise("cuDeviceGetCount", r, NULL, NULL);
+    if (index < 0 || index >= count) {
+        PyErr_Format(PyExc_ValueError, "CUDA device index %d out of range (%d devices)", index,
+                     count);
+        return NULL;
+    }
+    if ((r = cu.cuDeviceGet(&dev, index)) != CUDA_SUCCESS)
+        return cu_raise("cuDeviceGet", r, NULL, NULL);
+    if ((r = cu.cuDevicePrimaryCtxRetain(&ctx, dev)) != CUDA_SUCCESS)
+        return cu_raise("cuDevicePrimaryCtxRetain", r, NULL, NULL);
+    if ((r = cu.cuCtxSetCurrent(ctx)) != CUDA_SUCCESS) {
+        (void)cu.cuDevicePrimaryCtxRelease(dev);
+        return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
+    }
+    c = (cu_ctx_t *)PyMem_Malloc(sizeof *c);
+    if (c == NULL) {
+        (void)cu.cuDevicePrimaryCtxRelease(dev);
+        return PyErr_NoMemory();
+    }
+    c->dev = dev;
+    c->index = index;
+    c->ctx = ctx;
+    cap = PyCapsule_New(c, CTX_NAME, ctx_destructor);
+    if (cap == NULL) {
+        (void)cu.cuDevicePrimaryCtxRelease(dev);
+        PyMem_Free(c);
+        return NULL;
+    }
+    return cap;
+}
+
+#define JIT_LOG_SIZE 16384
+
+static PyObject *
+py_load_module(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *data_obj, *cap;
+    char *data;
+    Py_ssize_t len;
+    unsigned char *image;
+    const char *bad;
+    cu_ctx_t *c;
+    cu_mod_t *m;
+    CUmodule mod = NULL;
+    CUresult r;
+    char *info_log, *error_log;
+    CUjit_option opts[4];
+    void *vals[4];
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OS:load_module", &ctx_obj, &data_obj))
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
+        return NULL;
+    if (len == 0) {
+        PyErr_SetString(PyExc_ValueError, "load_module: empty module image");
+        return NULL;
+    }
+    bad = check_image((const unsigned char *)data, (size_t)len);
+    if (bad != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "cuModuleLoadDataEx: rejected invalid module image: %s",
+                     bad);
+        return NULL;
+    }
+    /* NUL-terminated, 8-byte padded copy (PTX needs the terminator; cubin/fatbin
+     * get an aligned buffer). */
+    image = (unsigned char *)PyMem_Malloc((size_t)len + 16);
+    info_log = (char *)PyMem_Malloc(JIT_LOG_SIZE);
+    error_log = (char *)PyMem_Malloc(JIT_LOG_SIZE);
+    if (image == NULL || info_log == NULL || error_log == NULL) {
+        PyMem_Free(image);
+        PyMem_Free(info_log);
+        PyMem_Free(error_log);
+        return PyErr_NoMemory();
+    }
+    memcpy(image, data, (size_t)len);
+    memset(image + len, 0, 16);
+    memset(info_log, 0, JIT_LOG_SIZE);
+    memset(error_log, 0, JIT_LOG_SIZE);
+
+    opts[0] = CU_JIT_INFO_LOG_BUFFER;
+    vals[0] = info_log;
+    opts[1] = CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES;
+    vals[1] = (void *)(uintptr_t)(JIT_LOG_SIZE - 1);
+    opts[2] = CU_JIT_ERROR_LOG_BUFFER;
+    vals[2] = error_log;
+    opts[3] = CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES;
+    vals[3] = (void *)(uintptr_t)(JIT_LOG_SIZE - 1);
+
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuModuleLoadDataEx(&mod, image, 4, opts, vals);
+    Py_END_ALLOW_THREADS
+
+    PyMem_Free(image);
+    info_log[JIT_LOG_SIZE - 1] = '\0';
+    error_log[JIT_LOG_SIZE - 1] = '\0';
+    if (r != CUDA_SUCCESS) {
+        const char *log = error_log[0] ? error_log : info_log;
+        char *msg = NULL;
+        if (log[0]) {
+            size_t n = strlen(log) + 32;
+            msg = (char *)PyMem_Malloc(n);
+            if (msg != NULL)
+                snprintf(msg, n, "JIT log:\n%s", log);
+        }
+        cu_raise("cuModuleLoadDataEx", r, NULL, msg ? msg : "");
+        PyMem_Free(msg);
+        PyMem_Free(info_log);
+        PyMem_Free(error_log);
+        return NULL;
+    }
+    PyMem_Free(info_log);
+    PyMem_Free(error_log);
+
+    m = (cu_mod_t *)PyMem_Malloc(sizeof *m);
+    if (m == NULL) {
+        (void)cu.cuModuleUnload(mod);
+        return PyErr_NoMemory();
+    }
+    m->mod = mod;
+    m->ctx = c->ctx;
+    m->ctx_capsule = ctx_obj;
+    Py_INCREF(ctx_obj);
+    cap = PyCapsule_New(m, MOD_NAME, mod_destructor);
+    if (cap == NULL) {
+        (void)cu.cuModuleUnload(mod);
+        Py_DECREF(ctx_obj);
+        PyMem_Free(m);
+        return NULL;
+    }
+    return cap;
+}
+
+static PyObject *
+py_alloc(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *cap;
+    Py_ssize_t nbytes;
+    cu_ctx_t *c;
+    cu_buf_t *b;
+    CUdeviceptr ptr = 0;
+    CUresult r;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "On:alloc", &ctx_obj, &nbytes))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0)
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuMemAlloc(&ptr, nbytes > 0 ? (size_t)nbytes : 1);
+    Py_END_ALLOW_THREADS
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuMemAlloc_v2", r, NULL, NULL);
+    b = (cu_buf_t *)PyMem_Malloc(sizeof *b);
+    if (b == NULL) {
+        (void)cu.cuMemFree(ptr);
+        return PyErr_NoMemory();
+    }
+    b->ptr = ptr;
+    b->size = (size_t)nbytes;
+    b->ctx = c->ctx;
+    b->ctx_capsule = ctx_obj;
+    Py_INCREF(ctx_obj);
+    cap = PyCapsule_New(b, BUF_NAME, buf_destructor);
+    if (cap == NULL) {
+        (void)cu.cuMemFree(ptr);
+        Py_DECREF(ctx_obj);
+        PyMem_Free(b);
+        return NULL;
+    }
+    return cap;
+}
+
+static PyObject *
+py_write(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *buf_obj, *data_obj;
+    char *data;
+    Py_ssize_t len;
+    cu_ctx_t *c;
+    cu_buf_t *b;
+    CUresult r;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOS:write", &ctx_obj, &buf_obj, &data_obj))
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
+        return NULL;
+    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
+        return NULL;
+    if ((size_t)len > b->size) {
+        PyErr_Format(PyExc_ValueError, "write: %zd bytes do not fit in a %zu-byte buffer", len,
+                     b->size);
+        return NULL;
+    }
+    if (len == 0)
+        Py_RETURN_NONE;
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuMemcpyHtoD(b->ptr, data, (size_t)len);
+    Py_END_ALLOW_THREADS
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuMemcpyHtoD_v2", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_read(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *buf_obj, *out;
+    Py_ssize_t nbytes;
+    char *dst;
+    cu_ctx_t *c;
+    cu_buf_t *b;
+    CUresult r;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOn:read", &ctx_obj, &buf_obj, &nbytes))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0)
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
+        return NULL;
+    if ((size_t)nbytes > b->size) {
+        PyErr_Format(PyExc_ValueError, "read: %zd bytes requested from a %zu-byte buffer",
+                     nbytes, b->size);
+        return NULL;
+    }
+    out = ak_new_bytes(nbytes, &dst);
+    if (out == NULL || nbytes == 0)
+        return out;
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuMemcpyDtoH(dst, b->ptr, (size_t)nbytes);
+    Py_END_ALLOW_THREADS
+    if (r != CUDA_SUCCESS) {
+        Py_DECREF(out);
+        return cu_raise("cuMemcpyDtoH_v2", r, NULL, NULL);
+    }
+    return out;
+}
+
+typedef union {
+    int32_t i;
+    float f;
+    CUdeviceptr p;
+} cu_argval;
+
+static PyObject *
+py_launch(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *mod_obj, *grid_obj, *block_obj, *arg_list, *keep = NULL;
+    const char *kname;
+    unsigned long long grid[3], block[3];
+    cu_ctx_t *c;
+    cu_mod_t *m;
+    CUfunction f = NULL;
+    CUresult r;
+    ak_arg *parsed = NULL;
+    Py_ssize_t n = 0, k;
+    cu_argval *vals = NULL;
+    void **params = NULL;
+    const char *failed_call = NULL;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOsOOO:launch", &ctx_obj, &mod_obj, &kname, &grid_obj,
+                          &block_obj, &arg_list))
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    if ((m = (cu_mod_t *)ak_capsule_ptr(mod_obj, MOD_NAME, "module")) == NULL)
+        return NULL;
+    if (m->ctx != c->ctx) {
+        PyErr_SetString(PyExc_ValueError, "module belongs to a different CUDA context");
+        return NULL;
+    }
+    if (ak_parse_dims(grid_obj, "grid", 1, 3, UINT_MAX, grid) < 0 ||
+        ak_parse_dims(block_obj, "block", 1, 3, UINT_MAX, block) < 0)
+        return NULL;
+    keep = ak_parse_args(arg_list, &parsed, &n);
+    if (keep == NULL)
+        return NULL;
+
+    r = cu.cuModuleGetFunction(&f, m->mod, kname);
+    if (r != CUDA_SUCCESS) {
+        cu_raise("cuModuleGetFunction", r, kname, NULL);
+        goto done;
+    }
+
+    /* Check argument count/sizes against the kernel signature when the
+     * driver can tell us (cuFuncGetParamInfo, CUDA >= 12.4). */
+    if (cu.cuFuncGetParamInfo != NULL) {
+        size_t off = 0, sz = 0;
+        int have_info = 1;
+        for (k = 0; k < n; k++) {
+            size_t want = parsed[k].kind == 'b' ? sizeof(CUdeviceptr) : 4;
+            r = cu.cuFuncGetParamInfo(f, (size_t)k, &off, &sz);
+            if (r != CUDA_SUCCESS) {
+                if (r != CUDA_ERROR_INVALID_VALUE) {
+                    have_info = 0; /* query not supported here: skip the check */
+                    break;
+                }
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s' takes %zd parameter(s), but %zd argument(s) were given",
+                             kname, k, n);
+                goto done;
+            }
+            if (sz != want) {
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': parameter %zd is %zu bytes, but argument kind '%c' "
+                             "passes %zu bytes",
+                             kname, k, sz, parsed[k].kind, want);
+                goto done;
+            }
+        }
+        if (have_info && cu.cuFuncGetParamInfo(f, (size_t)n, &off, &sz) == CUDA_SUCCESS) {
+            size_t total = (size_t)n + 1;
+            while (total < 65536 && cu.cuFuncGetParamInfo(f, total, &off, &sz) == CUDA_SUCCESS)
+                total++;
+            PyErr_Format(PyExc_ValueError,
+                         "kernel '%s' takes %zu parameter(s), but %zd argument(s) were given",
+                         kname, total, n);
+            goto done;
+        }
+    }
+
+    vals = (cu_argval *)PyMem_Malloc(sizeof(cu_argval) * (size_t)(n > 0 ? n : 1));
+    params = (void **)PyMem_Malloc(sizeof(void *) * (size_t)(n > 0 ? n : 1));
+    if (vals == NULL || params == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (k = 0; k < n; k++) {
+        memset(&vals[k], 0, sizeof vals[k]);
+        switch (parsed[k].kind) {
+        case 'i':
+            vals[k].i = parsed[k].i;
+            break;
+        case 'f':
+            vals[k].f = parsed[k].f;
+            break;
+        default: {
+            char what[48];
+            cu_buf_t *b;
+            snprintf(what, sizeof what, "args[%zd]", k);
+            if ((b = get_buf(parsed[k].obj, c, what)) == NULL)
+                goto done;
+            vals[k].p = b->ptr;
+            break;
+        }
+        }
+        params[k] = &vals[k];
+    }
+
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuLaunchKernel(f, (unsigned)grid[0], (unsigned)grid[1], (unsigned)grid[2],
+                          (unsigned)block[0], (unsigned)block[1], (unsigned)block[2], 0, NULL,
+                          n > 0 ? params : NULL, NULL);
+    if (r != CUDA_SUCCESS) {
+        failed_call = "cuLaunchKernel";
+    } else {
+        r = cu.cuCtxSynchronize();
+        if (r != CUDA_SUCCESS)
+            failed_call = "cuCtxSynchronize";
+    }
+    Py_END_ALLOW_THREADS
+
+    if (failed_call != NULL) {
+        cu_raise(failed_call, r, kname, NULL);
+        goto done;
+    }
+    PyMem_Free(vals);
+    PyMem_Free(params);
+    PyMem_Free(parsed);
+    Py_DECREF(keep);
+    Py_RETURN_NONE;
+
+done:
+    PyMem_Free(vals);
+    PyMem_Free(params);
+    PyMem_Free(parsed);
+    Py_XDECREF(keep);
+    return NULL;
+}
+
+static PyMethodDef cuda_methods[] = {
+    {"status", py_status, METH_NOARGS,
+     "status() -> (ok: bool, message: str)\n\nWhether libcuda.so.1 loaded and cuInit succeeded."},
+    {"driver_version", py_driver_version, METH_NOARGS,
+     "driver_version() -> int (cuDriverGetVersion, e.g. 12040)."},
+    {"devices", py_devices, METH_NOARGS,
+     "devices() -> list of {'index','name','cc_major','cc_minor','total_mem'}; [] if the "
+     "driver is unavailable."},
+    {"create_context", py_create_context, METH_VARARGS,
+     "create_context(index) -> context capsule (retained primary context)."},
+    {"load_module", py_load_module, METH_VARARGS,
+     "load_module(ctx, data: bytes) -> module capsule (cubin, fatbin or PTX)."},
+    {"alloc", py_alloc, METH_VARARGS, "alloc(ctx, nbytes) -> device buffer capsule."},
+    {"write", py_write, METH_VARARGS, "write(ctx, buf, data: bytes) -> None (host to device)."},
+    {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (device to host)."},
+    {"launch", py_launch, METH_VARARGS,
+     "launch(ctx, module, kernel_name, grid, block, args) -> None\n\n"
+     "grid/block: tuples of 1-3 ints; args: list of ('i', int), ('f', float), ('b', buffer).\n"
+     "Launches on the default stream, then synchronizes the context."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef cuda_module = {
+    PyModuleDef_HEAD_INIT, "aotkernels._cuda",
+    "CUDA driver API backend (libcuda.so.1 loaded at run time).", -1, cuda_methods,
+    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__cuda(void)
+{
+    return PyModule_Create(&cuda_module);
+}

@@ -1,0 +1,130 @@
+"""The kernels of kernels/ as NumPy functions.
+
+Inputs must be ``numpy.float32`` arrays of the documented shapes: anything else is a
+``TypeError`` or ``ValueError`` naming the argument, never a silent conversion. Results
+match NumPy within ``RTOL``/``ATOL`` (float32 accumulation; see the README).
+Work-group sizes are the ones the kernels require (``AOT_KERNEL_WG`` in kernels/).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from .runtime import Session, session
+
+RTOL = 1e-4
+ATOL = 1e-5
+_MAX_ELEMENTS = 2**31 - 1  # kernels index with 32-bit int
+_WG = 256
+_REDUCE_MAX_GROUPS = 1024
+_MATMUL = re.compile(r"^matmul_bm(\d+)_bn(\d+)_bk(\d+)_tm(\d+)_tn(\d+)$")
+
+
+def _array(name: str, value: Any, ndim: int) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32, not {type(value).__name__}")
+    if value.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, not {value.dtype}; convert with {name}.astype(numpy.float32)")
+    if value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {value.shape}")
+    if value.size > _MAX_ELEMENTS:
+        raise ValueError(f"{name} has {value.size} elements; the kernels index with 32-bit int (max {_MAX_ELEMENTS})")
+    return np.ascontiguousarray(value)
+
+
+def _groups(n: int, per: int) -> int:
+    return max((n + per - 1) // per, 1)
+
+
+def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Optional[Session] = None) -> np.ndarray:
+    """Return ``a * x + y`` (x, y: 1-D float32 of equal length)."""
+    if not isinstance(a, (int, float, np.floating, np.integer)) or isinstance(a, bool):
+        raise TypeError(f"a must be a real number, not {type(a).__name__}")
+    x = _array("x", x, 1)
+    y = _array("y", y, 1)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
+    n = x.size
+    if n == 0:
+        return y.copy()
+    s = device or session()
+    bx, by = s.upload(x.tobytes()), s.upload(y.tobytes())
+    s.launch("saxpy", "saxpy", (_groups(n, _WG),), (_WG,), [("i", n), ("f", float(a)), ("b", bx), ("b", by)])
+    return np.frombuffer(s.download(by, y.nbytes), dtype=np.float32).copy()
+
+
+def sum(x: np.ndarray, *, device: Optional[Session] = None) -> float:  # noqa: A001 - mirrors numpy.sum
+    """Return the sum of a 1-D float32 array (two-pass work-group tree reduction)."""
+    x = _array("x", x, 1)
+    n = x.size
+    if n == 0:
+        return 0.0
+    s = device or session()
+    groups = min(_groups(n, _WG), _REDUCE_MAX_GROUPS)
+    bx, partial, total = s.upload(x.tobytes()), s.empty(4 * groups), s.empty(4)
+    s.launch("reduce_sum", "reduce_sum", (groups,), (_WG,), [("i", n), ("b", bx), ("b", partial)])
+    s.launch("reduce_sum", "reduce_sum", (1,), (_WG,), [("i", groups), ("b", partial), ("b", total)])
+    return float(np.frombuffer(s.download(total, 4), dtype=np.float32)[0])
+
+
+def softmax(x: np.ndarray, *, device: Optional[Session] = None) -> np.ndarray:
+    """Row-wise, numerically stable softmax of a 2-D float32 array."""
+    x = _array("x", x, 2)
+    rows, cols = x.shape
+    if x.size == 0:
+        return x.copy()
+    s = device or session()
+    bx, by = s.upload(x.tobytes()), s.empty(x.nbytes)
+    s.launch("softmax", "softmax_rows", (rows,), (_WG,), [("i", rows), ("i", cols), ("b", bx), ("b", by)])
+    return np.frombuffer(s.download(by, x.nbytes), dtype=np.float32).reshape(rows, cols).copy()
+
+
+def matmul_variants(device: Optional[Session] = None) -> List[str]:
+    """Names of the instantiated tile configurations (from the installed manifest)."""
+    s = device or session()
+    return list(s.manifest.kernels.get("matmul", []))
+
+
+def _tiles(name: str) -> Tuple[int, int, int, int, int]:
+    m = _MATMUL.match(name)
+    if m is None:
+        raise ValueError(f"variant {name!r} is not a matmul kernel; see aotkernels.matmul_variants()")
+    bm, bn, bk, tm, tn = (int(g) for g in m.groups())
+    return bm, bn, bk, tm, tn
+
+
+def _pick_variant(names: List[str], m: int, n: int) -> str:
+    """Largest tile that the output fills; ties go to more work per item."""
+    def score(name: str) -> Tuple[int, int, int]:
+        bm, bn, bk, tm, tn = _tiles(name)
+        fits = bm <= max(m, 16) and bn <= max(n, 16)
+        return (1 if fits else 0, bm * bn if fits else -bm * bn, tm * tn * bk)
+    return max(names, key=score)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, device: Optional[Session] = None) -> np.ndarray:
+    """Return ``a @ b`` for 2-D float32 arrays; ``variant`` picks a tile configuration."""
+    a = _array("a", a, 2)
+    b = _array("b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a and b cannot be multiplied: shapes {a.shape} and {b.shape} (a.shape[1] must equal b.shape[0])")
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0:
+        return np.zeros((m, n), dtype=np.float32)
+    if k == 0:
+        return np.zeros((m, n), dtype=np.float32)
+    s = device or session()
+    names = matmul_variants(s)
+    if variant is None:
+        variant = _pick_variant(names, m, n)
+    elif variant not in names:
+        raise ValueError(f"variant {variant!r} is not in this package; choose one of aotkernels.matmul_variants()")
+    bm, bn, _, tm, tn = _tiles(variant)
+    ba, bb, bc = s.upload(a.tobytes()), s.upload(b.tobytes()), s.empty(4 * m * n)
+    local = (bn // tn, bm // tm)
+    groups = (_groups(n, bn), _groups(m, bm))
+    s.launch("matmul", variant, groups, local, [("i", m), ("i", n), ("i", k), ("b", ba), ("b", bb), ("b", bc)])
+    return np.frombuffer(s.download(bc, 4 * m * n), dtype=np.float32).reshape(m, n).copy()

@@ -1,0 +1,194 @@
+"""Which image of a kernel module to load on a device: the vendors' rules, nothing else.
+
+Pure Python, no I/O: it sees the manifest's entries and a described device, so every rule
+is unit-tested without hardware. Order of preference:
+
+CUDA  exact SASS for the device's compute capability (an ``sm_XYa`` image only on exactly
+      that device, ``sm_XYf`` on its family: same major, minor >= Y) > SASS of the same major
+      with the highest lower minor > the PTX with the highest compute capability not above
+      the device's, JIT-compiled by the driver > an error naming what would serve it.
+Intel the binary built for the device's IP version > SPIR-V if the device accepts IL >
+      OpenCL C source > the same kind of error.
+Other OpenCL devices (PoCL on a CPU): OpenCL C source, JIT.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+AOT, JIT = "aot", "jit"
+_SM = re.compile(r"^sm_(\d+)([af]?)$")
+_COMPUTE = re.compile(r"^compute_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device as the drivers describe it."""
+
+    backend: str  # "cuda" | "opencl"
+    name: str
+    index: int = 0
+    cc: Optional[Tuple[int, int]] = None  # CUDA compute capability
+    vendor: str = ""
+    ip_version: Optional[str] = None  # Intel "12.55.8" (from CL_DEVICE_IP_VERSION_INTEL)
+    accepts_il: bool = False  # OpenCL device takes SPIR-V (CL_DEVICE_IL_VERSION)
+    kind: str = "gpu"
+
+    @property
+    def is_intel(self) -> bool:
+        return self.backend == "opencl" and "intel" in self.vendor.lower() and self.ip_version is not None
+
+    @property
+    def label(self) -> str:
+        if self.backend == "cuda" and self.cc:
+            return f"{self.name} (sm_{self.cc[0]}{self.cc[1]})"
+        if self.is_intel:
+            return f"{self.name} (Intel IP {self.ip_version})"
+        return self.name
+
+
+@dataclass(frozen=True)
+class Image:
+    """One manifest entry (only the fields selection needs are typed)."""
+
+    module: str
+    backend: str
+    device: str
+    resolved: str
+    form: str
+    path: str
+    sha256: str = ""
+    bytes: int = 0
+
+    @classmethod
+    def from_manifest(cls, entry: Mapping[str, Any]) -> "Image":
+        return cls(**{k: entry[k] for k in ("module", "backend", "device", "resolved", "form", "path",
+                                             "sha256", "bytes")})
+
+
+@dataclass(frozen=True)
+class Choice:
+    image: Image
+    mode: str  # "aot" | "jit"
+    reason: str
+
+
+class NoImageError(RuntimeError):
+    """No image in the installed package can run on the device."""
+
+
+def decode_intel_ip(value: int) -> str:
+    """CL_DEVICE_IP_VERSION_INTEL: architecture << 22 | release << 14 | revision (6 bits)."""
+    return f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
+
+
+def _sm(image: Image) -> Optional[Tuple[int, str]]:
+    m = _SM.match(image.resolved)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _cc_int(cc: Tuple[int, int]) -> int:
+    return cc[0] * 10 + cc[1]
+
+
+def _choose_cuda(device: Device, images: Sequence[Image]) -> Optional[Choice]:
+    assert device.cc is not None
+    major, minor = device.cc
+    want = _cc_int(device.cc)
+    exact: List[Tuple[int, Image]] = []
+    lower: List[Tuple[int, Image]] = []
+    for img in images:
+        if img.form != "sass":
+            continue
+        parsed = _sm(img)
+        if parsed is None:
+            continue
+        cc, suffix = parsed
+        if cc // 10 != major:
+            continue
+        if cc == want:
+            # arch-specific code uses the most features of exactly this device: prefer it
+            exact.append(({"a": 0, "": 1, "f": 2}[suffix], img))
+        elif cc < want and suffix != "a":  # "a" images run only on their exact device
+            lower.append((cc, img))
+    if exact:
+        img = min(exact, key=lambda t: t[0])[1]
+        return Choice(img, AOT, f"SASS built for {img.resolved}")
+    if lower:
+        img = max(lower, key=lambda t: t[0])[1]
+        return Choice(img, AOT, f"SASS {img.resolved} runs on sm_{want} (same major, lower minor)")
+    ptx = []
+    for img in images:
+        m = _COMPUTE.match(img.resolved)
+        if img.form == "ptx" and m and int(m.group(1)) <= want:
+            ptx.append((int(m.group(1)), img))
+    if ptx:
+        img = max(ptx, key=lambda t: t[0])[1]
+        return Choice(img, JIT, f"no SASS for sm_{want}; the driver JIT-compiles PTX {img.resolved}")
+    return None
+
+
+def _choose_opencl(device: Device, images: Sequence[Image]) -> Optional[Choice]:
+    if device.is_intel:
+        for img in images:
+            if img.form == "intel-bin" and img.resolved == device.ip_version:
+                return Choice(img, AOT, f"Intel binary built for IP version {img.resolved} ({img.device})")
+        if device.accepts_il:
+            for img in images:
+                if img.form == "spirv":
+                    return Choice(img, JIT, f"no binary for IP version {device.ip_version}; the driver compiles SPIR-V")
+    for img in images:
+        if img.form == "source":
+            return Choice(img, JIT, "OpenCL C source, compiled by the driver")
+    return None
+
+
+def choose(device: Device, images: Sequence[Image], targets: Sequence[Mapping[str, Any]] = ()) -> Choice:
+    """Pick one image for ``device`` among one module's ``images`` or raise NoImageError.
+
+    ``targets`` (the matrix's hardware entries, from the manifest) only improve the error.
+    """
+    mine = [i for i in images if (i.backend == "cuda") == (device.backend == "cuda")]
+    if device.backend == "cuda" and device.cc is not None:
+        choice = _choose_cuda(device, mine)
+    elif device.backend == "opencl":
+        choice = _choose_opencl(device, mine)
+    else:
+        choice = None
+    if choice is None:
+        module = images[0].module if images else "?"
+        raise NoImageError(no_image_message(device, module, images, targets))
+    return choice
+
+
+def wanted_device(device: Device) -> Optional[str]:
+    """The AOT device string that would give this device native code."""
+    if device.backend == "cuda" and device.cc:
+        return f"sm_{_cc_int(device.cc)}"
+    if device.is_intel:
+        return device.ip_version
+    return None
+
+
+def no_image_message(device: Device, module: str, images: Sequence[Image],
+                     targets: Sequence[Mapping[str, Any]]) -> str:
+    held = ", ".join(sorted({f"{i.form} {i.device}" for i in images})) or "no images"
+    want = wanted_device(device)
+    serving = [t["name"] for t in targets if want and want in t.get("devices", [])]
+    if serving:
+        fix = f"install the wheel built for {serving[0]!r}, or the fat wheel"
+    elif want:
+        fix = f"add {want} to matrix.yaml, or rebuild with AOT_DEVLIST={want} pip install ."
+    else:
+        fix = "install a wheel that ships the OpenCL C source form (jit: true in matrix.yaml)"
+    return (f"aotkernels: no image of kernel module {module!r} can run on {device.label}; "
+            f"the installed package holds: {held}. To fix: {fix}.")
+
+
+def group_by_module(entries: Sequence[Mapping[str, Any]]) -> Dict[str, List[Image]]:
+    out: Dict[str, List[Image]] = {}
+    for e in entries:
+        img = Image.from_manifest(e)
+        out.setdefault(img.module, []).append(img)
+    return out
