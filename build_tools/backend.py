@@ -1,0 +1,122 @@
+"""In-tree PEP 517 backend: the pip half of the hybrid.
+
+``pip wheel .`` / ``pip install .`` / cibuildwheel build one wheel whose AOT devices come
+from ``AOT_DEVLIST`` (or Intel's seed name ``USE_AOT_DEVLIST``), comma-separated:
+
+- unset: every device of matrix.yaml (the fat wheel, plain version);
+- ``none``: JIT-only (portable forms only, version ``+jit``);
+- a list such as ``sm_90,dg2-g10-c0``: exactly those AOT images plus the portable forms,
+  version ``+sm90.dg2g10c0``.
+
+Images are compiled by the same Bazel rules and caches as ``build_tools/build.py``, so a
+device built before is a cache hit here. Wheels are left unrepaired (pip and cibuildwheel
+repair in their own step; ``build_tools/build.py`` runs auditwheel itself).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from build_tools import bazel, matrix as matrix_mod, pipeline, wheels  # noqa: E402
+from build_tools.errors import BuildToolError  # noqa: E402
+from build_tools.plan import make_plan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# What an sdist carries: everything needed to build a wheel from it, nothing generated.
+SDIST_ROOTS = ("pyproject.toml", "README.md", "matrix.yaml", "requirements.txt", "WORKSPACE", "MODULE.bazel",
+               ".bazelrc", ".bazelversion", "build_tools", "kernels", "src")
+SDIST_SKIP = ("__pycache__", "generated", ".pyc")
+
+
+def _spec(m: matrix_mod.Matrix, selected: bool, version: str) -> wheels.WheelSpec:
+    all_specs = wheels.specs(m, version)
+    if not selected:
+        return next(s for s in all_specs if s.kind == "fat")
+    if not m.targets:
+        return next(s for s in all_specs if s.kind == "jit")
+    fat = next(s for s in all_specs if s.kind == "fat")
+    label = wheels.slug(fat.devices)
+    return wheels.WheelSpec(kind="target", name=wheels.PACKAGE, version=f"{version}+{label}", devices=fat.devices,
+                            portable=True, target=", ".join(t.name for t in m.targets), targets=m.targets)
+
+
+def _build(wheel_directory: str) -> str:
+    env = dict(os.environ)
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    chosen = matrix_mod.devlist_from_env(env)
+    if chosen is not None:
+        name, value = chosen
+        print(f"aotkernels backend: {name}={value!r}", file=sys.stderr)
+        m = matrix_mod.select(m, value, source=name)
+    plan = make_plan(m, ROOT, env)
+    options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
+                                 remote_cache=env.get("AOT_REMOTE_CACHE") or None)
+    stats = bazel.build(plan, plan.targets(), options, env)
+    print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits", file=sys.stderr)
+    env = pipeline.env_with_epoch(env)
+    spec = _spec(m, chosen is not None, pipeline.project_version(ROOT))
+    with tempfile.TemporaryDirectory(prefix="aotkernels-images-") as tmp:
+        images_dir = Path(tmp) / "images"
+        pipeline.collect_images(plan, images_dir, env)
+        built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
+    return built[0].wheel.name
+
+
+def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,
+                metadata_directory: str | None = None) -> str:
+    try:
+        return _build(wheel_directory)
+    except BuildToolError as exc:
+        # pip shows this text; the exception type alone would hide which field was wrong
+        raise SystemExit(f"error: {exc.message}") from None
+
+
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return []
+
+
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return []
+
+
+def _sdist_files() -> list[Path]:
+    files = []
+    for name in SDIST_ROOTS:
+        p = ROOT / name
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file() and not any(s in f.parts or f.name.endswith(s)
+                                                                         for s in SDIST_SKIP)]
+    return sorted(files)
+
+
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+    version = pipeline.project_version(ROOT)
+    base = f"{wheels.PACKAGE}-{version}"
+    epoch = pipeline.source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
+    pkg_info = (f"Metadata-Version: 2.1\nName: {wheels.PACKAGE}\nVersion: {version}\n"
+                "Requires-Python: >=3.9\nRequires-Dist: numpy>=1.20\n").encode()
+    out = Path(sdist_directory) / f"{base}.tar.gz"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(arcname: str, data: bytes, mode: int) -> None:
+            info = tarfile.TarInfo(f"{base}/{arcname}")
+            info.size, info.mtime, info.mode = len(data), epoch, mode
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+        add("PKG-INFO", pkg_info, 0o644)
+        for f in _sdist_files():
+            add(f.relative_to(ROOT).as_posix(), f.read_bytes(), 0o755 if os.access(f, os.X_OK) else 0o644)
+    with open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=epoch, filename="") as gz:
+        gz.write(buf.getvalue())
+    return out.name

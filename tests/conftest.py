@@ -1,0 +1,80 @@
+"""Shared fixtures. Integration fixtures run the real pipeline once per session."""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def has_cuda_gpu() -> bool:
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_cuda_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a CUDA driver (run on the GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def built_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repo's matrix built once: images, manifest, raw and repaired wheels."""
+    from build_tools.cli import main  # imported here: GPU-only runs have no pyyaml
+
+    out = tmp_path_factory.mktemp("built") / "dist"
+    assert main(["--matrix", str(ROOT / "matrix.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+def wheel_of(dist: Path, kind_label: str) -> Path:
+    """The repaired wheel whose version label is ``kind_label`` ("" for the fat wheel)."""
+    for w in sorted(dist.glob("*.whl")):
+        version = w.name.split("-")[1]
+        label = version.partition("+")[2]
+        if label == kind_label:
+            return w
+    raise AssertionError(f"no wheel with label {kind_label!r} in {dist}: {[w.name for w in dist.glob('*.whl')]}")
+
+
+@pytest.fixture(scope="session")
+def make_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """Install a wheel into a fresh virtual environment; returns its python."""
+    def make(wheel: Path) -> Path:
+        venv = tmp_path_factory.mktemp("venv")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        py = venv / "bin" / "python"
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+                       check=True)
+        return py
+    return make
+
+
+def run_outside(py: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """Run the installed package from a folder that is not the source tree."""
+    full = dict(os.environ)
+    full.pop("PYTHONPATH", None)
+    full.update(env or {})
+    return subprocess.run([str(py), *args], cwd=str(cwd or py.parent), env=full, text=True, capture_output=True,
+                          timeout=600)
