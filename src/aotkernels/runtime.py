@@ -136,23 +136,32 @@ _warned_jit = False
 _warn_lock = threading.Lock()
 
 
+def _form(image: Image) -> str:
+    """``ptx compute_75``, ``spirv``, ``source``: the form, and the device when it says more."""
+    return image.form if image.device == image.form else f"{image.form} {image.device}"
+
+
+def _aot_fix(device: Device, targets: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """How to get AOT code for ``device``: the wheel that serves it, else the device list; None if none can."""
+    want = wanted_device(device)
+    serving = [t["name"] for t in targets if want and want in t.get("devices", [])]
+    if serving:
+        return f"install the wheel built for {serving[0]!r} (or the fat wheel)"
+    if want:
+        return f"add {want} to matrix.yaml or build with AOT_DEVLIST={want}"
+    return None
+
+
 def _warn_jit_once(device: Device, choice: Choice, targets: Sequence[Dict[str, Any]]) -> None:
     global _warned_jit
     with _warn_lock:
         if _warned_jit:
             return
         _warned_jit = True
-    want = wanted_device(device)
-    serving = [t["name"] for t in targets if want and want in t.get("devices", [])]
-    if serving:
-        how = f"install the wheel built for {serving[0]!r} (or the fat wheel)"
-    elif want:
-        how = f"add {want} to matrix.yaml or build with AOT_DEVLIST={want}"
-    else:
-        how = "this device has no AOT form; JIT is the expected path"
+    how = _aot_fix(device, targets) or "this device has no AOT form; JIT is the expected path"
     warnings.warn(JitFallbackWarning(
-        f"aotkernels: no AOT image for {device.label}; JIT-compiling {choice.image.form} "
-        f"{choice.image.device} ({choice.reason}). For AOT code: {how}. "
+        f"aotkernels: no AOT image for {device.label}; JIT-compiling {_form(choice.image)} "
+        f"({choice.reason}). For AOT code: {how}. "
         "The driver caches JIT results (see README, 'JIT caches')."), stacklevel=3)
 
 
@@ -200,11 +209,12 @@ class Session:
         choice = self.choose(name)
         if choice.mode == JIT:
             if require_aot():
+                fix = _aot_fix(self.device, self.manifest.all_targets)
                 raise AotRequiredError(
                     f"aotkernels: {REQUIRE_AOT_ENV}=1 but kernel module {name!r} has no AOT image for "
-                    f"{self.device.label}; the only usable form is {choice.image.form} {choice.image.device}. "
-                    f"Install the wheel that targets {wanted_device(self.device) or 'this device'} "
-                    "or unset the variable to allow JIT.")
+                    f"{self.device.label}; the only usable form is {_form(choice.image)}. "
+                    + (f"To fix: {fix}, or unset {REQUIRE_AOT_ENV} to allow JIT." if fix else
+                       f"No AOT form exists for this device; unset {REQUIRE_AOT_ENV} to allow JIT."))
             _warn_jit_once(self.device, choice, self.manifest.all_targets)
         start = time.perf_counter()
         path, data = read_image(choice.image)

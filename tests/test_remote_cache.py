@@ -1,0 +1,152 @@
+"""A real Bazel HTTP remote cache: nginx with WebDAV on 127.0.0.1, two checkouts, then no server."""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from build_tools.bazel import find_bazel
+from conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+MATRIX = 'targets:\n  "NVIDIA H100": sm_90\n  "Intel Flex": dg2-g10-c0\n'
+# 4 modules x (sm_90, compute_90 PTX, dg2-g10-c0, OpenCL source, SPIR-V)
+EXPECTED_IMAGES = 4 * 5
+IGNORE = shutil.ignore_patterns("bazel-*", ".venv", "dist", ".git", "generated", ".bazelrc.generated", "__pycache__",
+                                ".gpu", ".pytest_cache")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WebDav:
+    url: str
+    pid: int
+    port: int
+
+    def stop(self) -> None:
+        """Stop nginx by its own PID and wait until the port is closed."""
+        try:
+            os.kill(self.pid, signal.SIGQUIT)  # graceful: the master stops its workers
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"nginx (pid {self.pid}) did not stop")
+
+
+@pytest.fixture()
+def webdav(tmp_path: Path) -> Iterator[WebDav]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is not installed; ./dev.sh setup installs it (apt-get install nginx)")
+    port = _free_port()
+    base = tmp_path / "nginx"
+    cache = base / "cache"
+    for d in (cache, base / "tmp", base / "logs"):
+        d.mkdir(parents=True)
+    # nginx workers drop root to this user, which must own the folders it writes into; pytest's
+    # tmp folders are private to the user running the tests (mode 0700), so workers run as that user.
+    user = pwd.getpwuid(os.getuid()).pw_name
+    conf = base / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+{"user " + user + ";" if os.getuid() == 0 else ""}
+pid {base}/nginx.pid;
+error_log {base}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {base}/logs/access.log;
+    client_body_temp_path {base}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location /cache/ {{
+            alias {cache}/;
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 512m;
+        }}
+    }}
+}}
+""")
+    subprocess.run([nginx, "-c", str(conf), "-p", str(base)], check=True)
+    pid_file = base / "nginx.pid"
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server = WebDav(url=f"http://127.0.0.1:{port}/cache", pid=int(pid_file.read_text()), port=port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _checkout(dest: Path) -> Path:
+    shutil.copytree(ROOT, dest, ignore=IGNORE, symlinks=True)
+    (dest / "m.yaml").write_text(MATRIX)
+    return dest
+
+
+def _build(checkout: Path, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "build_tools/build.py", "--matrix", "m.yaml", "--out", "out", "--images-only",
+         "--no-disk-cache", "--remote-cache", url],
+        cwd=checkout, text=True, capture_output=True, timeout=900)
+
+
+def _shutdown(checkout: Path) -> None:
+    bazel, env = find_bazel(checkout, os.environ)
+    subprocess.run([bazel, "shutdown"], cwd=checkout, env=env, capture_output=True, timeout=120)
+
+
+def _summary(out: str) -> tuple[int, int]:
+    m = re.search(r"compile actions: (?:nothing to compile, all cache hits|(\d+) compiled), cache hits (\d+) "
+                  r"\(remote/disk (\d+)\)", out)
+    assert m, out[-3000:]
+    return int(m.group(1) or 0), int(m.group(3))
+
+
+def test_second_checkout_hits_remote_cache_then_builds_without_server(webdav: WebDav, tmp_path: Path) -> None:
+    first, second, third = (_checkout(tmp_path / n) for n in ("first", "second", "third"))
+    try:
+        one = _build(first, webdav.url)
+        assert one.returncode == 0, one.stderr[-3000:]
+        assert _summary(one.stdout) == (EXPECTED_IMAGES, 0)
+        assert any((tmp_path / "nginx" / "cache").rglob("*")), "nothing was uploaded to the cache"
+        two = _build(second, webdav.url)
+        assert two.returncode == 0, two.stderr[-3000:]
+        # every device action of the clean second checkout came from the remote cache
+        assert _summary(two.stdout) == (0, EXPECTED_IMAGES), two.stdout[-2000:]
+        assert (first / "out/images/manifest.json").read_text() == (second / "out/images/manifest.json").read_text()
+    finally:
+        _shutdown(first)
+        _shutdown(second)
+    webdav.stop()
+    try:
+        three = _build(third, webdav.url)
+        assert three.returncode == 0, three.stderr[-3000:]
+        warnings = [ln for ln in three.stderr.splitlines() if "remote cache" in ln and "unreachable" in ln]
+        assert len(warnings) == 1, three.stderr[-3000:]
+        assert _summary(three.stdout) == (EXPECTED_IMAGES, 0)
+    finally:
+        _shutdown(third)

@@ -1,0 +1,282 @@
+"""The installed package, run from outside the source tree: what it picks, how it falls back, what it says.
+
+The fat and JIT-only wheels built from matrix.yaml are installed once each into fresh virtual
+environments and exercised on this machine's OpenCL devices (PoCL on the CPU: JIT from OpenCL C
+source, the only form it can take). No mocks: the real ICD loader, PoCL and the abi3 extensions.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import has_cuda_gpu, run_outside, wheel_of
+
+pytestmark = pytest.mark.integration
+
+KERNEL_CALLS = """
+import json, sys, warnings
+import numpy as np
+import aotkernels
+rng = np.random.default_rng(1)
+x = rng.standard_normal(1000, dtype=np.float32)
+y = rng.standard_normal(1000, dtype=np.float32)
+a = rng.standard_normal((37, 19), dtype=np.float32)
+b = rng.standard_normal((19, 23), dtype=np.float32)
+"""
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fat_py(built_dist: Path, make_venv: Any) -> Path:
+    return make_venv(wheel_of(built_dist, ""))
+
+
+@pytest.fixture(scope="module")
+def jit_py(built_dist: Path, make_venv: Any) -> Path:
+    return make_venv(wheel_of(built_dist, "jit"))
+
+
+def package_dir(py: Path) -> Path:
+    r = run_outside(py, "-c", "import aotkernels, os; print(os.path.dirname(aotkernels.__file__))")
+    assert r.returncode == 0, r.stderr
+    pkg = Path(r.stdout.strip())
+    assert "site-packages" in pkg.parts, f"aotkernels imported from {pkg}, not the installed package"
+    return pkg
+
+
+def script(py: Path, body: str, env: Dict[str, str] | None = None) -> Dict[str, Any]:
+    """Run KERNEL_CALLS + body in the venv; body prints one JSON line last."""
+    r = run_outside(py, "-c", KERNEL_CALLS + textwrap.dedent(body), env=env)
+    assert r.returncode == 0, f"script failed:\n{r.stdout}\n{r.stderr}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def report_json(py: Path, *args: str, env: Dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_outside(py, "-m", "aotkernels", "--json", *args, env=env)
+
+
+def opencl_cpu_rows(rep: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The report's OpenCL devices that are neither Intel GPUs nor NVIDIA (PoCL here)."""
+    rows = [d for d in rep["devices"] if d["backend"] == "opencl" and "ip_version" not in d
+            and "nvidia" not in d.get("vendor", "").lower()]
+    assert rows, f"no PoCL-like OpenCL device found; is pocl-opencl-icd installed? report: {rep}"
+    return rows
+
+
+# --- the wheel's contents ------------------------------------------------------------------------
+
+def test_extensions_are_abi3_and_libcuda_is_not_linked(fat_py: Path) -> None:
+    pkg = package_dir(fat_py)
+    sos = sorted(p.name for p in pkg.glob("*.so"))
+    assert sos == ["_cuda.abi3.so", "_opencl.abi3.so"], sos
+    needed = subprocess.run(["readelf", "-d", str(pkg / "_cuda.abi3.so")], check=True, text=True,
+                            capture_output=True).stdout
+    libs = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", needed)
+    assert libs, f"readelf found no NEEDED entries at all:\n{needed}"
+    assert not [lib for lib in libs if "libcuda" in lib], f"_cuda.abi3.so links the driver: {libs}"
+    # the OpenCL extension does need the ICD loader (grafted by auditwheel or from the system)
+    needed_cl = subprocess.run(["readelf", "-d", str(pkg / "_opencl.abi3.so")], check=True, text=True,
+                               capture_output=True).stdout
+    assert "libOpenCL" in needed_cl
+
+
+# --- python -m aotkernels ------------------------------------------------------------------------
+
+def test_report_json_says_what_each_device_uses(fat_py: Path) -> None:
+    r = report_json(fat_py)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["devices"]
+    for d in rep["devices"]:
+        for key in ("device", "backend", "image", "mode", "load_ms"):
+            assert key in d, f"{key!r} missing from {d}"
+        assert "error" not in d, d["error"]
+        assert d["mode"] in ("aot", "jit")
+        assert isinstance(d["load_ms"], (int, float)) and d["load_ms"] > 0
+        assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax"}
+    for d in opencl_cpu_rows(rep):
+        assert (d["mode"], d["image"]) == ("jit", "opencl/source")
+        for name, mod in d["modules"].items():
+            assert mod["image"] == f"opencl/source/{name}.cl"
+            assert (mod["form"], mod["mode"]) == ("source", "jit")
+    assert len(rep["wheel"]["targets"]) == 9  # the fat wheel: every target of matrix.yaml
+    if not has_cuda_gpu():
+        assert any(n.startswith("CUDA: ") for n in rep["notes"]), rep["notes"]
+    # the JIT fallback is said once, on stderr, and stdout stays pure JSON
+    assert r.stderr.count("JitFallbackWarning") == 1, r.stderr
+
+
+def test_report_text_names_mode_and_image(fat_py: Path) -> None:
+    r = run_outside(fat_py, "-m", "aotkernels")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^opencl:\d+ .+: JIT from opencl/source \(loaded in [\d.]+ ms\)$", r.stdout, re.M), r.stdout
+
+
+def test_selftest_passes_every_kernel_on_pocl(fat_py: Path) -> None:
+    r = report_json(fat_py, "--selftest")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    rep = json.loads(r.stdout)
+    manifest = json.loads((package_dir(fat_py) / "images" / "manifest.json").read_text())
+    variants = manifest["modules"]["matmul"]["kernels"]
+    assert len(variants) > 1
+    for d in opencl_cpu_rows(rep):
+        cases = d["selftest"]
+        failed = [c for c in cases if not c["ok"]]
+        assert not failed, failed
+        names = [c["case"] for c in cases]
+        for kernel in ("saxpy", "sum", "softmax", *variants):
+            assert any(n.startswith(kernel + " ") for n in names), f"selftest did not run {kernel}: {names}"
+
+
+# --- the JIT fallback warning --------------------------------------------------------------------
+
+def test_jit_fallback_warns_exactly_once_per_process(fat_py: Path) -> None:
+    out = script(fat_py, """
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            s = aotkernels.saxpy(2.0, x, y)
+            m = aotkernels.matmul(a, b)
+            sm = aotkernels.softmax(a)
+            total = aotkernels.sum(x)
+            s2 = aotkernels.saxpy(3.0, x[::2], y[::2])  # non-contiguous views are accepted
+        jit = [w for w in seen if issubclass(w.category, aotkernels.JitFallbackWarning)]
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        print(json.dumps({
+            "count": len(jit), "others": [str(w.message) for w in seen if w not in jit],
+            "message": str(jit[0].message) if jit else "",
+            "saxpy": bool(np.allclose(s, 2.0 * x + y, rtol=1e-5, atol=1e-5)),
+            "saxpy_strided": bool(np.allclose(s2, 3.0 * x[::2] + y[::2], rtol=1e-5, atol=1e-5)),
+            "matmul": bool(np.allclose(m, a @ b, rtol=1e-4, atol=1e-4)),
+            "softmax": bool(np.allclose(sm, e / e.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)),
+            "sum": abs(total - float(x.astype(np.float64).sum())) < 1e-3,
+            "device": aotkernels.default_device().name,
+        }))
+    """)
+    assert out["count"] == 1, out
+    assert out["others"] == []
+    assert all(out[k] for k in ("saxpy", "saxpy_strided", "matmul", "softmax", "sum")), out
+    msg = out["message"]
+    assert out["device"] in msg and "JIT-compiling source" in msg and "JIT caches" in msg, msg
+
+
+# --- AOTKERNELS_REQUIRE_AOT ----------------------------------------------------------------------
+
+def test_require_aot_refuses_jit_with_a_clear_error(fat_py: Path) -> None:
+    out = script(fat_py, """
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                aotkernels.saxpy(2.0, x, y)
+            except aotkernels.AotRequiredError as exc:
+                err = {"type": type(exc).__name__, "message": str(exc)}
+            else:
+                err = None
+        print(json.dumps({"err": err, "device": aotkernels.default_device().name,
+                          "warnings": [str(w.message) for w in seen]}))
+    """, env={"AOTKERNELS_REQUIRE_AOT": "1"})
+    assert out["err"] is not None, "saxpy ran although only JIT could serve the device"
+    msg = out["err"]["message"]
+    assert "AOTKERNELS_REQUIRE_AOT=1" in msg and "'saxpy'" in msg and out["device"] in msg, msg
+    assert "source" in msg and "unset AOTKERNELS_REQUIRE_AOT" in msg, msg
+    assert out["warnings"] == []  # refused, not warned about
+
+
+def test_require_aot_makes_the_report_fail(fat_py: Path) -> None:
+    r = report_json(fat_py, env={"AOTKERNELS_REQUIRE_AOT": "1"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    for d in opencl_cpu_rows(json.loads(r.stdout)):
+        assert d["mode"] is None and "AOTKERNELS_REQUIRE_AOT=1" in d["error"]
+
+
+def test_require_aot_off_values_allow_jit(fat_py: Path) -> None:
+    r = report_json(fat_py, env={"AOTKERNELS_REQUIRE_AOT": "0"})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- damaged image -------------------------------------------------------------------------------
+
+def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path) -> None:
+    target = package_dir(fat_py) / "images" / "opencl" / "source" / "saxpy.cl"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original[: len(original) // 2])
+        out = script(fat_py, """
+            warnings.simplefilter("ignore")
+            try:
+                aotkernels.saxpy(2.0, x, y)
+            except aotkernels.ImageError as exc:
+                err = str(exc)
+            else:
+                err = None
+            # only the chosen image of each module is read: the other kernels still work
+            ok = bool(np.allclose(aotkernels.matmul(a, b), a @ b, rtol=1e-4, atol=1e-4))
+            print(json.dumps({"err": err, "matmul_ok": ok}))
+        """)
+        r = run_outside(fat_py, "-m", "aotkernels")
+    finally:
+        target.write_bytes(original)
+    assert out["err"] is not None, "a truncated image was loaded without error"
+    assert str(target) in out["err"] and "truncated" in out["err"], out["err"]
+    assert f"{len(original)} bytes" in out["err"] and f"{len(original) // 2} bytes" in out["err"]
+    assert out["matmul_ok"]
+    assert r.returncode == 2 and "saxpy.cl" in r.stdout and "ERROR" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# --- the JIT-only wheel --------------------------------------------------------------------------
+
+def test_jit_only_wheel_works(jit_py: Path) -> None:
+    pkg = package_dir(jit_py)
+    folders = sorted(str(p.relative_to(pkg / "images")) for p in (pkg / "images").glob("*/*") if p.is_dir())
+    assert folders == ["cuda/compute_75", "opencl/source", "opencl/spirv"], folders
+    r = report_json(jit_py, "--selftest")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["wheel"]["targets"] == []
+    for d in opencl_cpu_rows(rep):
+        assert (d["mode"], d["image"]) == ("jit", "opencl/source")
+        assert d["selftest"] and all(c["ok"] for c in d["selftest"]), d["selftest"]
+
+
+# --- no device at all ----------------------------------------------------------------------------
+
+@pytest.fixture
+def no_opencl_env(tmp_path: Path) -> Dict[str, str]:
+    if has_cuda_gpu():
+        pytest.skip("a CUDA GPU is present: the package would find it")
+    vendors = tmp_path / "vendors"
+    vendors.mkdir()
+    return {"OCL_ICD_VENDORS": str(vendors), "OCL_ICD_FILENAMES": ""}
+
+
+def test_without_any_device_import_works_and_report_exits_1(fat_py: Path, no_opencl_env: Dict[str, str]) -> None:
+    r = run_outside(fat_py, "-c", "import aotkernels; print(aotkernels.__version__)", env=no_opencl_env)
+    assert (r.returncode, r.stdout.strip()) == (0, "0.1.0"), r.stderr
+    r = run_outside(fat_py, "-m", "aotkernels", env=no_opencl_env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "no device found" in ln)
+    assert "CUDA: " in line and "OpenCL: " in line, line
+    assert "libcuda" in line and "ICD" in line, line
+    r = report_json(fat_py, env=no_opencl_env)
+    assert r.returncode == 1
+    rep = json.loads(r.stdout)
+    assert rep["devices"] == [] and [n.split(":")[0] for n in rep["notes"]] == ["CUDA", "OpenCL"]
+
+
+def test_without_any_device_a_kernel_call_raises_no_device_error(fat_py: Path,
+                                                                 no_opencl_env: Dict[str, str]) -> None:
+    r = run_outside(fat_py, "-c", KERNEL_CALLS + textwrap.dedent("""
+        try:
+            aotkernels.saxpy(2.0, x, y)
+        except aotkernels.NoDeviceError as exc:
+            print(exc)
+    """), env=no_opencl_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("aotkernels: no device found.") and "CUDA: " in r.stdout and "OpenCL: " in r.stdout
