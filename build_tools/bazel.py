@@ -1,17 +1,22 @@
 """Drive Bazel: write the generated package and .bazelrc, run the build, read its results."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import proc
-from .errors import BazelError, CompileError
+from .errors import BazelError, CompileError, ToolchainMissingError
 from .plan import Plan
 
 GENERATED = Path("build_tools/bazel/generated")
@@ -45,6 +50,13 @@ class BuildStats:
     @property
     def cache_hits(self) -> int:
         return max(self.requested - self.executed, 0)
+
+
+def default_disk_cache(env: Mapping[str, str]) -> str:
+    """Per-user Bazel disk cache: rebuilds in another checkout, after a revert, or from
+    ``pip wheel .`` in an unpacked sdist, hit it. ``--no-disk-cache`` turns it off."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME", "/tmp"), ".cache")
+    return os.path.join(base, "aotkernels", "bazel-disk-cache")
 
 
 def _stamp_name(tool: str) -> str:
@@ -135,8 +147,62 @@ def parse_failures(output: str) -> list[str]:
     return failures
 
 
+def find_bazel(root: Path, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The Bazel to run and the environment to run it with.
+
+    ``$BAZEL`` wins, then bazelisk (which honours .bazelversion, as the release jobs do), then
+    ``bazel``. Debian's ``bazel`` is a wrapper that also reads .bazelversion but only runs
+    versions installed beside it (``/usr/bin/bazel-4``); when the pinned one is not there we
+    run the installed one through ``USE_BAZEL_VERSION`` and say so, since the rules hold on both.
+    """
+    run_env = dict(env)
+    if env.get("BAZEL"):
+        return proc.which(env["BAZEL"], package=PACKAGE, env=env), run_env
+    try:
+        return proc.which("bazelisk", package=PACKAGE, env=env), run_env
+    except ToolchainMissingError:
+        pass
+    path = proc.which("bazel", package=PACKAGE, env=env)
+    pin_file = root / ".bazelversion"
+    pinned = pin_file.read_text().strip() if pin_file.exists() else ""
+    if pinned and "USE_BAZEL_VERSION" not in env and not Path(path).with_name(f"bazel-{pinned}").exists():
+        installed = sorted(p.name[len("bazel-"):] for p in Path(path).parent.glob("bazel-*") if p.name[6:7].isdigit())
+        if installed:
+            run_env["USE_BAZEL_VERSION"] = installed[-1]
+            print(f"note: .bazelversion pins Bazel {pinned} (for bazelisk); using the installed Bazel "
+                  f"{installed[-1]} ({path})", file=sys.stderr, flush=True)
+    return path, run_env
+
+
+def remote_cache_problem(url: str, timeout: float = 3.0) -> str | None:
+    """Why the remote cache cannot be reached, or None. Any HTTP answer (even 404) counts as up."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https", "grpc", "grpcs"):
+        return f"unsupported scheme {parsed.scheme!r} (use http://, https://, grpc:// or grpcs://)"
+    if parsed.scheme.startswith("grpc"):
+        try:
+            with socket.create_connection((parsed.hostname or "", parsed.port or 443), timeout=timeout):
+                return None
+        except OSError as exc:
+            return str(exc)
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
 def build(plan: Plan, targets: Sequence[str], options: BazelOptions, env: Mapping[str, str]) -> BuildStats:
-    bazel = proc.which("bazel", package=PACKAGE, env=env)
+    bazel, env = find_bazel(plan.root, env)
+    if options.remote_cache:
+        problem = remote_cache_problem(options.remote_cache)
+        if problem is not None:
+            # One warning here instead of one per action from Bazel; the build goes on locally.
+            print(f"warning: remote cache {options.remote_cache} is unreachable ({problem}); building without it",
+                  file=sys.stderr, flush=True)
+            options = dataclasses.replace(options, remote_cache=None)
     write_generated(plan, options)
     cmd = command(bazel, targets, options)
     try:
@@ -155,7 +221,7 @@ def bazel_bin(plan: Plan, env: Mapping[str, str]) -> Path:
     link = plan.root / "bazel-bin"
     if link.exists():
         return link
-    bazel = proc.which("bazel", package=PACKAGE, env=env)
+    bazel, env = find_bazel(plan.root, env)
     try:
         out = proc.run([bazel, *STARTUP_FLAGS, "info", "bazel-bin"], cwd=plan.root, env=env, echo=False).stdout
     except subprocess.CalledProcessError as exc:

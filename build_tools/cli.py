@@ -7,13 +7,14 @@ Errors are exceptions with their own exit codes (see errors.py), caught here onc
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import bazel, matrix as matrix_mod, outdir, pipeline, proc, wheels
+from . import bazel, matrix as matrix_mod, outdir, pipeline, proc, report as report_mod, sizes, wheels
 from .errors import BuildToolError
 from .plan import Plan, make_plan
 
@@ -30,16 +31,17 @@ def configure_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate, then print the exact Bazel command without running it")
     p.add_argument("--disk-cache", metavar="DIR", help="Bazel disk cache folder shared by builds on this machine")
     p.add_argument("--no-disk-cache", action="store_true", help="do not use the default Bazel disk cache")
+    p.add_argument("--remote-cache", metavar="URL",
+                   help="Bazel HTTP/gRPC remote cache shared by CI and developers (env: AOT_REMOTE_CACHE); "
+                        "if unreachable the build goes on locally with one warning")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel Bazel actions (default: Bazel's choice)")
     p.add_argument("--images-only", action="store_true", help="stop after collecting the images and manifest")
     p.add_argument("--no-repair", action="store_true", help="skip auditwheel repair (wheels keep the linux_* tag)")
+    p.add_argument("--baseline", metavar="PATH", help="size-report.json of an earlier build (or its folder) to compare with")
+    p.add_argument("--fail-on-budget", action="store_true",
+                   help="exit 6 when a wheel is over its size budget or grew past sizes.max_growth (dist/ is still written)")
     return p
 
-
-def default_disk_cache(env: Mapping[str, str]) -> str:
-    """Per-user Bazel disk cache: rebuilds in another checkout, or after a revert, hit it."""
-    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME", "/tmp"), ".cache")
-    return os.path.join(base, "aotkernels", "bazel-disk-cache")
 
 
 def _fmt_seconds(s: float) -> str:
@@ -48,57 +50,93 @@ def _fmt_seconds(s: float) -> str:
 
 def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:
     m = matrix_mod.load(args.matrix)
+    chosen = matrix_mod.devlist_from_env(env)
+    if chosen is not None:
+        # The device list the PEP 517 backend honours too: a release job per target runs this.
+        print(f"device list: {chosen[0]}={chosen[1]!r}", flush=True)
+        m = matrix_mod.select(m, chosen[1], source=chosen[0])
     plan = make_plan(m, ROOT, env)
     if args.disk_cache:
         disk_cache: str | None = str(Path(args.disk_cache).resolve())
     else:
-        disk_cache = None if args.no_disk_cache else default_disk_cache(env)
-    options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs)
+        disk_cache = None if args.no_disk_cache else bazel.default_disk_cache(env)
+    # AOT_REMOTE_CACHE (the backend's name): CI sets it from a secret when a remote cache exists.
+    options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs,
+                                 remote_cache=args.remote_cache or env.get("AOT_REMOTE_CACHE") or None)
     return plan, options
 
 
 def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     started = time.monotonic()
     plan, options = prepare(args, env)
+    baseline = sizes.load_baseline(args.baseline) if args.baseline else None  # a bad file fails before any work
     targets = plan.targets()
     print(f"matrix: {len(plan.matrix.targets)} hardware entries, {len(plan.matrix.devices())} AOT devices; "
           f"{len(plan.modules)} kernel modules x {len(plan.images)} image kinds = {len(targets)} images", flush=True)
     for tool in plan.tools.values():
         print(f"toolchain: {tool.name} {tool.version} ({tool.path})", flush=True)
     if args.dry_run:
-        bazel_path = proc.which("bazel", package=bazel.PACKAGE, env=env)
+        bazel_path, _ = bazel.find_bazel(ROOT, env)
         print("dry run: would write build_tools/bazel/generated/ and .bazelrc.generated, then run:")
         print(proc.format_cmd(bazel.command(bazel_path, targets, options)))
         return 0
     stats = bazel.build(plan, targets, options, env)
     env = pipeline.env_with_epoch(env)
     built: list[pipeline.BuiltWheel] = []
+    report: sizes.SizeReport | None = None
     with outdir.staged(Path(args.out)) as stage:
         images = pipeline.collect_images(plan, stage / "images", env)
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
             built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair)
+            # Measured in the staging folder, so the reports swap in together with the wheels they describe.
+            report = sizes.build_report(stage, plan.matrix.sizes, baseline)
+            report_mod.write_reports(report, stage)
     total = sum(i.bytes for i in images)
     elapsed = time.monotonic() - started
     verdict = "nothing to compile, all cache hits" if stats.executed == 0 else f"{stats.executed} compiled"
     print(f"\nimages: {len(images)} ({total / 1e6:.2f} MB) in {args.out}/images; compile actions: {verdict}, "
           f"cache hits {stats.cache_hits} (remote/disk {stats.remote_hits})", flush=True)
-    if built:
-        width = max(len(b.wheel.name) for b in built)
-        print(f"wheels: {len(built)} from one set of images (no image compiled twice)")
-        for b in built:
-            size = (Path(args.out) / b.wheel.name).stat().st_size  # the staging folder is now args.out
-            print(f"  {b.wheel.name:<{width}}  {b.spec.kind:<6}  {b.platform_tag:<22} {size / 1e6:8.2f} MB"
-                  f"  {b.spec.target or ''}")
+    if built and report is not None:
+        print(f"wheels: {len(built)} from one set of images (no image compiled twice); "
+              f"platform {', '.join(sorted({b.platform_tag for b in built}))}")
+        print(report_mod.format_table(report))
+        print(f"reports: {args.out}/{sizes.REPORT_JSON}, {sizes.REPORT_MD}, {sizes.REPORT_SVG}")
     print(f"time {_fmt_seconds(elapsed)}", flush=True)
+    if report is not None:
+        # A broken budget is a policy gate on good wheels: dist/ is already in place, only the exit code says no.
+        sizes.enforce(report, fail=args.fail_on_budget or plan.matrix.sizes.fail_on_budget)
     return 0
+
+
+# Subcommands beside the default build: name -> module with configure_parser(p) and run(args, env).
+SUBCOMMANDS: dict[str, str] = {
+    "sizes": "build_tools.sizes",
+    "merge": "build_tools.merge",
+    "ci-matrix": "build_tools.ci_matrix",
+    "repair": "build_tools.repair",
+}
+
+
+def _subcommand(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., int]] | None:
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    module = importlib.import_module(SUBCOMMANDS[argv[0]])
+    parser = argparse.ArgumentParser(prog=f"build.py {argv[0]}", description=module.__doc__)
+    module.configure_parser(parser)
+    return parser.parse_args(list(argv[1:])), module.run
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
-    args = configure_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sub = _subcommand(argv)
+    if sub is not None:
+        args, runner = sub
+    else:
+        args, runner = configure_parser().parse_args(argv), run_build
     try:
-        return run_build(args, env)
+        return runner(args, env)
     except BuildToolError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
