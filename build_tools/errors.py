@@ -44,3 +44,29 @@ class BazelError(BuildToolError):
     """Bazel itself failed (not a compiler inside it)."""
 
     exit_code = 4
+
+
+class RepairError(BuildToolError):
+    """auditwheel repair failed or produced something unexpected."""
+
+    exit_code = 5
+
+
+class BudgetError(BuildToolError):
+    """A wheel is over its size budget, or grew past ``sizes.max_growth``, and the gate is on
+    (``--fail-on-budget`` or ``sizes.fail_on_budget``). The wheels and reports are already written:
+    the budget is a policy gate on good wheels, not a build failure."""
+
+    exit_code = 6
+
+
+class MergeError(BuildToolError):
+    """``build.py merge`` refused its input wheels (tampered, mismatched or unsafe); nothing was written."""
+
+    exit_code = 7
+
+
+class HostBuildError(BuildToolError):
+    """The C compiler failed on a host extension (src/aotkernels/_*.c)."""
+
+    exit_code = 8

@@ -9,11 +9,12 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import catalog
 from .plan import Plan
 
 SCHEMA = 1
@@ -82,23 +83,46 @@ def modules_doc(images_dir: Path, images: Iterable[Image]) -> dict[str, Any]:
 
 
 def targets_doc(targets: Iterable[Any]) -> list[dict[str, Any]]:
-    return [{"name": t.name, "devices": [d.requested for d in t.devices], "jit": t.jit} for t in targets]
+    # "resolved" holds what the device reports at run time (sm_90, the Intel IP version 12.55.8),
+    # so an installed wheel can name the wheel that serves a device it has no AOT image for.
+    return [{"name": t.name, "devices": [d.requested for d in t.devices], "resolved": [d.resolved for d in t.devices],
+             "jit": t.jit} for t in targets]
+
+
+def image_order(all_targets: list[dict[str, Any]]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Sort key of image entries: backend, AOT before portable, matrix order of devices, module.
+
+    The order depends on the matrix alone, not on which subset one machine built, so a fat
+    wheel merged from per-target wheels (build_tools/merge.py) lists its images exactly as a
+    single-machine build does.
+    """
+    rank: dict[str, int] = {}
+    for t in all_targets:
+        for d in t["devices"]:
+            rank.setdefault(d, len(rank))
+
+    def key(img: dict[str, Any]) -> tuple[Any, ...]:
+        return (img["backend"], img["form"] in catalog.PORTABLE_FORMS, rank.get(img["device"], len(rank)),
+                img["device"], img["module"])
+    return key
 
 
 def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> dict[str, Any]:
     """The manifest as JSON data. No timestamps or absolute paths: wheels must be reproducible.
 
     ``targets`` are the hardware entries whose AOT images this set holds; ``all_targets`` the
-    whole matrix's, so an installed per-target wheel can say which other wheel serves a device.
+    whole matrix's (also when a device list built a subset), so an installed per-target wheel
+    can say which other wheel serves a device, and per-target wheels can be merged.
     """
-    images = list(images)
+    all_targets = targets_doc(plan.matrix.all_targets())
+    entries = [asdict(i) | {"flags": list(i.flags)} for i in images]
     return {
         "schema": SCHEMA,
         "toolchains": {t.name: t.version for t in sorted(plan.tools.values(), key=lambda t: t.name)},
         "targets": targets_doc(plan.matrix.targets),
-        "all_targets": targets_doc(plan.matrix.targets),
+        "all_targets": all_targets,
         "modules": modules,
-        "images": [asdict(i) | {"flags": list(i.flags)} for i in images],
+        "images": sorted(entries, key=image_order(all_targets)),
     }
 
 

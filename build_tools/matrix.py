@@ -35,14 +35,21 @@ from .errors import ConfigError
 SCHEMA_VERSION = 1
 # Hardware names end up in reports, wheel metadata and log lines, never in paths or shells;
 # the allowlist still keeps them boring so nobody has to reason about quoting.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,79}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,79}")  # used with fullmatch: "$" would let a final "\n" in
 DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
 
-TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels")
+TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels", "sizes")
 TARGET_KEYS = ("devices", "backend", "jit")
 CUDA_KEYS = ("container", "compress_mode", "ptx")
 OPENCL_KEYS = ("spirv", "source")
 WHEEL_KEYS = ("naming", "opencl_loader")
+SIZE_KEYS = ("budgets", "max_growth", "fail_on_budget")
+BUDGET_KEYS = ("default", "target", "fat", "jit")  # "default" covers every kind without its own budget
+# PyPI refuses files over 100 MiB unless the project asks for more (warehouse: MAX_FILESIZE = 100 * 1024 * 1024).
+PYPI_FILE_LIMIT = 100 * 1024 * 1024
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
 NAMINGS = ("local-version", "project-name")
 LOADER_POLICIES = ("graft", "exclude")
 CONTAINERS = ("cubin", "fatbin")
@@ -79,12 +86,38 @@ class WheelOptions:
 
 
 @dataclass(frozen=True)
+class SizeOptions:
+    """Size budgets in bytes (None: no budget) and the growth gate; see docs/sizes.md."""
+
+    default_budget: int | None = PYPI_FILE_LIMIT  # any kind without its own budget; warns at PyPI's limit
+    target_budget: int | None = None
+    fat_budget: int | None = None
+    jit_budget: int | None = None
+    max_growth: float | None = None  # percent growth of a wheel against --baseline; None: not checked
+    fail_on_budget: bool = False  # exceeded budget / growth -> exit 6 (else a warning)
+
+    def budget_for(self, kind: str) -> tuple[str, int | None]:
+        """(matrix field, limit) that applies to a wheel of ``kind``: its own budget, else the default."""
+        own = getattr(self, f"{kind}_budget", None)
+        if own is not None:
+            return f"sizes.budgets.{kind}", own
+        return "sizes.budgets.default", self.default_budget
+
+
+@dataclass(frozen=True)
 class Matrix:
     targets: tuple[Target, ...]
     cuda: CudaOptions = field(default_factory=CudaOptions)
     opencl: OpenCLOptions = field(default_factory=OpenCLOptions)
     wheels: WheelOptions = field(default_factory=WheelOptions)
+    sizes: SizeOptions = field(default_factory=SizeOptions)
     path: str = "matrix.yaml"
+    # The whole file's targets when this is a device-list subset (``select``), else empty: a wheel
+    # built on one CI machine still names every target, so wheels from several can be merged.
+    universe: tuple[Target, ...] = ()
+
+    def all_targets(self) -> tuple[Target, ...]:
+        return self.universe or self.targets
 
     def devices(self) -> tuple[Device, ...]:
         """Every distinct AOT device, in matrix order (each is compiled once, however many names use it)."""
@@ -147,7 +180,7 @@ def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
 
 def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     where = f"targets[{name!r}]"
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         problems.append(
             f"{where}: invalid hardware name; use 1-80 characters from letters, digits, space "
             "and . _ + - ( ) (no '/', '..', quotes, '$', backticks or newlines), starting with a "
@@ -210,6 +243,64 @@ def _choice(where: str, value: Any, choices: tuple[str, ...], problems: list[str
         problems.append(f"{where}: {value!r} is not one of {', '.join(choices)}")
 
 
+def parse_size(where: str, value: Any) -> int | None:
+    """A byte count: a whole number of bytes, or text such as "100 MiB", "95 MB", "500 kB"; null/"none": no budget.
+
+    Decimal (kB, MB, GB) and binary (KiB, MiB, GiB) units, as PyPI's limit is binary and most people write decimal.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.fullmatch(value.strip().lower())
+        if m and m.group(2) in _SIZE_UNITS and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise ConfigError(f"{where}: {value!r} is not a size; write a positive number of bytes or e.g. "
+                      "'100 MiB', '95 MB', '500 kB' (units B, kB, MB, GB, KiB, MiB, GiB), or null for no budget")
+
+
+def parse_percent(where: str, value: Any) -> float | None:
+    """A percentage such as 10, 2.5 or "10%"; null: off."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        m = _PERCENT_RE.fullmatch(value.strip())
+        if m:
+            return float(m.group(1))
+    raise ConfigError(f"{where}: {value!r} is not a percentage; write e.g. 10 or '10%' (0 or more), or null for off")
+
+
+def _parse_sizes(raw: Any, problems: list[str]) -> SizeOptions:
+    section = _parse_section("sizes", raw, SIZE_KEYS, problems)
+    kwargs: dict[str, Any] = {}
+    budgets = section.get("budgets")
+    if budgets is not None and not isinstance(budgets, Mapping):
+        problems.append(f"sizes.budgets: expected a mapping of wheel kind ({', '.join(BUDGET_KEYS)}) to a size, "
+                        f"got {budgets!r}")
+    elif budgets is not None:
+        _check_keys("sizes.budgets", budgets, BUDGET_KEYS, problems)
+        for kind in BUDGET_KEYS:
+            if kind in budgets:
+                try:
+                    kwargs[f"{kind}_budget"] = parse_size(f"sizes.budgets.{kind}", budgets[kind])
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+    if "max_growth" in section:
+        try:
+            kwargs["max_growth"] = parse_percent("sizes.max_growth", section["max_growth"])
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if "fail_on_budget" in section:
+        if isinstance(section["fail_on_budget"], bool):
+            kwargs["fail_on_budget"] = section["fail_on_budget"]
+        else:
+            problems.append(f"sizes.fail_on_budget: must be true or false, not {section['fail_on_budget']!r}")
+    return SizeOptions(**kwargs)
+
+
 def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     """Validate already-loaded YAML data; raise ConfigError listing every problem."""
     problems: list[str] = []
@@ -250,9 +341,11 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     wheels = WheelOptions(**_parse_section("wheels", data.get("wheels"), WHEEL_KEYS, problems))
     _choice("wheels.naming", wheels.naming, NAMINGS, problems)
     _choice("wheels.opencl_loader", wheels.opencl_loader, LOADER_POLICIES, problems)
+    sizes = _parse_sizes(data.get("sizes"), problems)
     if problems:
         raise ConfigError(problems)
-    return Matrix(targets=tuple(targets), cuda=cuda, opencl=OpenCLOptions(**ocl_raw), wheels=wheels, path=path)
+    return Matrix(targets=tuple(targets), cuda=cuda, opencl=OpenCLOptions(**ocl_raw), wheels=wheels, sizes=sizes,
+                  path=path)
 
 
 def loads(text: str, *, path: str = "matrix.yaml") -> Matrix:
@@ -301,7 +394,7 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     ptx = matrix.ptx_device()
     matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
     if [t.lower() for t in texts] == ["none"]:
-        return dataclasses.replace(matrix, targets=())
+        return dataclasses.replace(matrix, targets=(), universe=matrix.all_targets())
     if not texts:
         raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
     problems: list[str] = []
@@ -317,5 +410,5 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     keys = {d.key for d in wanted}
     targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]
     covered = {d.key for t in targets for d in t.devices}
-    targets += [Target(name=d.requested, devices=(d,)) for d in wanted if d.key not in covered]
-    return dataclasses.replace(matrix, targets=tuple(targets))
+    extra = [Target(name=d.requested, devices=(d,)) for d in wanted if d.key not in covered]
+    return dataclasses.replace(matrix, targets=tuple(targets + extra), universe=(*matrix.all_targets(), *extra))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import proc
+from .errors import HostBuildError, ToolchainMissingError
 
 CC_PACKAGE = "gcc (a C compiler; Debian: build-essential)"
 OPENCL_PACKAGE = "ocl-icd-opencl-dev (OpenCL headers and the ICD loader)"
@@ -37,19 +38,28 @@ def compile_extensions(root: Path, dest: Path, env: Mapping[str, str]) -> list[P
     """Build every extension into ``dest`` (a package folder); returns the .so paths."""
     cc = proc.which(env.get("CC", "cc"), package=CC_PACKAGE, env=env)
     if not Path("/usr/include/CL/cl.h").exists():
-        from .errors import ToolchainMissingError
         raise ToolchainMissingError(f"toolchain: OpenCL headers (/usr/include/CL/cl.h) not found; install {OPENCL_PACKAGE}")
     include = sysconfig.get_paths()["include"]
     out = []
     for ext in EXTENSIONS:
         target = dest / f"{ext.name}{ABI3_SUFFIX}"
-        proc.run([
+        _compile(ext, [
             cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
             f"-DPy_LIMITED_API={LIMITED_API}", f"-I{include}", f"-I{root / 'src' / 'aotkernels'}",
             # Same bytes whatever folder the tree sits in: reproducible wheels.
             f"-ffile-prefix-map={root}=.", "-Wl,--build-id=sha1",
             *[str(root / s) for s in ext.sources], "-o", str(target),
             "-Wl,--no-as-needed", "-lc", *ext.libs,
-        ], cwd=root, env=env)
+        ], root, env)
         out.append(target)
     return out
+
+
+def _compile(ext: Extension, argv: list[str], root: Path, env: Mapping[str, str]) -> None:
+    try:
+        result = proc.run(argv, cwd=root, env=env, check=False)
+    except OSError as exc:
+        raise HostBuildError(f"host extension {ext.name}: cannot run {argv[0]}: {exc}") from None
+    if result.returncode != 0:
+        raise HostBuildError(f"host extension {ext.name} failed to compile (exit {result.returncode}):\n"
+                             f"{(result.stderr or result.stdout).strip()}")

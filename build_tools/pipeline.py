@@ -52,7 +52,7 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
                 *, repair_wheels: bool = True) -> list[BuiltWheel]:
     epoch = source_date_epoch(env)
     files = wheels.package_sources(plan.root)
-    all_targets = manifest.targets_doc(plan.matrix.targets)
+    all_targets = manifest.targets_doc(plan.matrix.all_targets())
     built = []
     with tempfile.TemporaryDirectory(prefix="aotkernels-ext-") as tmp:
         sos = native.compile_extensions(plan.root, Path(tmp), env)

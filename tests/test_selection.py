@@ -285,3 +285,12 @@ def test_group_by_module_and_from_manifest() -> None:
     assert sorted(grouped) == ["saxpy", "softmax"]
     assert grouped["saxpy"][0] == Image("saxpy", "cuda", "sm_90", "sm_90", "sass", "cuda/sm_90/saxpy.cubin", "ab", 10)
     assert picked(gpu((9, 0)), grouped["saxpy"]) == ("sm_90", AOT)
+
+
+def test_intel_error_names_the_wheel_by_resolved_ip_version() -> None:
+    # The device reports IP 12.55.8; the matrix entry says dg2-g10-c0 and records what it resolves to.
+    targets = [{"name": "Intel Data Center GPU Flex Series", "devices": ["dg2-g10-c0"], "resolved": ["12.55.8"]}]
+    text = no_image(intel_gpu("12.55.8", accepts_il=False), [cuda_img("sm_90")], targets)
+    assert "'Intel Data Center GPU Flex Series'" in text
+    assert selection.serving_targets("12.55.8", targets) == ["Intel Data Center GPU Flex Series"]
+    assert selection.serving_targets("12.60.7", targets) == []

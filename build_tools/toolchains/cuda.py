@@ -11,7 +11,8 @@ from ..catalog import Device
 from ..errors import ToolchainMissingError
 from . import ImageSpec, ToolInfo
 
-PACKAGE = "the CUDA toolkit (nvcc; Debian: nvidia-cuda-toolkit, or NVIDIA's cuda-toolkit-13-0)"
+# The first word is the package name (proc.which suggests "apt-get install <first word>").
+PACKAGE = "nvidia-cuda-toolkit (the CUDA toolkit's nvcc; or NVIDIA's cuda-toolkit-13-0, and set CUDA_HOME)"
 OPT_FLAGS = ("-O3",)
 # First CUDA release that accepts each suffix (nvcc manual, "GPU Feature List").
 SUFFIX_SINCE = {"a": (12, 0), "f": (12, 9)}

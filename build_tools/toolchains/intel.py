@@ -20,6 +20,8 @@ PACKAGE = "intel-opencl-icd (provides /usr/bin/ocloc, Intel's offline compiler)"
 # Release families whose IP versions `ocloc ids` lists; together they are every target it knows.
 _FAMILIES = ("gen8", "gen9", "gen11", "gen12lp", "xe")
 OPTIONS = "-cl-std=CL1.2"
+# No "-q": with it ocloc prints only "Command was: ..." on a failure, never the compiler's error.
+# The price is one "Build succeeded." line per successful action in Bazel's output.
 # Any device works for -spv_only: SPIR-V does not depend on it, but ocloc insists on one.
 SPIRV_DEVICE = "tgllp"
 
@@ -68,7 +70,7 @@ class IntelToolchain:
             flags = ("-device", d.resolved, "-options", OPTIONS)
             specs.append(ImageSpec(
                 key=d.key, backend=self.backend, device=d.requested, resolved=d.resolved, form=d.form,
-                ext="bin", argv=(info.path, "compile", "-q", "-file", "{src}", *flags, "-out_dir", "{out_dir}",
+                ext="bin", argv=(info.path, "compile", "-file", "{src}", *flags, "-out_dir", "{out_dir}",
                                  "-output", "{out_base}", "-output_no_suffix"),
                 toolchain=self.name, mnemonic="OclocImage", input="source", flags=flags,
             ))
@@ -78,7 +80,7 @@ class IntelToolchain:
         flags = ("-spv_only", "-options", OPTIONS)
         return ImageSpec(
             key="spirv", backend=catalog.OPENCL, device="spirv", resolved="spirv", form=catalog.SPIRV, ext="spv",
-            argv=(info.path, "compile", "-q", "-file", "{src}", "-device", SPIRV_DEVICE, *flags,
+            argv=(info.path, "compile", "-file", "{src}", "-device", SPIRV_DEVICE, *flags,
                   "-out_dir", "{out_dir}", "-output", "{out_stem}", "-output_no_suffix"),
             toolchain=self.name, mnemonic="OclocSpirv", input="source", flags=flags,
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .selection import AOT, JIT, Choice, Device, Image, NoImageError, choose, decode_intel_ip, group_by_module, wanted_device
+from .selection import AOT, JIT, Choice, serving_targets, Device, Image, NoImageError, choose, decode_intel_ip, group_by_module, wanted_device
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 REQUIRE_AOT_ENV = "AOTKERNELS_REQUIRE_AOT"
@@ -144,7 +144,7 @@ def _form(image: Image) -> str:
 def _aot_fix(device: Device, targets: Sequence[Dict[str, Any]]) -> Optional[str]:
     """How to get AOT code for ``device``: the wheel that serves it, else the device list; None if none can."""
     want = wanted_device(device)
-    serving = [t["name"] for t in targets if want and want in t.get("devices", [])]
+    serving = serving_targets(want, targets)
     if serving:
         return f"install the wheel built for {serving[0]!r} (or the fat wheel)"
     if want:

@@ -171,11 +171,18 @@ def wanted_device(device: Device) -> Optional[str]:
     return None
 
 
+def serving_targets(want: Optional[str], targets: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Names of the matrix entries whose AOT images would serve a device that wants ``want``."""
+    if not want:
+        return []
+    return [t["name"] for t in targets if want in t.get("devices", []) or want in t.get("resolved", [])]
+
+
 def no_image_message(device: Device, module: str, images: Sequence[Image],
                      targets: Sequence[Mapping[str, Any]]) -> str:
     held = ", ".join(sorted({f"{i.form} {i.device}" for i in images})) or "no images"
     want = wanted_device(device)
-    serving = [t["name"] for t in targets if want and want in t.get("devices", [])]
+    serving = serving_targets(want, targets)
     if serving:
         fix = f"install the wheel built for {serving[0]!r}, or the fat wheel"
     elif want:
