@@ -24,7 +24,6 @@ and RECORD lines of those images (a few hundred bytes a device; the tests bound 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 
 from . import catalog, matrix as matrix_mod, wheels
 from .errors import BudgetError, ConfigError
+from .manifest import sha256_file
 
 SCHEMA = 1
 REPORT_JSON = "size-report.json"
@@ -253,14 +253,6 @@ def group_bytes(parts: Iterable[Part]) -> dict[str, int]:
     return dict(out)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _member_shares(zf: zipfile.ZipFile, file_size: int) -> tuple[list[tuple[zipfile.ZipInfo, int]], int]:
     """Each member's exact bytes in the file, and the trailer bytes no member accounts for."""
     infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
@@ -360,11 +352,11 @@ def measure_wheel(path: Path, raw: Path | None = None) -> WheelSize:
     raw_size = None
     if raw is not None:
         _, _, raw_installed, _, _ = _measure_zip(raw)
-        raw_size = RawSize(file=raw.name, bytes=raw.stat().st_size, installed_bytes=raw_installed, sha256=_sha256(raw))
+        raw_size = RawSize(file=raw.name, bytes=raw.stat().st_size, installed_bytes=raw_installed, sha256=sha256_file(raw))
     return WheelSize(file=path.name, kind=kind, target=info.get("target"), devices=devices,
                      name=str(info.get("name", m.group("name"))), version=str(info.get("version", m.group("version"))),
                      platform_tag=m.group("plat"), bytes=path.stat().st_size, installed_bytes=installed,
-                     sha256=_sha256(path), trailer_bytes=trailer, parts=tuple(parts), raw=raw_size)
+                     sha256=sha256_file(path), trailer_bytes=trailer, parts=tuple(parts), raw=raw_size)
 
 
 # ----------------------------------------------------------------------------- the whole folder
