@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from build_tools import bazel, matrix as matrix_mod, pipeline, wheels  # noqa: E402
 from build_tools.errors import BuildToolError  # noqa: E402
-from build_tools.plan import make_plan  # noqa: E402
+from build_tools.cli import load_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # What an sdist carries: everything needed to build a wheel from it, nothing generated.
@@ -50,19 +50,15 @@ def _spec(m: matrix_mod.Matrix, selected: bool, version: str) -> wheels.WheelSpe
 
 def _build(wheel_directory: str) -> str:
     env = dict(os.environ)
-    m = matrix_mod.load(ROOT / "matrix.yaml")
-    chosen = matrix_mod.devlist_from_env(env)
-    if chosen is not None:
-        name, value = chosen
-        print(f"aotkernels backend: {name}={value!r}", file=sys.stderr)
-        m = matrix_mod.select(m, value, source=name)
-    plan = make_plan(m, ROOT, env)
+    plan = load_plan(ROOT / "matrix.yaml", env)
+    m = plan.matrix
+    selected = matrix_mod.devlist_from_env(env) is not None
     options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
                                  remote_cache=env.get("AOT_REMOTE_CACHE") or None)
     stats = bazel.build(plan, plan.targets(), options, env)
     print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits", file=sys.stderr)
     env = pipeline.env_with_epoch(env)
-    spec = _spec(m, chosen is not None, pipeline.project_version(ROOT))
+    spec = _spec(m, selected, pipeline.project_version(ROOT))
     with tempfile.TemporaryDirectory(prefix="aotkernels-images-") as tmp:
         images_dir = Path(tmp) / "images"
         pipeline.collect_images(plan, images_dir, env)

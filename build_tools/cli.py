@@ -1,7 +1,8 @@
 """Command line: ``python build_tools/build.py --matrix matrix.yaml``.
 
 Stages: validate the matrix and toolchains -> Bazel compiles every (kernel, device) image ->
-images and manifest land in the output folder (``dist/``), atomically.
+images and manifest -> host extensions and wheels (per target, fat, JIT-only) -> auditwheel
+repair -> size reports. Everything lands in the output folder (``dist/``) atomically.
 Errors are exceptions with their own exit codes (see errors.py), caught here once.
 """
 from __future__ import annotations
@@ -48,14 +49,21 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m{s % 60:04.1f}s"
 
 
-def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:
-    m = matrix_mod.load(args.matrix)
+def load_plan(matrix_path: str | os.PathLike[str], env: Mapping[str, str]) -> Plan:
+    """The validated plan for matrix.yaml, restricted to AOT_DEVLIST / USE_AOT_DEVLIST when set.
+
+    Shared with the PEP 517 backend, so ``build.py`` and ``pip wheel .`` read a device list alike.
+    """
+    m = matrix_mod.load(matrix_path)
     chosen = matrix_mod.devlist_from_env(env)
     if chosen is not None:
-        # The device list the PEP 517 backend honours too: a release job per target runs this.
-        print(f"device list: {chosen[0]}={chosen[1]!r}", flush=True)
+        print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
         m = matrix_mod.select(m, chosen[1], source=chosen[0])
-    plan = make_plan(m, ROOT, env)
+    return make_plan(m, ROOT, env)
+
+
+def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:
+    plan = load_plan(args.matrix, env)
     if args.disk_cache:
         disk_cache: str | None = str(Path(args.disk_cache).resolve())
     else:

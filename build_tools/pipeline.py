@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,20 +54,23 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
     epoch = source_date_epoch(env)
     files = wheels.package_sources(plan.root)
     all_targets = manifest.targets_doc(plan.matrix.all_targets())
-    built = []
     with tempfile.TemporaryDirectory(prefix="aotkernels-ext-") as tmp:
         sos = native.compile_extensions(plan.root, Path(tmp), env)
         extensions = {so.name: so.read_bytes() for so in sos}
         raw_dir = out / "raw" if repair_wheels else out
-        for spec in specs:
+
+        def one(spec: wheels.WheelSpec) -> BuiltWheel:
             raw = wheels.build_wheel(spec, images_dir=images_dir, package_files=files, extensions=extensions,
                                      all_targets=all_targets, out_dir=raw_dir, epoch=epoch)
-            if repair_wheels:
-                fixed = repair.repair(raw, out, graft_opencl=plan.matrix.wheels.opencl_loader == "graft", env=env)
-                built.append(BuiltWheel(spec=spec, raw=raw, wheel=fixed.wheel, platform_tag=fixed.platform_tag))
-            else:
-                built.append(BuiltWheel(spec=spec, raw=raw, wheel=raw, platform_tag=wheels.platform_tag()))
-    return built
+            if not repair_wheels:
+                return BuiltWheel(spec=spec, raw=raw, wheel=raw, platform_tag=wheels.platform_tag())
+            fixed = repair.repair(raw, out, graft_opencl=plan.matrix.wheels.opencl_loader == "graft", env=env)
+            return BuiltWheel(spec=spec, raw=raw, wheel=fixed.wheel, platform_tag=fixed.platform_tag)
+
+        # Wheels are independent, and their time goes to zlib and auditwheel's process, both of
+        # which run outside the GIL: one thread per core. Each wheel's bytes do not depend on it.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(specs), os.cpu_count() or 1))) as pool:
+            return list(pool.map(one, specs))
 
 
 def env_with_epoch(env: Mapping[str, str]) -> dict[str, str]:
@@ -76,5 +80,4 @@ def env_with_epoch(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["BuiltWheel", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch",
-           "os"]
+__all__ = ["BuiltWheel", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch"]

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,20 +38,24 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
     auditwheel = proc.which("auditwheel", package=AUDITWHEEL_PACKAGE, env=env)
     proc.which("patchelf", package=AUDITWHEEL_PACKAGE, env=env)
     excludes = list(ALWAYS_EXCLUDE) + ([] if graft_opencl else [OPENCL_LOADER])
-    args = [auditwheel, "repair", "--wheel-dir", str(out_dir)]
-    for lib in excludes:
-        args += ["--exclude", lib]
-    before = set(out_dir.glob("*.whl")) if out_dir.exists() else set()
-    result = proc.run([*args, str(wheel)], env=env, check=False)
-    if result.returncode != 0:
-        raise RepairError(f"auditwheel repair failed for {wheel.name}:\n{(result.stderr or result.stdout).strip()}")
-    made = sorted(set(out_dir.glob("*.whl")) - before)
-    if len(made) != 1:
-        raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
-    epoch = env.get("SOURCE_DATE_EPOCH")
-    wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
-    m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", made[0].name)
-    return Repaired(source=wheel, wheel=made[0], platform_tag=m.group(1) if m else "unknown")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A private folder per repair: its one new wheel is ours even when other repairs run at once.
+    with tempfile.TemporaryDirectory(prefix=".repair-", dir=out_dir) as tmp:
+        args = [auditwheel, "repair", "--wheel-dir", tmp]
+        for lib in excludes:
+            args += ["--exclude", lib]
+        result = proc.run([*args, str(wheel)], env=env, check=False)
+        if result.returncode != 0:
+            raise RepairError(f"auditwheel repair failed for {wheel.name}:\n{(result.stderr or result.stdout).strip()}")
+        made = sorted(Path(tmp).glob("*.whl"))
+        if len(made) != 1:
+            raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
+        epoch = env.get("SOURCE_DATE_EPOCH")
+        wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
+        final = out_dir / made[0].name
+        os.replace(made[0], final)
+    m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", final.name)
+    return Repaired(source=wheel, wheel=final, platform_tag=m.group(1) if m else "unknown")
 
 
 # ``build.py repair WHEEL --out DIR``: the repair step as a command, for cibuildwheel's

@@ -30,13 +30,15 @@ SPIRV_MAGIC = 0x07230203
 EM_CUDA = 190
 ELFOSABI_CUDA = 0x41
 
-# A small matrix: every image form, two of each AOT backend.
+# A small matrix: every image form, two of each AOT backend; raw cubins, whose ELF headers are
+# checked below (the default container, a compressed fatbin, has its own test).
 SMALL = """\
 targets:
   "NVIDIA H100": sm_90
   "NVIDIA T4": sm_75
   "Intel Data Center GPU Max Series": pvc
   "Intel Data Center GPU Flex Series": dg2-g10-c0
+cuda: {container: cubin}
 """
 # The smallest matrix that still runs every compiler: one sm_ device, one Intel device.
 TINY = 'targets:\n  "NVIDIA H100": sm_90\n  "Intel Max": pvc\n'
@@ -260,6 +262,30 @@ def test_cubin_elf_names_the_sm(small_build: Path, sm: int) -> None:
         assert (e_flags >> 8) & 0xFF == sm, hex(e_flags)
     saxpy = (small_build / "images" / "cuda" / f"sm_{sm}" / "saxpy.cubin").read_bytes()
     assert b".text.saxpy\x00" in saxpy
+
+
+FATBIN_MAGIC = 0xBA55ED50
+FATBIN_KIND_ELF = 2
+
+
+def test_default_container_is_a_compressed_fatbin_of_the_sm(tmp_path: Path, small_build: Path) -> None:
+    out = tmp_path / "dist"
+    m = write(tmp_path / "m.yaml", 'targets:\n  "NVIDIA H100": sm_90\n')
+    assert main(["--matrix", str(m), "--images-only", "--no-disk-cache", "--out", str(out)]) == 0
+    doc = load_manifest(out)
+    for mod in modules(ROOT):
+        entry = next(i for i in doc["images"] if i["module"] == mod and i["device"] == "sm_90")
+        assert entry["path"] == f"cuda/sm_90/{mod}.fatbin" and "--compress-mode=size" in entry["flags"]
+        data = (out / "images" / entry["path"]).read_bytes()
+        magic, _, header, size = struct.unpack_from("<IHHQ", data, 0)
+        assert magic == FATBIN_MAGIC and header + size == len(data)
+        # one entry: SASS (an ELF) for sm_90, no PTX; compressed, it unpacks to the raw cubin's size
+        kind, _, entry_header, padded, _, payload, _, _, sm = struct.unpack_from("<HHIIIIIII", data, header)
+        (uncompressed,) = struct.unpack_from("<Q", data, header + 56)
+        assert (kind, sm) == (FATBIN_KIND_ELF, 90)
+        assert header + entry_header + padded == len(data)
+        cubin = (small_build / "images" / "cuda" / "sm_90" / f"{mod}.cubin").stat().st_size
+        assert payload < uncompressed == cubin
 
 
 def test_ptx_targets_lowest_sm(small_build: Path) -> None:

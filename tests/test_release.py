@@ -295,15 +295,19 @@ def _refused(wheels_in: list[Path], tmp_path: Path, capsys: pytest.CaptureFixtur
     return err
 
 
+# The SASS image of saxpy in the repo matrix's container (a compressed fatbin by default).
+SAXPY_SM90 = f"cuda/sm_90/saxpy.{matrix_mod.load(ROOT / 'matrix.yaml').cuda.container}"
+
+
 @pytest.mark.integration
 def test_refuses_a_changed_member(jobs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def flip(members: dict[str, bytes]) -> None:
-        name = f"{wheels.PACKAGE}/images/cuda/sm_90/saxpy.cubin"
+        name = f"{wheels.PACKAGE}/images/{SAXPY_SM90}"
         members[name] = members[name][:-1] + bytes([members[name][-1] ^ 1])
     bad = rewrite(jobs["raw:sm_90"], tmp_path / "bad", flip, fix_record=False)
     err = _refused([bad, jobs["raw:pvc"]], tmp_path, capsys)
     assert "RECORD verification failed" in err
-    assert "aotkernels/images/cuda/sm_90/saxpy.cubin: content does not match its RECORD hash" in err
+    assert f"aotkernels/images/{SAXPY_SM90}: content does not match its RECORD hash" in err
 
 
 @pytest.mark.integration

@@ -22,6 +22,7 @@ from conftest import ROOT, run_outside, wheel_of
 pytestmark = pytest.mark.integration
 
 MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.cl"))
+SASS_EXT = matrix_mod.load(ROOT / "matrix.yaml").cuda.container  # "fatbin" or "cubin", also the extension
 IGNORE = shutil.ignore_patterns("bazel-*", ".venv", "dist", ".git", "generated", ".bazelrc.generated", "__pycache__",
                                 ".gpu", ".pytest_cache")
 
@@ -40,7 +41,7 @@ def image_members(wheel: Path) -> dict[str, bytes]:
 def expected_images(devices: list[catalog.Device], portable: bool, ptx: str) -> set[str]:
     want = set()
     for d in devices:
-        ext = {"sass": "cubin", "intel-bin": "bin"}[d.form]
+        ext = {"sass": SASS_EXT, "intel-bin": "bin"}[d.form]
         want |= {f"{d.backend}/{d.requested}/{m}.{ext}" for m in MODULES}
     if portable:
         want |= {f"cuda/{ptx}/{m}.ptx" for m in MODULES}
@@ -73,7 +74,7 @@ def test_wheel_contents_match_the_matrix(built_dist: Path, repo_matrix: matrix_m
     assert set(image_members(wheel_of(built_dist, ""))) == expected_images(list(repo_matrix.devices()), True, ptx.requested)
     jit = set(image_members(wheel_of(built_dist, "jit")))
     assert jit == expected_images([], True, ptx.requested)
-    assert not any(n.endswith((".cubin", ".bin")) for n in jit)
+    assert not any(n.endswith((".cubin", ".fatbin", ".bin")) for n in jit)
 
 
 def test_each_wheel_manifest_lists_exactly_its_files(built_dist: Path) -> None:

@@ -71,8 +71,8 @@ class CudaToolchain:
         return problems
 
     def images(self, devices: list[Device], info: ToolInfo, options: object) -> list[ImageSpec]:
-        container = getattr(options, "container", "cubin")
-        compress = getattr(options, "compress_mode", "none")
+        container = getattr(options, "container", "fatbin")
+        compress = getattr(options, "compression", "size")
         specs = []
         for d in devices:
             if d.backend != self.backend:
