@@ -174,10 +174,13 @@ def find_bazel(root: Path, env: Mapping[str, str]) -> tuple[str, dict[str, str]]
     return path, run_env
 
 
+REMOTE_SCHEMES = ("http", "https", "grpc", "grpcs")
+
+
 def remote_cache_problem(url: str, timeout: float = 3.0) -> str | None:
     """Why the remote cache cannot be reached, or None. Any HTTP answer (even 404) counts as up."""
     parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https", "grpc", "grpcs"):
+    if parsed.scheme not in REMOTE_SCHEMES:
         return f"unsupported scheme {parsed.scheme!r} (use http://, https://, grpc:// or grpcs://)"
     if parsed.scheme.startswith("grpc"):
         try:

@@ -12,11 +12,12 @@ import importlib
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import bazel, matrix as matrix_mod, outdir, pipeline, proc, report as report_mod, sizes, wheels
-from .errors import BuildToolError
+from .errors import BuildToolError, ConfigError
 from .plan import Plan, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +70,13 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, baz
     else:
         disk_cache = None if args.no_disk_cache else bazel.default_disk_cache(env)
     # AOT_REMOTE_CACHE (the backend's name): CI sets it from a secret when a remote cache exists.
-    options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs,
-                                 remote_cache=args.remote_cache or env.get("AOT_REMOTE_CACHE") or None)
+    remote = args.remote_cache or env.get("AOT_REMOTE_CACHE") or None
+    field = "--remote-cache" if args.remote_cache else "AOT_REMOTE_CACHE"
+    if remote is not None and urllib.parse.urlsplit(remote).scheme not in bazel.REMOTE_SCHEMES:
+        raise ConfigError(f"{field}: {remote!r} is not a cache URL; use http://, https://, grpc:// or grpcs://")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs: {args.jobs} is not a number of parallel actions; give 1 or more")
+    options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs, remote_cache=remote)
     return plan, options
 
 

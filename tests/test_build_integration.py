@@ -484,3 +484,18 @@ def test_changed_kernel_recompiles_only_its_images(repo_copy: Path, tmp_path: Pa
     assert "nothing to compile, all cache hits" in line, line
     assert f"(remote/disk {len(mods) * len(TINY_IMAGE_KEYS)})" in line, line
     assert shas(load_manifest(tmp_path / "o4")) == new
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--remote-cache", "ftp://cache.example/x"], {}, "--remote-cache: 'ftp://cache.example/x' is not a cache URL"),
+    ([], {"AOT_REMOTE_CACHE": "cache.example:9092"}, "AOT_REMOTE_CACHE: 'cache.example:9092' is not a cache URL"),
+    (["--jobs", "0"], {}, "--jobs: 0 is not a number of parallel actions"),
+])
+def test_bad_cache_and_jobs_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                  env: dict[str, str], words: str) -> None:
+    out = tmp_path / "out"
+    m = write(tmp_path / "m.yaml", 'targets:\n  "NVIDIA H100": sm_90\n')
+    rc = main(["--matrix", str(m), "--out", str(out), "--dry-run", *argv], env={**os.environ, **env})
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err, err
+    assert not out.exists()
