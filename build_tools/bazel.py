@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import proc
+from . import outdir, proc
 from .errors import BazelError, CompileError, ToolchainMissingError
 from .plan import Plan
 
@@ -103,10 +103,8 @@ def write_generated(plan: Plan, options: BazelOptions) -> None:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        outdir.write_text_atomic(path, text)
 
 
 def command(bazel: str, targets: Sequence[str], options: BazelOptions) -> list[str]:

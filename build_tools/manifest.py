@@ -107,23 +107,38 @@ def image_order(all_targets: list[dict[str, Any]]) -> Callable[[dict[str, Any]],
     return key
 
 
+def assemble(*, toolchains: dict[str, str], targets: list[dict[str, Any]], all_targets: list[dict[str, Any]],
+             modules: dict[str, Any], images: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest as JSON data, from its parts; one place for its layout and image order.
+
+    Both a build (``document``) and ``build.py merge`` write it through here, so a merged fat
+    wheel's manifest cannot drift from a single-machine one. No timestamps or absolute paths:
+    wheels must be reproducible.
+    """
+    return {
+        "schema": SCHEMA,
+        "toolchains": dict(sorted(toolchains.items())),
+        "targets": targets,
+        "all_targets": all_targets,
+        "modules": modules,
+        "images": sorted(images, key=image_order(all_targets)),
+    }
+
+
 def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> dict[str, Any]:
-    """The manifest as JSON data. No timestamps or absolute paths: wheels must be reproducible.
+    """The manifest of a build.
 
     ``targets`` are the hardware entries whose AOT images this set holds; ``all_targets`` the
     whole matrix's (also when a device list built a subset), so an installed per-target wheel
     can say which other wheel serves a device, and per-target wheels can be merged.
     """
-    all_targets = targets_doc(plan.matrix.all_targets())
-    entries = [asdict(i) | {"flags": list(i.flags)} for i in images]
-    return {
-        "schema": SCHEMA,
-        "toolchains": {t.name: t.version for t in sorted(plan.tools.values(), key=lambda t: t.name)},
-        "targets": targets_doc(plan.matrix.targets),
-        "all_targets": all_targets,
-        "modules": modules,
-        "images": sorted(entries, key=image_order(all_targets)),
-    }
+    return assemble(
+        toolchains={t.name: t.version for t in plan.tools.values()},
+        targets=targets_doc(plan.matrix.targets),
+        all_targets=targets_doc(plan.matrix.all_targets()),
+        modules=modules,
+        images=[asdict(i) | {"flags": list(i.flags)} for i in images],
+    )
 
 
 def dumps(doc: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ manifest entry. Any refusal names the wheel and the reason, and nothing is writt
 from __future__ import annotations
 
 import argparse
-import base64
 import calendar
 import csv
 import hashlib
@@ -99,10 +98,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # Reading one wheel, trusting nothing
 
 
-def _record_hash(data: bytes, algo: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
-
-
 def _check_member_name(wheel: Path, name: str, dist_info: str) -> None:
     """Refuse any member that could land outside the package when installed or extracted."""
     p = PurePosixPath(name)
@@ -154,7 +149,7 @@ def _verify_record(wheel: Path, members: Mapping[str, Member], dist_info: str) -
         algo, _, digest = hash_field.partition("=")
         if algo not in hashlib.algorithms_guaranteed or algo in WEAK_HASHES or not digest:
             problems.append(f"{name}: RECORD hash {hash_field!r} is missing or not an accepted algorithm")
-        elif _record_hash(member.data, algo) != digest:
+        elif wheels.record_hash(member.data, algo) != f"{algo}={digest}":
             problems.append(f"{name}: content does not match its RECORD hash (changed after the wheel was built)")
         elif size != str(len(member.data)):
             problems.append(f"{name}: size {len(member.data)} does not match RECORD's {size}")
@@ -260,7 +255,7 @@ def _merged_toolchains(inputs: Sequence[InputWheel]) -> dict[str, str]:
                                  f"{tool} {out[tool]}; merge wheels built with the same toolchains")
             out.setdefault(tool, version)
             seen_in.setdefault(tool, w.path)
-    return dict(sorted(out.items()))
+    return out
 
 
 def _merged_images(inputs: Sequence[InputWheel]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
@@ -363,14 +358,8 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_mod.Matrix, env: M
     devices = tuple(dict.fromkeys(d.key for t in targets for d in t.devices))
     spec = wheels.WheelSpec(kind="fat", name=wheels.PACKAGE, version=inputs[0].base_version, devices=devices,
                             portable=True, targets=targets)
-    doc = {
-        "schema": manifest.SCHEMA,
-        "toolchains": toolchains,
-        "targets": covered,
-        "all_targets": all_targets,
-        "modules": modules,
-        "images": sorted(entries.values(), key=manifest.image_order(all_targets)),
-    }
+    doc = manifest.assemble(toolchains=toolchains, targets=covered, all_targets=all_targets, modules=modules,
+                            images=entries.values())
     package = inputs[0].package
     env = dict(env, SOURCE_DATE_EPOCH=str(epoch))  # auditwheel stamps the repaired wheel with it
     with tempfile.TemporaryDirectory(prefix="aotkernels-merge-") as tmp, outdir.staged(Path(out)) as stage:

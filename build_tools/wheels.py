@@ -95,8 +95,9 @@ def wheel_filename(spec: WheelSpec, plat: str | None = None) -> str:
     return f"{name}-{spec.version}-{TAG_PYTHON}-{TAG_ABI}-{plat or platform_tag()}.whl"
 
 
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+def record_hash(data: bytes, algo: str = "sha256") -> str:
+    """A RECORD hash field (PEP 376/427): ``algo=`` and the urlsafe base64 digest without padding."""
+    return f"{algo}=" + base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
 
 
 def _metadata(spec: WheelSpec, targets_text: str) -> str:
@@ -179,7 +180,7 @@ def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
     ordered = sorted(files)
     record = io.StringIO()
     for name in ordered:
-        record.write(f"{name},{_record_hash(files[name][0])},{len(files[name][0])}\n")
+        record.write(f"{name},{record_hash(files[name][0])},{len(files[name][0])}\n")
     record.write(f"{dist_info}/RECORD,,\n")
     members = [(n, files[n][0], files[n][1]) for n in ordered]
     members.append((f"{dist_info}/RECORD", record.getvalue().encode(), False))
