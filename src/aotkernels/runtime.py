@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .selection import AOT, JIT, Choice, serving_targets, Device, Image, NoImageError, choose, decode_intel_ip, group_by_module, wanted_device
+from .selection import (AOT, JIT, Choice, Device, Image, NoImageError, aot_fix, choose, decode_intel_ip,
+                        group_by_module)
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 REQUIRE_AOT_ENV = "AOTKERNELS_REQUIRE_AOT"
@@ -141,24 +142,13 @@ def _form(image: Image) -> str:
     return image.form if image.device == image.form else f"{image.form} {image.device}"
 
 
-def _aot_fix(device: Device, targets: Sequence[Dict[str, Any]]) -> Optional[str]:
-    """How to get AOT code for ``device``: the wheel that serves it, else the device list; None if none can."""
-    want = wanted_device(device)
-    serving = serving_targets(want, targets)
-    if serving:
-        return f"install the wheel built for {serving[0]!r} (or the fat wheel)"
-    if want:
-        return f"add {want} to matrix.yaml or build with AOT_DEVLIST={want}"
-    return None
-
-
 def _warn_jit_once(device: Device, choice: Choice, targets: Sequence[Dict[str, Any]]) -> None:
     global _warned_jit
     with _warn_lock:
         if _warned_jit:
             return
         _warned_jit = True
-    how = _aot_fix(device, targets) or "this device has no AOT form; JIT is the expected path"
+    how = aot_fix(device, targets) or "this device has no AOT form; JIT is the expected path"
     warnings.warn(JitFallbackWarning(
         f"aotkernels: no AOT image for {device.label}; JIT-compiling {_form(choice.image)} "
         f"({choice.reason}). For AOT code: {how}. "
@@ -209,7 +199,7 @@ class Session:
         choice = self.choose(name)
         if choice.mode == JIT:
             if require_aot():
-                fix = _aot_fix(self.device, self.manifest.all_targets)
+                fix = aot_fix(self.device, self.manifest.all_targets)
                 raise AotRequiredError(
                     f"aotkernels: {REQUIRE_AOT_ENV}=1 but kernel module {name!r} has no AOT image for "
                     f"{self.device.label}; the only usable form is {_form(choice.image)}. "

@@ -178,17 +178,21 @@ def serving_targets(want: Optional[str], targets: Sequence[Mapping[str, Any]]) -
     return [t["name"] for t in targets if want in t.get("devices", []) or want in t.get("resolved", [])]
 
 
-def no_image_message(device: Device, module: str, images: Sequence[Image],
-                     targets: Sequence[Mapping[str, Any]]) -> str:
-    held = ", ".join(sorted({f"{i.form} {i.device}" for i in images})) or "no images"
+def aot_fix(device: Device, targets: Sequence[Mapping[str, Any]]) -> Optional[str]:
+    """How to get AOT code for ``device``: the wheel that serves it, else the device list; None if none can."""
     want = wanted_device(device)
     serving = serving_targets(want, targets)
     if serving:
-        fix = f"install the wheel built for {serving[0]!r}, or the fat wheel"
-    elif want:
-        fix = f"add {want} to matrix.yaml, or rebuild with AOT_DEVLIST={want} pip install ."
-    else:
-        fix = "install a wheel that ships the OpenCL C source form (jit: true in matrix.yaml)"
+        return f"install the wheel built for {serving[0]!r} (or the fat wheel)"
+    if want:
+        return f"add {want} to matrix.yaml or build with AOT_DEVLIST={want}"
+    return None
+
+
+def no_image_message(device: Device, module: str, images: Sequence[Image],
+                     targets: Sequence[Mapping[str, Any]]) -> str:
+    held = ", ".join(sorted({f"{i.form} {i.device}" for i in images})) or "no images"
+    fix = aot_fix(device, targets) or "install a wheel that ships the OpenCL C source form (jit: true in matrix.yaml)"
     return (f"aotkernels: no image of kernel module {module!r} can run on {device.label}; "
             f"the installed package holds: {held}. To fix: {fix}.")
 
