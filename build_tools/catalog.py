@@ -164,8 +164,28 @@ def infer_backend(text: str) -> str | None:
     return None
 
 
+# Longer than any real device string (the longest in this catalog is about 15): a bound that keeps
+# the did-you-mean search and every message short whatever is pasted in.
+MAX_DEVICE_LEN = 40
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else f"{text[:47]}..."
+
+
 def parse_device(text: str, backend: str | None = None) -> Device:
     """Parse one device string. Raises UnknownDeviceError (with suggestions) or ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"device {_short(text)}: expected a device string such as sm_90 or dg2-g10-c0")
+    bad = next((c for c in text if not (c.isascii() and c.isprintable())), None)
+    if bad is not None:
+        # \d and int() take any Unicode digit ("sm_٩٠"): refused here, not by Bazel later.
+        raise ValueError(f"device {_short(text)}: device strings are plain ASCII (sm_90, dg2-g10-c0, 12.55.8); "
+                         f"it contains {bad!r}")
+    if len(text.strip()) > MAX_DEVICE_LEN:
+        raise ValueError(f"device {_short(text)}: {len(text.strip())} characters; device strings are at most "
+                         f"{MAX_DEVICE_LEN} (sm_90, dg2-g10-c0, 12.55.8)")
     t = text.strip().lower()
     inferred = infer_backend(t)
     if inferred is None:

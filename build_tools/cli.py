@@ -84,6 +84,9 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     started = time.monotonic()
     plan, options = prepare(args, env)
     baseline = sizes.load_baseline(args.baseline) if args.baseline else None  # a bad file fails before any work
+    inputs = [args.matrix, *([args.baseline] if args.baseline else [])]
+    outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
+    env = pipeline.env_with_epoch(env)
     targets = plan.targets()
     print(f"matrix: {len(plan.matrix.targets)} hardware entries, {len(plan.matrix.devices())} AOT devices; "
           f"{len(plan.modules)} kernel modules x {len(plan.images)} image kinds = {len(targets)} images", flush=True)
@@ -94,11 +97,11 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print("dry run: would write build_tools/bazel/generated/ and .bazelrc.generated, then run:")
         print(proc.format_cmd(bazel.command(bazel_path, targets, options)))
         return 0
-    stats = bazel.build(plan, targets, options, env)
-    env = pipeline.env_with_epoch(env)
     built: list[pipeline.BuiltWheel] = []
     report: sizes.SizeReport | None = None
-    with outdir.staged(Path(args.out)) as stage:
+    # Staged before Bazel runs: an output folder that cannot be created fails before the long part.
+    with outdir.staged(args.out, inputs=inputs) as stage:
+        stats = bazel.build(plan, targets, options, env)
         images = pipeline.collect_images(plan, stage / "images", env)
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -28,14 +29,19 @@ from typing import Any
 
 import yaml
 
-from . import catalog
+from . import catalog, inputs
 from .catalog import Device
+from .inputs import excerpt
 from .errors import ConfigError
 
 SCHEMA_VERSION = 1
 # Hardware names end up in reports, wheel metadata and log lines, never in paths or shells;
 # the allowlist still keeps them boring so nobody has to reason about quoting.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,79}")  # used with fullmatch: "$" would let a final "\n" in
+# "/" is allowed ("Arc A770 / Flex 170"): names are never paths. Single inner spaces only, so two
+# names cannot differ by whitespace alone.
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+()/-]| (?! )){0,79}(?<! )")  # fullmatch: "$" would let a final "\n" in
+# A YAML alias repeats a node; a few dozen serve any real matrix, and a bound stops "billion laughs".
+MAX_ALIASES = 64
 DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
 
 TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels", "sizes")
@@ -147,7 +153,19 @@ class Matrix:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one) and
+    more than ``MAX_ALIASES`` aliases (an alias bomb expands exponentially when printed or walked)."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):  # type: ignore[no-untyped-call]
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ConfigError(f"{getattr(self, 'name', 'matrix')}: line {mark.line + 1}: more than {MAX_ALIASES} "
+                                  "YAML aliases (*name); write the values out")
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[str, Any] = {}
@@ -157,7 +175,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if folded in seen:
                 raise ConfigError(
                     f"{getattr(self, 'name', 'matrix')}: line {key_node.start_mark.line + 1}: "
-                    f"duplicate key {key!r} (first seen as {seen[folded]!r}); each hardware name "
+                    f"duplicate key {excerpt(key)} (first seen as {excerpt(seen[folded])}); each hardware name "
                     "and option may appear once (names are compared case-insensitively)"
                 )
             seen[folded] = key
@@ -172,7 +190,7 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
 def _check_keys(where: str, value: Mapping[str, Any], allowed: tuple[str, ...], problems: list[str]) -> None:
     for key in value:
         if key not in allowed:
-            problems.append(f"{where}: unknown key {key!r}.{_did_you_mean(str(key), allowed)}")
+            problems.append(f"{where}: unknown key {excerpt(key)}.{_did_you_mean(str(key)[:80], allowed)}")
 
 
 def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
@@ -185,12 +203,12 @@ def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
 
 
 def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
-    where = f"targets[{name!r}]"
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+    where = f"targets[{excerpt(name)}]"
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         problems.append(
-            f"{where}: invalid hardware name; use 1-80 characters from letters, digits, space "
-            "and . _ + - ( ) (no '/', '..', quotes, '$', backticks or newlines), starting with a "
-            "letter or digit"
+            f"{where}: invalid hardware name; use 1-80 characters from letters, digits, single spaces "
+            "and . _ + - ( ) / (no quotes, '$', backticks, control characters or repeated spaces), starting with "
+            "a letter or digit and not ending with a space"
         )
         return None
     backend: str | None = None
@@ -209,15 +227,15 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
             return None
         backend = spec.get("backend")
         if backend is not None and backend not in catalog.BACKENDS:
-            problems.append(f"{where}.backend: {backend!r} is not one of {', '.join(catalog.BACKENDS)}")
+            problems.append(f"{where}.backend: {excerpt(backend)} is not one of {', '.join(catalog.BACKENDS)}")
             return None
         jit = spec.get("jit", True)
         if not isinstance(jit, bool):
-            problems.append(f"{where}.jit: must be true or false, not {jit!r}")
+            problems.append(f"{where}.jit: must be true or false, not {excerpt(jit)}")
             return None
     else:
         problems.append(
-            f"{where}: expected a device string (e.g. sm_90) or a mapping with 'devices', got {spec!r}"
+            f"{where}: expected a device string (e.g. sm_90) or a mapping with 'devices', got {excerpt(spec)}"
         )
         return None
     devices: list[Device] = []
@@ -226,7 +244,7 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
         if isinstance(got, str):
             problems.append(got)
         elif got.key in {d.key for d in devices}:
-            problems.append(f"{where}: device {text!r} is listed twice")
+            problems.append(f"{where}: device {excerpt(text)} is listed twice")
         else:
             devices.append(got)
     if len(devices) != len(texts):
@@ -234,11 +252,25 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     return Target(name=name, devices=tuple(devices), jit=jit)
 
 
+def _same_devices(targets: list[Target], problems: list[str]) -> None:
+    """Two hardware entries with one device set would be one wheel under two names (its file name
+    comes from the devices): refuse rather than lose one of them."""
+    first: dict[frozenset[str], str] = {}
+    for t in targets:
+        key = frozenset(d.key for d in t.devices)
+        if key in first:
+            problems.append(f"targets[{excerpt(t.name)}]: same devices as {excerpt(first[key])} "
+                            f"({', '.join(sorted(key))}); one wheel serves both: merge them into one name "
+                            "(e.g. \"NVIDIA H100 and H200\") or give each its own devices")
+        else:
+            first[key] = t.name
+
+
 def _parse_section(name: str, raw: Any, keys: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        problems.append(f"{name}: expected a mapping of options, got {raw!r}")
+        problems.append(f"{name}: expected a mapping of options, got {excerpt(raw)}")
         return {}
     _check_keys(name, raw, keys, problems)
     return {k: v for k, v in raw.items() if k in keys}
@@ -246,7 +278,7 @@ def _parse_section(name: str, raw: Any, keys: tuple[str, ...], problems: list[st
 
 def _choice(where: str, value: Any, choices: tuple[str, ...], problems: list[str]) -> None:
     if value not in choices:
-        problems.append(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        problems.append(f"{where}: {excerpt(value)} is not one of {', '.join(choices)}")
 
 
 def parse_size(where: str, value: Any) -> int | None:
@@ -260,9 +292,10 @@ def parse_size(where: str, value: Any) -> int | None:
         return value
     if isinstance(value, str):
         m = _SIZE_RE.fullmatch(value.strip().lower())
-        if m and m.group(2) in _SIZE_UNITS and float(m.group(1)) > 0:
+        if m and m.group(2) in _SIZE_UNITS and int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) >= 1:
+            # "0.1 B" would round down to no budget at all: a size must come to at least one byte.
             return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    raise ConfigError(f"{where}: {value!r} is not a size; write a positive number of bytes or e.g. "
+    raise ConfigError(f"{where}: {excerpt(value)} is not a size; write a positive number of bytes or e.g. "
                       "'100 MiB', '95 MB', '500 kB' (units B, kB, MB, GB, KiB, MiB, GiB), or null for no budget")
 
 
@@ -270,13 +303,13 @@ def parse_percent(where: str, value: Any) -> float | None:
     """A percentage such as 10, 2.5 or "10%"; null: off."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
         return float(value)
     if isinstance(value, str):
         m = _PERCENT_RE.fullmatch(value.strip())
-        if m:
+        if m and math.isfinite(float(m.group(1))):
             return float(m.group(1))
-    raise ConfigError(f"{where}: {value!r} is not a percentage; write e.g. 10 or '10%' (0 or more), or null for off")
+    raise ConfigError(f"{where}: {excerpt(value)} is not a percentage; write e.g. 10 or '10%' (0 or more), or null for off")
 
 
 def _parse_sizes(raw: Any, problems: list[str]) -> SizeOptions:
@@ -285,7 +318,7 @@ def _parse_sizes(raw: Any, problems: list[str]) -> SizeOptions:
     budgets = section.get("budgets")
     if budgets is not None and not isinstance(budgets, Mapping):
         problems.append(f"sizes.budgets: expected a mapping of wheel kind ({', '.join(BUDGET_KEYS)}) to a size, "
-                        f"got {budgets!r}")
+                        f"got {excerpt(budgets)}")
     elif budgets is not None:
         _check_keys("sizes.budgets", budgets, BUDGET_KEYS, problems)
         for kind in BUDGET_KEYS:
@@ -303,7 +336,7 @@ def _parse_sizes(raw: Any, problems: list[str]) -> SizeOptions:
         if isinstance(section["fail_on_budget"], bool):
             kwargs["fail_on_budget"] = section["fail_on_budget"]
         else:
-            problems.append(f"sizes.fail_on_budget: must be true or false, not {section['fail_on_budget']!r}")
+            problems.append(f"sizes.fail_on_budget: must be true or false, not {excerpt(section['fail_on_budget'])}")
     return SizeOptions(**kwargs)
 
 
@@ -316,8 +349,9 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
         raise ConfigError(f"{path}: expected a mapping at the top level with a 'targets:' key, got {type(data).__name__}")
     _check_keys(path, data, TOP_KEYS, problems)
     version = data.get("version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        problems.append(f"version: {version!r} is not supported; this builder reads version {SCHEMA_VERSION}")
+    # type() check: True == 1 in Python, and "version: true" is not version 1.
+    if type(version) is not int or version != SCHEMA_VERSION:
+        problems.append(f"version: {excerpt(version)} is not supported; this builder reads version {SCHEMA_VERSION}")
     raw_targets = data.get("targets")
     targets: list[Target] = []
     if not raw_targets:
@@ -330,7 +364,12 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
             t = _parse_target(name, spec, problems)
             if t is not None:
                 targets.append(t)
+        _same_devices(targets, problems)
     cuda_raw = _parse_section("cuda", data.get("cuda"), CUDA_KEYS, problems)
+    for k, v in list(cuda_raw.items()):
+        if not isinstance(v, str):
+            problems.append(f"cuda.{k}: expected text, not {excerpt(v)}")
+            del cuda_raw[k]  # reported; the defaults keep the remaining checks meaningful
     cuda = CudaOptions(**cuda_raw)
     _choice("cuda.container", cuda.container, CONTAINERS, problems)
     if cuda.compress_mode is not None:
@@ -338,13 +377,13 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     if cuda.ptx not in PTX_CHOICES:
         got = _device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
         if isinstance(got, str) or got.form != catalog.PTX:
-            problems.append(f"cuda.ptx: {cuda.ptx!r} must be 'lowest', 'none' or a PTX target such as compute_75")
+            problems.append(f"cuda.ptx: {excerpt(cuda.ptx)} must be 'lowest', 'none' or a PTX target such as compute_75")
     if cuda.container == "cubin" and cuda.compress_mode not in (None, "none"):
         problems.append("cuda.compress_mode: only applies to container: fatbin; set container: fatbin or drop it")
     ocl_raw = _parse_section("opencl", data.get("opencl"), OPENCL_KEYS, problems)
     for k, v in ocl_raw.items():
         if not isinstance(v, bool):
-            problems.append(f"opencl.{k}: must be true or false, not {v!r}")
+            problems.append(f"opencl.{k}: must be true or false, not {excerpt(v)}")
     wheels = WheelOptions(**_parse_section("wheels", data.get("wheels"), WHEEL_KEYS, problems))
     _choice("wheels.naming", wheels.naming, NAMINGS, problems)
     _choice("wheels.opencl_loader", wheels.opencl_loader, LOADER_POLICIES, problems)
@@ -356,10 +395,17 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
 
 
 def loads(text: str, *, path: str = "matrix.yaml") -> Matrix:
+    bad = inputs.control_character(text)
+    if bad is not None:
+        line, column, char = bad
+        raise ConfigError(f"{path}: line {line}, column {column}: control character {char}; "
+                          "remove it (a matrix is plain UTF-8 text)")
     loader = _UniqueKeyLoader(text)
     loader.name = path  # type: ignore[attr-defined]
     try:
         data = loader.get_single_data()  # type: ignore[no-untyped-call]
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; a matrix is a few levels of mappings and lists") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -371,23 +417,34 @@ def loads(text: str, *, path: str = "matrix.yaml") -> Matrix:
 
 
 def load(path: str | os.PathLike[str]) -> Matrix:
+    """Read and validate a matrix file: a regular UTF-8 file of at most ``inputs.TEXT_LIMIT`` bytes."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--matrix: {p} does not exist; pass the path of a matrix.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--matrix: cannot read {p}: {exc}") from None
-    return loads(text, path=str(p))
+    if not os.fspath(path):
+        raise ConfigError("--matrix: empty path; pass the path of a matrix.yaml")
+    if not p.exists() and not p.is_symlink():
+        raise ConfigError(f"--matrix: {p} does not exist; pass the path of a matrix.yaml")
+    return loads(inputs.read_text(p, "--matrix"), path=str(p))
 
 
 def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
-    """(variable name, value) of the first set device-list variable, or None."""
-    for name in DEVLIST_ENV:
-        value = env.get(name)
-        if value is not None and value.strip():
-            return name, value
+    """(variable name, value) of the device-list variable that is set, or None.
+
+    Unset and the empty string both mean "no list" (CI templates often pass an empty value); any
+    other value is a list, and one with no device in it (" ", " , ") is an error in ``select``.
+    Both names set to different lists is an error: neither may silently win.
+    """
+    given = {name: env[name] for name in DEVLIST_ENV if env.get(name, "") != ""}
+    if len(given) > 1 and len({catalog_key(v) for v in given.values()}) > 1:
+        shown = ", ".join(f"{k}={excerpt(v)}" for k, v in given.items())
+        raise ConfigError(f"{shown}: two different device lists; set only one of {' or '.join(DEVLIST_ENV)}")
+    for name, value in given.items():
+        return name, value
     return None
+
+
+def catalog_key(devlist: str) -> tuple[str, ...]:
+    """A device list compared as written, ignoring separators, case and order."""
+    return tuple(sorted(t.lower() for t in catalog.split_devlist(devlist)))
 
 
 def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matrix:

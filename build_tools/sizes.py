@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import zipfile
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalog, matrix as matrix_mod, wheels
+from . import catalog, inputs, matrix as matrix_mod, wheels
 from .errors import BudgetError, ConfigError
 from .manifest import sha256_file
 
@@ -450,13 +451,11 @@ def load_baseline(path_text: str) -> Baseline:
     path = Path(path_text)
     if path.is_dir():
         path = path / REPORT_JSON
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise ConfigError(f"--baseline: {path} does not exist; pass the {REPORT_JSON} of an earlier build "
-                          "(or its output folder)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--baseline: cannot read {path}: {exc}") from None
+                          "(or its output folder)")
+    # A regular file of bounded size: /dev/zero or a FIFO must not read forever or hang.
+    text = inputs.read_text(path, "--baseline", limit=16 * inputs.TEXT_LIMIT)
     try:
         doc = json.loads(text)
     except ValueError as exc:

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import stat
 import sysconfig
 import time
 import zipfile
@@ -140,6 +141,18 @@ def write_zip(path: Path, members: Sequence[tuple[str, bytes, bool | int]], epoc
             zf.writestr(info, data, compresslevel=9)
 
 
+def _normal_mode(info: zipfile.ZipInfo) -> int:
+    """The member's ``external_attr`` with its mode reduced to 755/644 (folders 755).
+
+    auditwheel takes modes from the files it unpacked, so a build under ``umask 077`` would ship
+    0700 folders and a 0600 SBOM: the wheel's bytes would depend on the builder's umask.
+    """
+    mode = info.external_attr >> 16
+    if info.is_dir() or stat.S_ISDIR(mode):
+        return (stat.S_IFDIR | 0o755) << 16 | (info.external_attr & 0x10)
+    return (0o100755 if mode & 0o111 else 0o100644) << 16
+
+
 def recompress(path: Path, epoch: int | None) -> None:
     """Rewrite a wheel at deflate level 9, members, order and modes unchanged.
 
@@ -147,7 +160,7 @@ def recompress(path: Path, epoch: int | None) -> None:
     Contents (and so RECORD) do not change, only how they are compressed.
     """
     with zipfile.ZipFile(path) as zf:
-        members = [(i.filename, zf.read(i), i.external_attr) for i in zf.infolist()]
+        members = [(i.filename, zf.read(i), _normal_mode(i)) for i in zf.infolist()]
     tmp = path.with_name(f".{path.name}.tmp")
     write_zip(tmp, members, epoch)
     os.replace(tmp, path)

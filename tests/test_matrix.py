@@ -79,9 +79,10 @@ def test_options_defaults_and_overrides() -> None:
 
 def test_devices_dedupes_in_matrix_order() -> None:
     m = matrix.loads(
-        "targets:\n  H100: sm_90\n  H200: {devices: [sm_90, sm_90a]}\n  Flex: dg2-g10-c0\n  Flex 170: dg2-g10-c0\n"
+        "targets:\n  H100: sm_90\n  H200: {devices: [sm_90, sm_90a]}\n  Flex: dg2-g10-c0\n"
+        "  Flex and Max: {devices: [dg2-g10-c0, pvc]}\n"
     )
-    assert [d.key for d in m.devices()] == ["sm_90", "sm_90a", "dg2-g10-c0"]
+    assert [d.key for d in m.devices()] == ["sm_90", "sm_90a", "dg2-g10-c0", "pvc"]
 
 
 def test_ptx_device_is_lowest_sm() -> None:
@@ -121,13 +122,29 @@ REPO_LIKE = (
 )
 
 
-def test_devlist_from_env_prefers_aot_devlist() -> None:
+def test_devlist_from_env_one_list() -> None:
     assert matrix.devlist_from_env({}) is None
     assert matrix.devlist_from_env({"USE_AOT_DEVLIST": "dg2-g10-c0,pvc"}) == ("USE_AOT_DEVLIST", "dg2-g10-c0,pvc")
-    assert matrix.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "pvc"}) == ("AOT_DEVLIST", "sm_90")
-    # an empty or blank variable counts as unset
-    assert matrix.devlist_from_env({"AOT_DEVLIST": "  ", "USE_AOT_DEVLIST": "pvc"}) == ("USE_AOT_DEVLIST", "pvc")
+    # the same list under both names is one list, however it is written
+    assert matrix.devlist_from_env({"AOT_DEVLIST": "sm_90,pvc", "USE_AOT_DEVLIST": "PVC; sm_90"}) == (
+        "AOT_DEVLIST", "sm_90,pvc")
+    # only the empty string counts as unset (CI templates pass "" for "no list")
     assert matrix.devlist_from_env({"AOT_DEVLIST": ""}) is None
+    assert matrix.devlist_from_env({"AOT_DEVLIST": "", "USE_AOT_DEVLIST": "pvc"}) == ("USE_AOT_DEVLIST", "pvc")
+
+
+def test_devlist_from_env_two_different_lists_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        matrix.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "pvc"})
+    assert "AOT_DEVLIST='sm_90', USE_AOT_DEVLIST='pvc': two different device lists" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["   ", " , ", ";", "\t"])
+def test_blank_devlist_is_an_error_not_a_full_build(value: str) -> None:
+    got = matrix.devlist_from_env({"AOT_DEVLIST": value})
+    assert got == ("AOT_DEVLIST", value)
+    with pytest.raises(ConfigError, match="AOT_DEVLIST: empty device list"):
+        matrix.select(matrix.loads(REPO_LIKE), value)
 
 
 def test_select_subset_keeps_names_and_full_matrix_ptx() -> None:
@@ -301,7 +318,7 @@ def test_device_listed_twice_in_one_target() -> None:
 
 
 @pytest.mark.parametrize("name", [
-    "NVIDIA/H100", "../H100", "H100 .. H200", "NVIDIA 'H100'", 'NVIDIA \\"H100\\"', "H100 $(rm -rf ~)",
+    "../H100", "NVIDIA 'H100'", "H100  H200", "H100 ", "H100\u00a0", "H100\u200b", 'NVIDIA \\"H100\\"', "H100 $(rm -rf ~)",
     "H100 `id`", "H100\\nH200", "H100\\n", "\\nH100", "-H100", " H100", "H" * 81, "H100;ls", "H100\\t",
 ])
 def test_bad_hardware_names(name: str) -> None:
@@ -311,7 +328,19 @@ def test_bad_hardware_names(name: str) -> None:
     msg = err.problems[0]
     assert msg.startswith("targets[")
     assert "invalid hardware name" in msg
-    assert "no '/', '..', quotes, '$', backticks or newlines" in msg
+    assert "no quotes, '$', backticks, control characters or repeated spaces" in msg
+
+
+@pytest.mark.parametrize("name", ["Arc A770 / Flex 170", "NVIDIA/H100", "H100 .. H200", "A (x86_64) + B-2"])
+def test_hardware_names_that_are_fine(name: str) -> None:
+    # Names never become paths or shell words, so '/' and '..' are harmless in them.
+    m = matrix.loads(f'targets:\n  "{name}": sm_90\n')
+    assert m.targets[0].name == name
+
+
+def test_names_differing_only_in_spaces_cannot_both_exist() -> None:
+    err = bad('targets:\n  "NVIDIA H100": sm_90\n  "NVIDIA  H100": sm_90a\n  "NVIDIA H100 ": sm_89\n')
+    assert [p.split(":", 1)[0] for p in err.problems] == ["targets['NVIDIA  H100']", "targets['NVIDIA H100 ']"]
 
 
 def test_non_string_hardware_name() -> None:
@@ -359,7 +388,7 @@ def test_several_problems_reported_at_once() -> None:
     err = bad(
         "targets:\n"
         "  Good: sm_90\n"
-        "  Bad/Name: sm_80\n"
+        "  Bad$Name: sm_80\n"
         "  Typo: sm_91\n"
         "  Suffix: sm_90f\n"
         "  Long: {device: pvc}\n"
@@ -368,11 +397,11 @@ def test_several_problems_reported_at_once() -> None:
     )
     fields = [p.split(":", 1)[0] for p in err.problems]
     assert fields == [
-        "targets['Bad/Name']", "targets['Typo']", "targets['Suffix']", "targets['Long']",
+        "targets['Bad$Name']", "targets['Typo']", "targets['Suffix']", "targets['Long']",
         "targets['Long'].devices", "cuda", "wheels.naming",
     ]
     text = str(err)
-    assert text.startswith("7 problems:\n  - targets['Bad/Name']: invalid hardware name")
+    assert text.startswith("7 problems:\n  - targets['Bad$Name']: invalid hardware name")
     assert "Perhaps you meant 'devices'?" in text and "Perhaps you meant 'container'?" in text
     assert text.count("\n  - ") == 7
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from build_tools import catalog, matrix as matrix_mod
+from build_tools import catalog, matrix as matrix_mod, outdir
 from build_tools.bazel import find_bazel
 from build_tools.cli import main
 from conftest import ROOT, run_outside, wheel_of
@@ -154,7 +155,8 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 def test_two_builds_give_byte_identical_wheels(tmp_path: Path) -> None:
-    """One build here, one in a fresh copy of the tree (another Bazel workspace, nothing cached)."""
+    """One build here, one in a fresh copy of the tree (another Bazel workspace, nothing cached),
+    under ``umask 077``: the wheels' bytes must not depend on the builder's umask either."""
     small = tmp_path / "m.yaml"
     small.write_text('targets:\n  "NVIDIA H100": sm_90\n  "Intel Max": pvc\n')
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
@@ -163,15 +165,24 @@ def test_two_builds_give_byte_identical_wheels(tmp_path: Path) -> None:
     try:
         two = subprocess.run([sys.executable, "build_tools/build.py", "--matrix", str(small), "--out",
                               str(tmp_path / "two"), "--no-disk-cache"], cwd=copy, env=env, text=True,
-                             capture_output=True, timeout=900)
+                             capture_output=True, timeout=900, preexec_fn=lambda: os.umask(0o077))
         assert two.returncode == 0, two.stderr[-3000:]
         assert re.search(r"compile actions: \d+ compiled", two.stdout), "the copy must really recompile"
     finally:
         _shutdown(copy)
     one_h, two_h = _hashes(tmp_path / "one"), _hashes(tmp_path / "two")
     assert len(one_h) == 2 * 4 and one_h == two_h
+    # The output folders get the mode any folder made under that umask gets (not mkdtemp's 0700 always).
+    assert stat.S_IMODE((tmp_path / "two").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "one").stat().st_mode) == 0o777 & ~_umask()
     with zipfile.ZipFile(next((tmp_path / "one").glob("aotkernels-0.1.0-*.whl"))) as zf:
         assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _pip_wheel(src: Path, out: Path, devlist_var: str | None, value: str | None) -> subprocess.CompletedProcess[str]:
@@ -241,12 +252,13 @@ def test_sdist_holds_everything_needed_to_build(tmp_path: Path) -> None:
 def test_failed_build_leaves_previous_output_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dist"
     out.mkdir()
+    (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)  # an earlier build's output
     (out / "previous.whl").write_bytes(b"from the last good build")
     small = tmp_path / "m.yaml"
     small.write_text('targets:\n  "NVIDIA H100": sm_90\n')
     env = {**os.environ, "CC": "false"}  # the host extension's compiler fails after the images are built
     assert main(["--matrix", str(small), "--out", str(out)], env=env) == 8
     assert "host extension _cuda failed to compile" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["previous.whl"]
+    assert sorted(p.name for p in out.iterdir()) == [outdir.MARKER, "previous.whl"]
     assert (out / "previous.whl").read_bytes() == b"from the last good build"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dist")] == []

@@ -1,0 +1,241 @@
+"""Issue 12, data loss: the tool removes or replaces only what it created.
+
+``--out`` set to the checkout, a parent of it, the filesystem root, a folder holding the run's
+inputs, a file, or a folder the tool did not write is refused with exit 2 before any work, and
+nothing is touched. Leftovers of killed runs are swept by the next run.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from build_tools import outdir
+from build_tools.cli import main
+from build_tools.errors import ConfigError
+from conftest import ROOT
+
+SKIP = {".git", ".venv", ".pytest_cache", "__pycache__"}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """(mode, size, mtime_ns) of everything under ``folder``, Bazel's convenience links and caches aside."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d not in SKIP and not d.startswith("bazel-")]
+        for name in [*dirnames, *filenames]:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            out[str(p.relative_to(folder))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture()
+def small_matrix(tmp_path: Path) -> Path:
+    m = tmp_path / "inputs" / "m.yaml"
+    m.parent.mkdir()
+    m.write_text('targets:\n  "NVIDIA H100": sm_90\n')
+    return m
+
+
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out: ") and err.count("\n") == 1, err
+    return err
+
+
+# Refusals happen before Bazel runs, so these need no build; they do run the toolchain checks.
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("out", ["", " ", ".", "..", "build_tools/..", "kernels", "src", "/", "__root_parent__"])
+def test_out_is_the_checkout_a_parent_or_a_source_folder(out: str, small_matrix: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    if out == "__root_parent__":
+        out = str(ROOT.parent)
+    before = snapshot(ROOT)
+    err = _refused(capsys, ["--matrix", str(small_matrix), "--out", out])
+    assert any(s in err for s in ("empty path", "is the checkout", "filesystem root", "not written by this tool"))
+    assert snapshot(ROOT) == before
+    assert (ROOT / ".git").exists()
+    assert not [p for p in ROOT.parent.iterdir() if ".staging-" in p.name or ".old-" in p.name]
+
+
+def test_out_holding_the_matrix(small_matrix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = small_matrix.parent
+    (folder / outdir.MARKER).write_text(outdir.MARKER_TEXT)  # even a folder the tool wrote before
+    before = snapshot(folder)
+    err = _refused(capsys, ["--matrix", str(small_matrix), "--out", str(folder)])
+    assert "holds the input" in err
+    assert snapshot(folder) == before
+
+
+def test_out_holding_the_baseline(small_matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+    (dist / "size-report.json").write_text('{"schema": "aotkernels.size-report/1", "wheels": []}')
+    before = snapshot(dist)
+    # The baseline is checked first: a bad one is its own error; a good one in --out is refused as an input.
+    rc = main(["--matrix", str(small_matrix), "--out", str(dist), "--baseline", str(dist)])
+    assert rc == 2
+    assert snapshot(dist) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "symlink-to-file"])
+def test_out_is_not_a_folder(kind: str, small_matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "thing"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        (tmp_path / "real").write_text("user data")
+        if kind == "file":
+            (tmp_path / "real").rename(target)
+        else:
+            target.symlink_to(tmp_path / "real")
+    before = snapshot(tmp_path)
+    err = _refused(capsys, ["--matrix", str(small_matrix), "--out", str(target)])
+    assert "is not a folder" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_out_a_folder_the_tool_did_not_write(small_matrix: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "cat.jpg").write_bytes(b"\xff\xd8")
+    err = _refused(capsys, ["--matrix", str(small_matrix), "--out", str(mine)])
+    assert f"no {outdir.MARKER} in it" in err
+    assert [p.name for p in mine.iterdir()] == ["cat.jpg"]
+
+
+@pytest.mark.parametrize("out", ["/proc/aotkernels-out", "/dev/null/x"])
+def test_out_that_cannot_be_created(out: str, small_matrix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Staged before Bazel runs: the refusal comes before the long part, as exit 2, not a traceback.
+    assert main(["--matrix", str(small_matrix), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out: ") and "Traceback" not in err
+
+
+def test_unwritable_parent(small_matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:
+        # root writes anywhere; a read-only bind is not available here, so use a path under a file instead
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "dist"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        out = ro / "dist"
+    assert main(["--matrix", str(small_matrix), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out: cannot ") and str(out) in err
+
+
+def test_merge_out_holding_its_input_wheels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = tmp_path / "W"
+    w.mkdir()
+    (w / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+    for name in ("aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl", "aotkernels-0.1.0+pvc-cp39-abi3-linux_x86_64.whl"):
+        (w / name).write_bytes(b"PK\x05\x06" + bytes(18))
+    before = snapshot(w)
+    rc = main(["merge", *map(str, sorted(w.glob("*.whl"))), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(w)])
+    assert rc == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert snapshot(w) == before
+
+
+def test_merge_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wheel = tmp_path / "aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl"
+    wheel.write_bytes(b"PK\x05\x06" + bytes(18))
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["merge", str(wheel), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert target.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name, "notes.txt"]
+
+
+def test_repair_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wheel = tmp_path / "aotkernels-0.1.0-cp39-abi3-linux_x86_64.whl"
+    wheel.write_bytes(b"PK\x05\x06" + bytes(18))
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["repair", str(wheel), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(target)]) == 2
+    assert target.read_text() == "mine"
+
+
+# --- outdir itself (no processes) -------------------------------------------------------------
+
+@pytest.mark.parametrize("first", ["absent", "empty", "ours"])
+def test_staged_replaces_only_absent_empty_or_own(first: str, tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    if first != "absent":
+        out.mkdir()
+    if first == "ours":
+        (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+        (out / "old.whl").write_bytes(b"old")
+    with outdir.staged(out, checkout=tmp_path / "checkout") as stage:
+        (stage / "new.whl").write_bytes(b"new")
+    assert sorted(p.name for p in out.iterdir()) == [outdir.MARKER, "new.whl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
+
+
+def test_staged_refuses_when_the_folder_was_filled_during_the_build(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    with pytest.raises(ConfigError, match="not written by this tool"):
+        with outdir.staged(out, checkout=tmp_path / "checkout") as stage:
+            (stage / "new.whl").write_bytes(b"new")
+            out.mkdir()
+            (out / "mine.txt").write_text("the user's")
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_run_sweeps_what_killed_runs_left(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    left = [tmp_path / f".dist.staging-{dead}-0a1b2c3d", tmp_path / f".dist.old-{dead}"]
+    alive = tmp_path / f".dist.staging-{os.getppid()}-99999999"  # a run still going: not ours to remove
+    unrelated = tmp_path / f".other.staging-{dead}-0a1b2c3d"
+    for p in [*left, alive, unrelated]:
+        p.mkdir()
+        (p / "half.whl").write_bytes(b"half")
+    with outdir.staged(tmp_path / "dist", checkout=tmp_path / "checkout"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dist", alive.name, unrelated.name])
+
+
+def test_a_killed_build_leaves_a_staging_folder_the_next_run_removes(tmp_path: Path) -> None:
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from build_tools import outdir\n"
+            "with outdir.staged(Path(sys.argv[2]), checkout=Path(sys.argv[3])) as s:\n"
+            "    (s / 'x').write_text('x'); os.kill(os.getpid(), 9)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "dist"), str(tmp_path / "co")])
+    assert run.returncode == -9
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == [".dist.staging"]
+    with outdir.staged(tmp_path / "dist", checkout=tmp_path / "co"):
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == ["dist"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_output_folder_mode_follows_the_umask(mask: int, tmp_path: Path) -> None:
+    old = os.umask(mask)
+    try:
+        with outdir.staged(tmp_path / "dist", checkout=tmp_path / "co"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "dist").stat().st_mode) == 0o777 & ~mask
