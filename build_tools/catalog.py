@@ -212,6 +212,39 @@ def parse_device(text: str, backend: str | None = None) -> Device:
     return Device(requested=t, backend=INTEL, resolved=t, form=INTEL_BIN)
 
 
+# PyTorch's TORCH_CUDA_ARCH_LIST forms, read as PyTorch reads them (torch/utils/cpp_extension.py,
+# _get_cuda_arch_flags, PyTorch 2.9): "X.Y" is sm_XY, "X.Ya" sm_XYa, "+PTX" also ships the PTX
+# of that arch (compute_XY), and a named architecture stands for its list, "+PTX" applying to the
+# last entry only, as there ("Ampere" = "8.0;8.6+PTX": sm_80, sm_86 and compute_86).
+TORCH_NAMED_ARCHES: dict[str, str] = {
+    "kepler+tesla": "3.7", "kepler": "3.5+PTX", "maxwell+tegra": "5.3", "maxwell": "5.0;5.2+PTX",
+    "pascal": "6.0;6.1+PTX", "volta+tegra": "7.2", "volta": "7.0+PTX", "turing": "7.5+PTX",
+    "ampere+tegra": "8.7", "ampere": "8.0;8.6+PTX", "ada": "8.9+PTX", "hopper": "9.0+PTX",
+    "blackwell+tegra": "11.0", "blackwell": "10.0;10.3;12.0;12.1+PTX",
+}
+# [0-9], not \d: "٩.٠" must not pass as 9.0.
+_TORCH_ARCH_RE = re.compile(r"([0-9]{1,2})\.([0-9])([af]?)(\+ptx)?")
+
+
+def expand_device(text: str) -> list[str]:
+    """The device strings one written entry stands for.
+
+    A TORCH_CUDA_ARCH_LIST form (``8.6``, ``9.0+PTX``, ``9.0a``, ``Hopper``) becomes ``sm_``/``compute_``
+    strings; anything else is returned as written, for :func:`parse_device` to judge.
+    """
+    if not isinstance(text, str):
+        return [text]
+    t = text.strip().lower()
+    if t in TORCH_NAMED_ARCHES:
+        return [d for part in TORCH_NAMED_ARCHES[t].split(";") for d in expand_device(part)]
+    m = _TORCH_ARCH_RE.fullmatch(t)
+    if not m:
+        return [text]
+    major, minor, variant, ptx = m.groups()
+    cc = f"{int(major)}{minor}"
+    return [f"sm_{cc}{variant}", *([f"compute_{cc}"] if ptx else [])]
+
+
 def split_devlist(value: str) -> list[str]:
     """``AOT_DEVLIST`` / ``USE_AOT_DEVLIST`` syntax: comma-separated (``;`` and spaces tolerated)."""
     return [p for p in re.split(r"[,;\s]+", value.strip()) if p]

@@ -132,6 +132,7 @@ SUBCOMMANDS: dict[str, str] = {
     "merge": "build_tools.merge",
     "ci-matrix": "build_tools.ci_matrix",
     "repair": "build_tools.repair",
+    "schema": "build_tools.matrix_schema",
 }
 
 

@@ -39,10 +39,16 @@ SCHEMA_VERSION = 1
 # the allowlist still keeps them boring so nobody has to reason about quoting.
 # "/" is allowed ("Arc A770 / Flex 170"): names are never paths. Single inner spaces only, so two
 # names cannot differ by whitespace alone.
-_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+()/-]| (?! )){0,79}(?<! )")  # fullmatch: "$" would let a final "\n" in
+# Written without look-arounds so the JSON schema (matrix_schema.py) can carry the same pattern.
+NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._+()/-]| [A-Za-z0-9._+()/-])*"
+NAME_MAX = 80
+_NAME_RE = re.compile(NAME_PATTERN)  # used with fullmatch: "$" would let a final "\n" in
 # A YAML alias repeats a node; a few dozen serve any real matrix, and a bound stops "billion laughs".
 MAX_ALIASES = 64
 DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
+# Read only when neither of the above is set, and said in the build's output: PyTorch users often
+# have it in their environment already ("7.5;8.0;8.6;9.0+PTX").
+TORCH_ENV = "TORCH_CUDA_ARCH_LIST"
 
 TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels", "sizes")
 TARGET_KEYS = ("devices", "backend", "jit")
@@ -204,7 +210,7 @@ def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
 
 def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     where = f"targets[{excerpt(name)}]"
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or len(name) > NAME_MAX or not _NAME_RE.fullmatch(name):
         problems.append(
             f"{where}: invalid hardware name; use 1-80 characters from letters, digits, single spaces "
             "and . _ + - ( ) / (no quotes, '$', backticks, control characters or repeated spaces), starting with "
@@ -213,6 +219,8 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
         return None
     backend: str | None = None
     jit = True
+    if isinstance(spec, float):
+        spec = repr(spec)  # "NVIDIA A100": 8.0, TORCH_CUDA_ARCH_LIST style, arrives as a YAML float
     if isinstance(spec, str):
         texts = [spec]
     elif isinstance(spec, Mapping):
@@ -220,8 +228,8 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
         raw = spec.get("devices")
         if isinstance(raw, str):
             texts = [raw]
-        elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
-            texts = list(raw)
+        elif isinstance(raw, list) and raw and all(isinstance(x, (str, float)) for x in raw):
+            texts = [x if isinstance(x, str) else repr(x) for x in raw]
         else:
             problems.append(f"{where}.devices: required; give a device string or a non-empty list of them")
             return None
@@ -239,7 +247,8 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
         )
         return None
     devices: list[Device] = []
-    for text in texts:
+    expanded = [d for text in texts for d in catalog.expand_device(text)]  # "9.0+PTX" -> sm_90, compute_90
+    for text in expanded:
         got = _device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
         if isinstance(got, str):
             problems.append(got)
@@ -247,7 +256,7 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
             problems.append(f"{where}: device {excerpt(text)} is listed twice")
         else:
             devices.append(got)
-    if len(devices) != len(texts):
+    if len(devices) != len(expanded):
         return None
     return Target(name=name, devices=tuple(devices), jit=jit)
 
@@ -439,6 +448,8 @@ def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
         raise ConfigError(f"{shown}: two different device lists; set only one of {' or '.join(DEVLIST_ENV)}")
     for name, value in given.items():
         return name, value
+    if env.get(TORCH_ENV, "") != "":
+        return TORCH_ENV, env[TORCH_ENV]
     return None
 
 
@@ -454,6 +465,7 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     they become targets named after the device.
     """
     texts = catalog.split_devlist(devlist)
+    groups = [(text, catalog.expand_device(text)) for text in texts]  # "Hopper" -> sm_90, compute_90
     # The portable forms stay those of the full matrix, whatever subset of AOT devices is built.
     ptx = matrix.ptx_device()
     matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
@@ -462,17 +474,25 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     if not texts:
         raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
     problems: list[str] = []
-    wanted: list[Device] = []
-    for text in texts:
-        got = _device_problem(source, text, None)
-        if isinstance(got, str):
-            problems.append(got)
-        elif got.key not in {d.key for d in wanted}:
-            wanted.append(got)
+    wanted: list[tuple[str, Device]] = []  # (entry as written, device)
+    for text, devices in groups:
+        for device_text in devices:
+            got = _device_problem(source, device_text, None)
+            if isinstance(got, str):
+                problems.append(got)
+            elif got.key not in {d.key for _, d in wanted}:
+                wanted.append((text, got))
     if problems:
         raise ConfigError(problems)
-    keys = {d.key for d in wanted}
+    keys = {d.key for _, d in wanted}
     targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]
     covered = {d.key for t in targets for d in t.devices}
-    extra = [Target(name=d.requested, devices=(d,)) for d in wanted if d.key not in covered]
+    # Devices no hardware entry covers become targets named as written: "sm_86", or "9.0+PTX" holding
+    # sm_90 and compute_90 together.
+    by_entry: dict[str, list[Device]] = {}
+    for text, d in wanted:
+        if d.key not in covered:
+            several = len(catalog.expand_device(text)) > 1  # "9.0+PTX", "Hopper": one target, named as written
+            by_entry.setdefault(text.strip() if several else d.requested, []).append(d)
+    extra = [Target(name=name, devices=tuple(ds)) for name, ds in by_entry.items()]
     return dataclasses.replace(matrix, targets=tuple(targets + extra), universe=(*matrix.all_targets(), *extra))

@@ -115,8 +115,9 @@ def run_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
      ["line 3: duplicate key 'Nvidia h100' (first seen as 'NVIDIA H100')", "case-insensitively"]),
     ("", ["the matrix is empty"]),
     ("targets: {}\n", ["error: targets: the matrix is empty"]),
-    ('targets:\n  "a/b": sm_90\n', ["targets['a/b']: invalid hardware name"]),
-    ('targets:\n  "a..b": sm_90\n', ["targets['a..b']: invalid hardware name"]),
+    ('targets:\n  "a$b": sm_90\n', ["targets['a$b']: invalid hardware name"]),
+    ('targets:\n  "a  b": sm_90\n', ["targets['a  b']: invalid hardware name"]),
+    ('targets:\n  A: sm_90\n  B: sm_90\n', ["targets['B']: same devices as 'A' (sm_90)"]),
     ("targets:\n  \"it's\": sm_90\n", ["targets[\"it's\"]: invalid hardware name"]),
     ('targets:\n  "x\\"y": sm_90\n', ["invalid hardware name"]),
     ('targets:\n  "x $(id)": sm_90\n', ["targets['x $(id)']: invalid hardware name"]),
@@ -131,9 +132,9 @@ def test_bad_matrix(run_bad, text: str, expected: list[str]) -> None:
 
 
 def test_several_problems_at_once(run_bad) -> None:
-    err = run_bad("targets:\n  a/b: sm_90\n  C: sm_91\n  D: {devices: pvc, jit: maybe}\nwheels: {naming: x}\n")
+    err = run_bad("targets:\n  a$b: sm_90\n  C: sm_91\n  D: {devices: pvc, jit: maybe}\nwheels: {naming: x}\n")
     assert err.startswith("error: 4 problems:\n")
-    for field in ("targets['a/b']: invalid", "targets['C']: unknown device", "targets['D'].jit:", "wheels.naming:"):
+    for field in ("targets['a$b']: invalid", "targets['C']: unknown device", "targets['D'].jit:", "wheels.naming:"):
         assert f"\n  - {field}" in err, err
 
 

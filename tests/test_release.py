@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from build_tools import ci_matrix, matrix as matrix_mod, wheels
+from build_tools import ci_matrix, matrix as matrix_mod, outdir, wheels
 from build_tools.cli import main
 from build_tools.errors import MergeError
 from conftest import wheel_of
@@ -285,12 +285,13 @@ def rewrite(src: Path, dst_dir: Path, edit: Callable[[dict[str, bytes]], None], 
 def _refused(wheels_in: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     out = tmp_path / "out"
     out.mkdir()
+    (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)  # an earlier merge's output
     (out / "keep.txt").write_text("an earlier release")
     rc = main(["merge", *map(str, wheels_in), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(out)], env=_env())
     err = capsys.readouterr().err
     assert rc == MergeError.exit_code, err
     # Nothing written: the old output folder untouched, no staging folder left beside it.
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [outdir.MARKER, "keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
     return err
 

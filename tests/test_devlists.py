@@ -1,0 +1,86 @@
+"""Device lists as users already write them: PyTorch's TORCH_CUDA_ARCH_LIST forms (issue 13, item 3)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from build_tools import catalog, matrix
+from build_tools.cli import main
+from build_tools.errors import ConfigError
+from conftest import ROOT
+
+REPO = matrix.load(ROOT / "matrix.yaml")
+
+
+@pytest.mark.parametrize("text, devices", [
+    ("7.5", ["sm_75"]), ("8.6", ["sm_86"]), ("9.0+PTX", ["sm_90", "compute_90"]), ("9.0+ptx", ["sm_90", "compute_90"]),
+    ("9.0a", ["sm_90a"]), ("10.0", ["sm_100"]), ("12.0a", ["sm_120a"]), ("12.1+PTX", ["sm_121", "compute_121"]),
+    ("Ampere", ["sm_80", "sm_86", "compute_86"]), ("hopper", ["sm_90", "compute_90"]), ("Ampere+Tegra", ["sm_87"]),
+    ("Blackwell", ["sm_100", "sm_103", "sm_120", "sm_121", "compute_121"]),
+    # not PyTorch forms: left as written for parse_device
+    ("sm_90", ["sm_90"]), ("12.55.8", ["12.55.8"]), ("pvc", ["pvc"]), ("\u0669.\u0660", ["\u0669.\u0660"]),
+])
+def test_expand_device(text: str, devices: list[str]) -> None:
+    assert catalog.expand_device(text) == devices
+
+
+def _targets(m: matrix.Matrix) -> list[tuple[str, list[str]]]:
+    return [(t.name, [d.key for d in t.devices]) for t in m.targets]
+
+
+def test_torch_list_selects_matrix_targets_and_adds_the_rest() -> None:
+    got = matrix.select(REPO, "7.5;8.0;8.6;9.0+PTX", source="AOT_DEVLIST")
+    assert _targets(got) == [("NVIDIA T4", ["sm_75"]), ("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"]),
+                             ("sm_86", ["sm_86"]), ("9.0+PTX", ["compute_90"])]
+
+
+@pytest.mark.parametrize("value", ["8.0 9.0", "8.0;9.0", "8.0,9.0", "sm_80, 9.0"])
+def test_separators(value: str) -> None:
+    assert _targets(matrix.select(REPO, value)) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"])]
+
+
+def test_named_architectures() -> None:
+    got = matrix.select(REPO, "Ampere;Hopper")
+    assert _targets(got) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"]),
+                             ("Ampere", ["sm_86", "compute_86"]), ("Hopper", ["compute_90"])]
+
+
+def test_in_matrix_yaml_too() -> None:
+    m = matrix.loads('targets:\n  "NVIDIA A100": 8.0\n  "NVIDIA H100": "9.0+PTX"\n  "RTX 30": {devices: [8.6]}\n')
+    assert _targets(m) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100", ["sm_90", "compute_90"]), ("RTX 30", ["sm_86"])]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("9.1", "unknown device string 'sm_91'"), ("9.0b", "unknown device string '9.0b'"),
+    ("Hoper", "unknown device string 'Hoper'"), ("9.0+PTX+PTX", "unknown device string '9.0+PTX+PTX'"),
+    ("9.0a+PTX;9.0", None), ("\u0669.\u0660", "device strings are plain ASCII"),
+])
+def test_refusals(value: str, words: str | None) -> None:
+    if words is None:  # sm_90a, compute_90 and sm_90: three devices, fine
+        assert [d.key for t in matrix.select(REPO, value).targets for d in t.devices] == ["sm_90", "sm_90a", "compute_90"]
+        return
+    with pytest.raises(ConfigError, match=words.replace("+", r"\+").replace(".", r"\.")):
+        matrix.select(REPO, value)
+
+
+def test_torch_cuda_arch_list_is_read_only_when_ours_are_unset() -> None:
+    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0"}) == ("TORCH_CUDA_ARCH_LIST", "8.0")
+    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0", "AOT_DEVLIST": "pvc"}) == ("AOT_DEVLIST", "pvc")
+    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": ""}) is None
+
+
+@pytest.mark.integration
+def test_build_with_a_torch_arch_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's example: sm_75, sm_80, sm_86, sm_90 and the compute_90 PTX are built."""
+    env = {k: v for k, v in os.environ.items() if k not in matrix.DEVLIST_ENV}
+    env[matrix.TORCH_ENV] = "7.5;8.0;8.6;9.0+PTX"
+    out = tmp_path / "out"
+    assert main(["--matrix", str(ROOT / "matrix.yaml"), "--out", str(out), "--images-only"], env=env) == 0
+    assert "device list: TORCH_CUDA_ARCH_LIST='7.5;8.0;8.6;9.0+PTX'" in capsys.readouterr().err
+    doc = json.loads((out / "images" / "manifest.json").read_text())
+    cuda = {(i["device"], i["form"]) for i in doc["images"] if i["backend"] == "cuda"}
+    assert {("sm_75", "sass"), ("sm_80", "sass"), ("sm_86", "sass"), ("sm_90", "sass"), ("compute_90", "ptx")} <= cuda
+    assert not {d for d, f in cuda if f == "sass"} - {"sm_75", "sm_80", "sm_86", "sm_90"}
