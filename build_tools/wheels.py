@@ -166,10 +166,13 @@ def recompress(path: Path, epoch: int | None) -> None:
     os.replace(tmp, path)
 
 
-def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
-                extensions: Mapping[str, bytes], all_targets: list[dict[str, Any]], out_dir: Path,
-                epoch: int | None) -> Path:
-    """Write one wheel; ``package_files``/``extensions`` map names inside the package to bytes."""
+def wheel_files(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
+                all_targets: list[dict[str, Any]]) -> dict[str, tuple[bytes, bool]]:
+    """Every member of the wheel except the host extensions and RECORD: name -> (bytes, executable).
+
+    Separate from :func:`build_wheel` so a wheel's content key (wheelcache.py) is known before
+    the host extensions are compiled.
+    """
     doc = json.loads((images_dir / "manifest.json").read_text())
     images = select_images(doc, spec)
     sub = dict(doc)
@@ -180,25 +183,42 @@ def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
     files: dict[str, tuple[bytes, bool]] = {}
     for name, data in package_files.items():
         files[f"{PACKAGE}/{name}"] = (data, False)
-    for name, data in extensions.items():
-        files[f"{PACKAGE}/{name}"] = (data, True)
     for img in images:
         files[f"{PACKAGE}/images/{img['path']}"] = ((images_dir / img["path"]).read_bytes(), False)
     files[f"{PACKAGE}/images/manifest.json"] = ((json.dumps(sub, indent=2, sort_keys=True) + "\n").encode(), False)
     plat = platform_tag()
-    dist_info = f"{re.sub(r'[-_.]+', '_', spec.name)}-{spec.version}.dist-info"
     label = spec.target or ("all targets" if spec.kind == "fat" else "JIT only")
-    files[f"{dist_info}/METADATA"] = (_metadata(spec, label).encode(), False)
-    files[f"{dist_info}/WHEEL"] = (_wheel_file(plat).encode(), False)
-    ordered = sorted(files)
+    files[f"{dist_info_name(spec)}/METADATA"] = (_metadata(spec, label).encode(), False)
+    files[f"{dist_info_name(spec)}/WHEEL"] = (_wheel_file(plat).encode(), False)
+    return files
+
+
+def dist_info_name(spec: WheelSpec) -> str:
+    return f"{re.sub(r'[-_.]+', '_', spec.name)}-{spec.version}.dist-info"
+
+
+def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
+                extensions: Mapping[str, bytes], all_targets: list[dict[str, Any]], out_dir: Path,
+                epoch: int | None, files: Mapping[str, tuple[bytes, bool]] | None = None) -> Path:
+    """Write one wheel; ``package_files``/``extensions`` map names inside the package to bytes.
+
+    ``files``: what :func:`wheel_files` returned for this spec, when the caller has it already.
+    """
+    members_by_name = dict(files if files is not None else
+                           wheel_files(spec, images_dir=images_dir, package_files=package_files,
+                                       all_targets=all_targets))
+    for name, data in extensions.items():
+        members_by_name[f"{PACKAGE}/{name}"] = (data, True)
+    dist_info = dist_info_name(spec)
+    ordered = sorted(members_by_name)
     record = io.StringIO()
     for name in ordered:
-        record.write(f"{name},{record_hash(files[name][0])},{len(files[name][0])}\n")
+        record.write(f"{name},{record_hash(members_by_name[name][0])},{len(members_by_name[name][0])}\n")
     record.write(f"{dist_info}/RECORD,,\n")
-    members = [(n, files[n][0], files[n][1]) for n in ordered]
+    members = [(n, members_by_name[n][0], members_by_name[n][1]) for n in ordered]
     members.append((f"{dist_info}/RECORD", record.getvalue().encode(), False))
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / wheel_filename(spec, plat)
+    path = out_dir / wheel_filename(spec, platform_tag())
     write_zip(path, members, epoch)
     return path
 
