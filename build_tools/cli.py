@@ -12,7 +12,6 @@ import importlib
 import os
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -69,11 +68,7 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, baz
         disk_cache: str | None = str(Path(args.disk_cache).resolve())
     else:
         disk_cache = None if args.no_disk_cache else bazel.default_disk_cache(env)
-    # AOT_REMOTE_CACHE (the backend's name): CI sets it from a secret when a remote cache exists.
-    remote = args.remote_cache or env.get("AOT_REMOTE_CACHE") or None
-    field = "--remote-cache" if args.remote_cache else "AOT_REMOTE_CACHE"
-    if remote is not None and urllib.parse.urlsplit(remote).scheme not in bazel.REMOTE_SCHEMES:
-        raise ConfigError(f"{field}: {remote!r} is not a cache URL; use http://, https://, grpc:// or grpcs://")
+    remote = bazel.remote_cache_option(args.remote_cache, env)  # or AOT_REMOTE_CACHE; validated there
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} is not a number of parallel actions; give 1 or more")
     options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs, remote_cache=remote)
@@ -94,12 +89,12 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print("dry run: would write build_tools/bazel/generated/ and .bazelrc.generated, then run:")
         print(proc.format_cmd(bazel.command(bazel_path, targets, options)))
         return 0
-    stats = bazel.build(plan, targets, options, env)
+    build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH
     env = pipeline.env_with_epoch(env)
     built: list[pipeline.BuiltWheel] = []
     report: sizes.SizeReport | None = None
     with outdir.staged(Path(args.out)) as stage:
-        images = pipeline.collect_images(plan, stage / "images", env)
+        stats, images = pipeline.build_images(plan, targets, options, build_env, stage / "images")  # checkout lock
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
             built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair)
