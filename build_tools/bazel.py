@@ -6,11 +6,14 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import netrc
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,9 +38,12 @@ REMOTE_SCHEMES = ("http", "https", "grpc", "grpcs")
 class RemoteCache:
     """A remote cache URL, its credentials (``scheme://user:password@host``) kept apart.
 
-    ``url`` never holds the credentials: it is what goes into .bazelrc.generated and every
-    message. Bazel gets them as an ``Authorization: Basic`` header on its command line (echoed
-    redacted by proc.redact); the probe sends the same header.
+    ``url`` never holds the credentials: it is what goes into .bazelrc.generated, Bazel's command
+    line and every message. Bazel reads them from a netrc file that exists only while it runs
+    (``$NETRC``, mode 0600, in a private temporary folder outside the checkout; see
+    ``credentials_env``), since a header flag would be on the command line, where ``ps`` shows
+    it and Bazel's server log (java.log in its output base) keeps it. The probe sends the same
+    ``Authorization: Basic`` header.
     """
 
     url: str
@@ -94,6 +100,10 @@ def parse_remote_cache(value: str, field_name: str) -> RemoteCache:
         password = urllib.parse.unquote(parts.password) if parts.password is not None else None
         if not username:
             raise ConfigError(f"{field_name}: {shown!r} has a password but no user name; {fix}")
+        # Bazel's netrc reader splits on white space and reads '#' as a comment.
+        if any(c.isspace() or c == "#" or not c.isprintable() for c in username + (password or "")):
+            raise ConfigError(f"{field_name}: {shown!r}: the user name and password may not hold spaces, '#' or "
+                              "control characters (Bazel reads them from a netrc file); use a token without them")
     host = parts.netloc.rpartition("@")[2]
     url = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
     return RemoteCache(url=url, username=username, password=password)
@@ -227,10 +237,30 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def command(bazel: str, targets: Sequence[str], options: BazelOptions) -> list[str]:
-    """The Bazel command line; print it only through proc.format_cmd, which hides the credentials."""
-    auth = options.remote_cache.authorization if options.remote_cache else None
-    header = [f"--remote_header=Authorization={auth}"] if auth else []
-    return [bazel, *STARTUP_FLAGS, "build", "--keep_going", *header, *options.extra_flags, *targets]
+    """The Bazel command line (no credentials: those are in ``credentials_env``'s netrc)."""
+    return [bazel, *STARTUP_FLAGS, "build", "--keep_going", *options.extra_flags, *targets]
+
+
+@contextlib.contextmanager
+def credentials_env(cache: RemoteCache | None, env: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """``env`` for Bazel, with ``NETRC`` naming a netrc that holds the cache's credentials.
+
+    Bazel (4.0 and later) reads ``$NETRC`` for --remote_cache. The file lives in a fresh 0700
+    temporary folder, is 0600, holds only this one machine and is deleted when Bazel is done.
+    """
+    if cache is None or cache.username is None:
+        yield dict(env)
+        return
+    host = urllib.parse.urlsplit(cache.url).hostname or ""
+    folder = tempfile.mkdtemp(prefix="aotkernels-netrc-")
+    try:
+        path = os.path.join(folder, "netrc")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"machine {host} login {cache.username} password {cache.password or ''}\n")
+        yield {**env, "NETRC": path}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _PROCESSES = re.compile(r"^INFO: \d+ process(?:es)?: (.*?)\.?$", re.M)
@@ -294,12 +324,26 @@ def find_bazel(root: Path, env: Mapping[str, str]) -> tuple[str, dict[str, str]]
     return path, run_env
 
 
-def remote_cache_problem(cache: RemoteCache, timeout: float = 3.0) -> str | None:
+def netrc_authorization(host: str, env: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header Bazel would send ``host`` from ``$NETRC`` or ``~/.netrc``, or None."""
+    path = env.get("NETRC") or os.path.join(env.get("HOME", ""), ".netrc")
+    try:
+        found = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    if found is None:
+        return None
+    login, _, password = found
+    return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode("ascii")
+
+
+def remote_cache_problem(cache: RemoteCache, timeout: float = 3.0, env: Mapping[str, str] | None = None) -> str | None:
     """Why the remote cache cannot be used, or None.
 
-    HTTP: a HEAD of an action-cache entry, as Bazel asks for one, with the credentials. Any answer
-    counts as up (404 is a miss) except 401/403/407: the cache refused these credentials (or needs
-    some), and Bazel would fail every request. gRPC: the port accepts a connection.
+    HTTP: a HEAD of an action-cache entry, as Bazel asks for one, with the credentials (those of
+    the URL, else the user's netrc, which Bazel reads too). Any answer counts as up (404 is a
+    miss) except 401/403/407: the cache refused these credentials (or needs some), and Bazel would
+    fail every request. gRPC: the port accepts a connection.
     """
     parsed = urllib.parse.urlsplit(cache.url)
     if parsed.scheme.startswith("grpc"):
@@ -309,8 +353,9 @@ def remote_cache_problem(cache: RemoteCache, timeout: float = 3.0) -> str | None
         except OSError as exc:
             return f"unreachable ({exc})"
     request = urllib.request.Request(f"{cache.url}/ac/{'0' * 64}", method="HEAD")
-    if cache.authorization:
-        request.add_unredirected_header("Authorization", cache.authorization)
+    authorization = cache.authorization or netrc_authorization(parsed.hostname or "", env or {})
+    if authorization:
+        request.add_unredirected_header("Authorization", authorization)
     try:
         urllib.request.urlopen(request, timeout=timeout).close()
     except urllib.error.HTTPError as exc:
@@ -326,7 +371,7 @@ def remote_cache_problem(cache: RemoteCache, timeout: float = 3.0) -> str | None
 def build(plan: Plan, targets: Sequence[str], options: BazelOptions, env: Mapping[str, str]) -> BuildStats:
     bazel, env = find_bazel(plan.root, env)
     if options.remote_cache:
-        problem = remote_cache_problem(options.remote_cache)
+        problem = remote_cache_problem(options.remote_cache, env=env)
         if problem is not None:
             # One warning here instead of one per action from Bazel; the build goes on locally.
             print(f"warning: remote cache {options.remote_cache.display} {problem}; building without it",
@@ -335,7 +380,8 @@ def build(plan: Plan, targets: Sequence[str], options: BazelOptions, env: Mappin
     write_generated(plan, options)
     cmd = command(bazel, targets, options)
     try:
-        result = proc.run(cmd, cwd=plan.root, env=env, stream=sys.stderr, check=False)
+        with credentials_env(options.remote_cache, env) as bazel_env:
+            result = proc.run(cmd, cwd=plan.root, env=bazel_env, stream=sys.stderr, check=False)
     except OSError as exc:
         raise BazelError(f"bazel: could not start {bazel}: {exc}") from None
     if result.returncode != 0:
