@@ -359,3 +359,18 @@ def test_two_builds_in_one_checkout_take_turns(tmp_path: Path) -> None:
         bazel_path, env = bazel.find_bazel(repo, os.environ)
         subprocess.run([bazel_path, *bazel.STARTUP_FLAGS, "shutdown"], cwd=repo, env=env, capture_output=True,
                        timeout=120)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", ["grpc://h:99999", "http://[::1"])
+def test_pep517_backend_refuses_a_bad_remote_cache_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      value: str) -> None:
+    from build_tools import backend
+
+    monkeypatch.setenv("AOT_REMOTE_CACHE", value)
+    monkeypatch.delenv("AOT_DEVLIST", raising=False)
+    monkeypatch.delenv("USE_AOT_DEVLIST", raising=False)
+    with pytest.raises(SystemExit) as done:
+        backend.build_wheel(str(tmp_path))
+    assert str(done.value).startswith(f"error: AOT_REMOTE_CACHE: {value!r} is not a valid URL"), done.value
+    assert list(tmp_path.iterdir()) == []
