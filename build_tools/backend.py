@@ -54,14 +54,15 @@ def _build(wheel_directory: str) -> str:
     m = plan.matrix
     selected = matrix_mod.devlist_from_env(env) is not None
     options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
-                                 remote_cache=env.get("AOT_REMOTE_CACHE") or None)
-    stats = bazel.build(plan, plan.targets(), options, env)
-    print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits", file=sys.stderr)
-    env = pipeline.env_with_epoch(env)
+                                 remote_cache=bazel.remote_cache_option(None, env))
     spec = _spec(m, selected, pipeline.project_version(ROOT))
     with tempfile.TemporaryDirectory(prefix="aotkernels-images-") as tmp:
         images_dir = Path(tmp) / "images"
-        pipeline.collect_images(plan, images_dir, env)
+        # Under the checkout lock, as build.py: one build at a time writes the generated files.
+        stats, _ = pipeline.build_images(plan, plan.targets(), options, env, images_dir)
+        print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits",
+              file=sys.stderr)
+        env = pipeline.env_with_epoch(env)
         built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
     return built[0].wheel.name
 

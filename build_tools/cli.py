@@ -12,7 +12,6 @@ import importlib
 import os
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -69,11 +68,7 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, baz
         disk_cache: str | None = str(Path(args.disk_cache).resolve())
     else:
         disk_cache = None if args.no_disk_cache else bazel.default_disk_cache(env)
-    # AOT_REMOTE_CACHE (the backend's name): CI sets it from a secret when a remote cache exists.
-    remote = args.remote_cache or env.get("AOT_REMOTE_CACHE") or None
-    field = "--remote-cache" if args.remote_cache else "AOT_REMOTE_CACHE"
-    if remote is not None and urllib.parse.urlsplit(remote).scheme not in bazel.REMOTE_SCHEMES:
-        raise ConfigError(f"{field}: {remote!r} is not a cache URL; use http://, https://, grpc:// or grpcs://")
+    remote = bazel.remote_cache_option(args.remote_cache, env)  # or AOT_REMOTE_CACHE; validated there
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} is not a number of parallel actions; give 1 or more")
     options = bazel.BazelOptions(disk_cache=disk_cache, jobs=args.jobs, remote_cache=remote)
@@ -86,6 +81,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     baseline = sizes.load_baseline(args.baseline) if args.baseline else None  # a bad file fails before any work
     inputs = [args.matrix, *([args.baseline] if args.baseline else [])]
     outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
+    build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH
     env = pipeline.env_with_epoch(env)
     targets = plan.targets()
     print(f"matrix: {len(plan.matrix.targets)} hardware entries, {len(plan.matrix.devices())} AOT devices; "
@@ -101,8 +97,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     report: sizes.SizeReport | None = None
     # Staged before Bazel runs: an output folder that cannot be created fails before the long part.
     with outdir.staged(args.out, inputs=inputs) as stage:
-        stats = bazel.build(plan, targets, options, env)
-        images = pipeline.collect_images(plan, stage / "images", env)
+        stats, images = pipeline.build_images(plan, targets, options, build_env, stage / "images")  # checkout lock
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
             built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair)

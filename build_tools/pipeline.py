@@ -56,6 +56,17 @@ def collect_images(plan: Plan, images_dir: Path, env: Mapping[str, str], keys: s
     return images
 
 
+def build_images(plan: Plan, targets: list[str], options: bazel.BazelOptions, env: Mapping[str, str],
+                 images_dir: Path, keys: set[str] | None = None) -> tuple[bazel.BuildStats, list[manifest.Image]]:
+    """Bazel builds ``targets``, then their images and manifest are copied out of bazel-bin, all
+    under the checkout lock: a concurrent build in this checkout waits instead of rewriting the
+    generated files or bazel-bin in between (bazel.checkout_lock)."""
+    with bazel.checkout_lock(plan.root):
+        stats = bazel.build(plan, targets, options, env)
+        images = collect_images(plan, images_dir, env, keys)
+    return stats, images
+
+
 def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.WheelSpec], env: Mapping[str, str],
                 *, repair_wheels: bool = True) -> list[BuiltWheel]:
     epoch = source_date_epoch(env)
@@ -88,4 +99,4 @@ def env_with_epoch(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["BuiltWheel", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch"]
+__all__ = ["BuiltWheel", "build_images", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch"]

@@ -34,6 +34,40 @@ class Plan:
         return next(i for i in self.images if i.key == key)
 
 
+def plan_devices(matrix: Matrix, extra_devices: tuple[Device, ...] = ()) -> list[Device]:
+    """Every device to compile for, each once: the matrix's AOT devices, extras, then the PTX form.
+
+    The PTX device may also be listed as a target's device (``"A": compute_90``, ``sm_80`` beside
+    ``compute_80``, ``AOT_DEVLIST=compute_75``): it is one image, not two (two would declare the
+    same Bazel output twice).
+    """
+    ptx = matrix.ptx_device()
+    found: dict[str, Device] = {}
+    for d in (*matrix.devices(), *extra_devices, *((ptx,) if ptx is not None else ())):
+        found.setdefault(d.key, d)
+    return list(found.values())
+
+
+def unique_images(images: list[ImageSpec]) -> tuple[ImageSpec, ...]:
+    """One image per (backend, form, device) and per key, first one kept.
+
+    Toolchains describe images per device; the same device reached twice (an AOT entry and the
+    portable form) must not become two Bazel targets writing one file. Two different images
+    claiming one key would be a toolchain bug, not a user error.
+    """
+    by_identity: dict[tuple[str, str, str], ImageSpec] = {}
+    by_key: dict[str, ImageSpec] = {}
+    for image in images:
+        identity = (image.backend, image.form, image.device)
+        if identity in by_identity:
+            continue
+        other = by_key.get(image.key)
+        if other is not None:
+            raise AssertionError(f"two images share the key {image.key!r}: {other} and {image}")
+        by_identity[identity] = by_key[image.key] = image
+    return tuple(by_identity.values())
+
+
 def kernel_modules(root: Path) -> tuple[str, ...]:
     """Kernel modules are the *.cl files of kernels/ (kernels/BUILD.bazel globs the same)."""
     mods = tuple(sorted(p.stem for p in (root / "kernels").glob("*.cl")))
@@ -46,10 +80,7 @@ def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices:
     problems: list[str] = []
     tools: dict[str, ToolInfo] = {}
     images: list[ImageSpec] = []
-    devices = list(dict.fromkeys([*matrix.devices(), *extra_devices]))
-    ptx = matrix.ptx_device()
-    if ptx is not None:
-        devices.append(ptx)
+    devices = plan_devices(matrix, extra_devices)
     chains = registry()
     needed = {d.backend for d in devices}
     if matrix.opencl.spirv:
@@ -77,4 +108,4 @@ def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices:
         images.append(chain.spirv(tools["ocloc"]))
     if problems:
         raise ConfigError(problems)
-    return Plan(matrix=matrix, root=root, modules=kernel_modules(root), tools=tools, images=tuple(images))
+    return Plan(matrix=matrix, root=root, modules=kernel_modules(root), tools=tools, images=unique_images(images))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,8 +26,31 @@ def which(program: str, *, package: str, env: Mapping[str, str] | None = None, e
     return found
 
 
+REDACTED = "***"
+# Bazel flags whose value is NAME=VALUE with a secret VALUE (an Authorization or API-key header).
+_SECRET_FLAGS = re.compile(r"^(--(?:remote_header|remote_cache_header|remote_exec_header|remote_downloader_header"
+                           r"|bes_header)=[^=]*=).*$", re.S)
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s'\"]*)@")
+
+
+def _hide_userinfo(m: re.Match[str]) -> str:
+    user, colon, _ = m.group(2).partition(":")
+    return f"{m.group(1)}{user if colon and '/' not in user else ''}:{REDACTED}@"
+
+
+def redact(text: str) -> str:
+    """``text`` with secrets hidden: header flags' values, and the credentials of any URL in it.
+
+    Everything up to the last ``@`` of a URL counts as credentials (a password may hold an
+    unencoded ``@``); a user name stays visible only before a ``:`` and a password.
+    """
+    text = _SECRET_FLAGS.sub(rf"\1{REDACTED}", text)
+    return _URL_USERINFO.sub(_hide_userinfo, text)
+
+
 def format_cmd(args: Sequence[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in args)
+    """The command as a shell line for people to read, secrets redacted (never run this text)."""
+    return " ".join(shlex.quote(redact(str(a))) for a in args)
 
 
 def run(
