@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from build_tools import catalog, manifest, matrix as matrix_mod, merge as merge_mod, wheels
 from build_tools.cli import main
@@ -697,3 +698,65 @@ def test_a_bad_matrix_is_exit_2_before_any_wheel_is_read(tmp_path: Path, capsys:
     assert rc == 2
     assert "malformed YAML" in capsys.readouterr().err
     _untouched(tmp_path, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The classes of input, generally: whatever the bytes or the manifest, exit 0 or 7, never a traceback
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=8)
+
+
+def _merge_rc(inputs: list[Path], work: Path) -> int:
+    """Exit code of a merge into a fresh folder; a refusal must leave nothing behind."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out = work / "out"
+    rc = main(["merge", *map(str, inputs), "--matrix", str(MATRIX), "--out", str(out), "--no-repair"], env=_env())
+    if rc != 0:
+        assert list(work.iterdir()) == []
+    return rc
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_manifest_is_merged_or_refused(valid: dict[str, Path], tmp_path: Path, data: st.DataObject) -> None:
+    with zipfile.ZipFile(valid["sm_90"]) as zf:
+        doc = json.loads(zf.read(merge_mod.MANIFEST_MEMBER))
+    # Replace one value anywhere in the manifest (the whole document included) by arbitrary JSON.
+    places: list[tuple[object, ...]] = []
+
+    def walk(node: object, where: tuple[object, ...]) -> None:
+        places.append(where)
+        for key, child in (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list)
+                           else ()):
+            walk(child, (*where, key))
+    walk(doc, ())
+    where = data.draw(st.sampled_from(places), label="where")
+    value = data.draw(_JSON, label="value")
+    if where:
+        parent = doc
+        for key in where[:-1]:
+            parent = parent[key]
+        parent[where[-1]] = value
+    else:
+        doc = value
+    bad = rewrite(valid["sm_90"], tmp_path / "bad", edit_manifest(lambda old: doc))
+    assert _merge_rc([bad, valid["pvc"]], tmp_path / "work") in (0, MergeError.exit_code)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.floats(0, 1))
+def test_any_damaged_wheel_is_refused_cleanly(valid: dict[str, Path], tmp_path: Path,
+                                              edits: list[tuple[float, int]], cut: float | None) -> None:
+    data = bytearray(valid["sm_90"].read_bytes())
+    for where, value in edits:
+        data[int(where * len(data))] = value
+    if cut is not None:
+        del data[int(cut * len(data)):]
+    bad = tmp_path / "bad" / valid["sm_90"].name
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(bytes(data))
+    assert _merge_rc([bad, valid["pvc"]], tmp_path / "work") in (0, MergeError.exit_code)
