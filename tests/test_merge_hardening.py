@@ -348,6 +348,47 @@ def test_overlapping_members_are_refused(valid: dict[str, Path], tmp_path: Path,
     assert f"{bad}: member " in err and "overlaps" in err
 
 
+def _with_end_record(wheel: Path, dst: Path, change: Callable[[bytearray, int], None]) -> Path:
+    """A copy of a wheel with its end of central directory record (found at the offset given) changed."""
+    data = bytearray(wheel.read_bytes())
+    change(data, data.rfind(b"PK\x05\x06"))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _zip64_locator(data: bytearray, at: int) -> None:
+    # A ZIP64 locator just before the end record: zipfile would then take the counts and sizes
+    # from a ZIP64 end record instead of the ones checked.
+    data[at:at] = b"PK\x06\x07" + bytes(16)
+
+
+@pytest.mark.parametrize("change, words", [
+    (_zip64_locator, "a ZIP64 archive"),
+    (lambda data, at: struct.pack_into("<H", data, at + 4, 1), "a multi-volume zip archive"),
+    (lambda data, at: struct.pack_into("<L", data, at + 12, merge_mod.MAX_CENTRAL_DIRECTORY + 1),
+     f"a {merge_mod.MAX_CENTRAL_DIRECTORY + 1}-byte central directory, over 4 MiB"),
+    (lambda data, at: data.__delitem__(slice(at, None)), "not a zip archive (no end of central directory record)"),
+])
+def test_the_end_record_is_checked_before_the_central_directory_is_parsed(
+        valid: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        change: Callable[[bytearray, int], None], words: str) -> None:
+    bad = _with_end_record(valid["sm_90"], tmp_path / "bad" / valid["sm_90"].name, change)
+    err = refused([bad, valid["pvc"]], tmp_path, capsys)
+    assert f"{bad}: {words}" in err
+
+
+def test_a_zip_comment_is_no_obstacle(valid: dict[str, Path], tmp_path: Path) -> None:
+    # The end record is found behind a comment as zipfile finds it, so a valid wheel with one merges.
+    commented = tmp_path / "in" / valid["sm_90"].name
+    commented.parent.mkdir()
+    shutil.copyfile(valid["sm_90"], commented)
+    with zipfile.ZipFile(commented, "a") as zf:
+        zf.comment = b"built by job 12"
+    assert main(["merge", str(commented), str(valid["pvc"]), "--matrix", str(MATRIX), "--out", str(tmp_path / "out"),
+                 "--no-repair"], env=_env()) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 18: each wheel once, one wheel per target
 
