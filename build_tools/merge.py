@@ -166,8 +166,16 @@ def _show(path: Path) -> str:
 
 
 def _excerpt(value: Any, limit: int = 80) -> str:
+    """A value from an input for a message: its repr (control characters escaped), cut at limit."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _plain(value: Any, limit: int = 80) -> str:
+    """Like _excerpt, but a short printable ASCII string is shown as it is."""
+    if isinstance(value, str) and len(value) <= limit and value.isprintable() and value.isascii():
+        return value
+    return _excerpt(value, limit)
 
 
 @dataclass
@@ -655,7 +663,8 @@ def _check_one_wheel_per_target(inputs: Sequence[InputWheel]) -> None:
 def _one(what: str, values: Mapping[Path, Any]) -> Any:
     distinct = {json.dumps(v, sort_keys=True) for v in values.values()}
     if len(distinct) > 1:
-        lines = "\n".join(f"  {p.name}: {v}" for p, v in values.items())
+        # Values come from the inputs: shown as bounded excerpts.
+        lines = "\n".join(f"  {p.name}: {_plain(v, 200)}" for p, v in values.items())
         raise MergeError(f"the wheels have different {what}; merge wheels of one build:\n{lines}")
     return next(iter(values.values()))
 
@@ -677,8 +686,9 @@ def _merged_toolchains(inputs: Sequence[InputWheel]) -> dict[str, str]:
     for w in inputs:
         for tool, version in w.manifest.get("toolchains", {}).items():
             if tool in out and out[tool] != version:
-                raise MergeError(f"{w.path.name} was built with {tool} {version} but {seen_in[tool].name} with "
-                                 f"{tool} {out[tool]}; merge wheels built with the same toolchains")
+                raise MergeError(f"{w.path.name} was built with {_plain(tool)} {_plain(version)} but "
+                                 f"{seen_in[tool].name} with {_plain(tool)} {_plain(out[tool])}; merge wheels built "
+                                 "with the same toolchains")
             out.setdefault(tool, version)
             seen_in.setdefault(tool, w.path)
     return out
