@@ -144,7 +144,7 @@ def parse_bazel_seconds(output: str) -> float | None:
 
 
 # Variables that would change what a benchmark builds; a run sets them explicitly or not at all.
-_CLEARED_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST", "AOT_DISK_CACHE", "AOT_REMOTE_CACHE")
+_CLEARED_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST", "TORCH_CUDA_ARCH_LIST", "AOT_DISK_CACHE", "AOT_REMOTE_CACHE")
 
 
 def run(label: str, cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None,

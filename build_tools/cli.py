@@ -38,6 +38,8 @@ def configure_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel Bazel actions (default: Bazel's choice)")
     p.add_argument("--images-only", action="store_true", help="stop after collecting the images and manifest")
     p.add_argument("--no-repair", action="store_true", help="skip auditwheel repair (wheels keep the linux_* tag)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="build every wheel even when the previous output holds one with the same content key")
     p.add_argument("--baseline", metavar="PATH", help="size-report.json of an earlier build (or its folder) to compare with")
     p.add_argument("--fail-on-budget", action="store_true",
                    help="exit 6 when a wheel is over its size budget or grew past sizes.max_growth (dist/ is still written)")
@@ -80,7 +82,8 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     plan, options = prepare(args, env)
     baseline = sizes.load_baseline(args.baseline) if args.baseline else None  # a bad file fails before any work
     inputs = [args.matrix, *([args.baseline] if args.baseline else [])]
-    outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
+    out = outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
+    previous = None if args.no_reuse else outdir.previous_output(out)
     build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH
     env = pipeline.env_with_epoch(env)
     targets = plan.targets()
@@ -100,17 +103,20 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         stats, images = pipeline.build_images(plan, targets, options, build_env, stage / "images")  # checkout lock
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
-            built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair)
+            built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
+                                         previous=previous)
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
-            report_mod.write_reports(report, stage)
+            report_mod.write_reports(report, stage, previous=previous)
     total = sum(i.bytes for i in images)
     elapsed = time.monotonic() - started
     verdict = "nothing to compile, all cache hits" if stats.executed == 0 else f"{stats.executed} compiled"
     print(f"\nimages: {len(images)} ({total / 1e6:.2f} MB) in {args.out}/images; compile actions: {verdict}, "
           f"cache hits {stats.cache_hits} (remote/disk {stats.remote_hits})", flush=True)
     if built and report is not None:
+        reused = sum(b.reused for b in built)
         print(f"wheels: {len(built)} from one set of images (no image compiled twice); "
+              f"{len(built) - reused} built, {reused} reused from the previous output (same content key); "
               f"platform {', '.join(sorted({b.platform_tag for b in built}))}")
         print(report_mod.format_table(report))
         print(f"reports: {args.out}/{sizes.REPORT_JSON}, {sizes.REPORT_MD}, {sizes.REPORT_SVG}")

@@ -70,6 +70,11 @@ def _written_by_us(folder: Path) -> bool:
         return False
 
 
+def previous_output(out: Path) -> Path | None:
+    """``out`` when it holds an earlier run's output (its wheels may be reused), else None."""
+    return out if out.is_dir() and not out.is_symlink() and _written_by_us(out) else None
+
+
 def _check_contents(out: Path, field: str) -> None:
     """``out`` may be replaced: absent, an empty folder, or a folder with our marker."""
     try:

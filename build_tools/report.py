@@ -212,12 +212,25 @@ def svg_chart(report: SizeReport) -> str:
     return buf.getvalue()
 
 
-def write_reports(report: SizeReport, folder: Path) -> list[Path]:
-    """size-report.{json,md,svg} in ``folder``, each written atomically (temp file, then os.replace)."""
+def write_reports(report: SizeReport, folder: Path, *, previous: Path | None = None) -> list[Path]:
+    """size-report.{json,md,svg} in ``folder``, each written atomically (temp file, then os.replace).
+
+    ``previous``: an earlier output folder. When its size-report.json is byte-identical to this
+    one, its chart is the chart of these very numbers, and it is reused rather than drawn again
+    (matplotlib takes seconds to import and draw; a no-change rebuild should not).
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    json_text = json.dumps(to_json(report), indent=2) + "\n"
+    svg: str | None = None
+    if previous is not None:
+        try:
+            if (previous / REPORT_JSON).read_text(encoding="utf-8") == json_text:
+                svg = (previous / REPORT_SVG).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            svg = None
     written = []
-    for name, text in ((REPORT_JSON, json.dumps(to_json(report), indent=2) + "\n"),
-                       (REPORT_MD, to_markdown(report)), (REPORT_SVG, svg_chart(report))):
+    for name, text in ((REPORT_JSON, json_text), (REPORT_MD, to_markdown(report)),
+                       (REPORT_SVG, svg if svg is not None else svg_chart(report))):
         outdir.write_text_atomic(folder / name, text)
         written.append(folder / name)
     return written

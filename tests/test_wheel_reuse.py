@@ -1,0 +1,96 @@
+"""Issue 14 item 1: a re-run with nothing changed reuses the previous wheels (content keys)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from build_tools import wheelcache
+from build_tools.cli import main
+
+pytestmark = pytest.mark.integration
+
+SMALL = 'targets:\n  "NVIDIA H100": sm_90\n  "Intel Max": pvc\n'
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.whl"))}
+
+
+def _build(m: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str, env: dict[str, str] | None = None) -> str:
+    assert main(["--matrix", str(m), "--out", str(out), *extra], env={**os.environ, **(env or {})}) == 0
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+@pytest.fixture()
+def first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path, dict[str, str]]:
+    m = tmp_path / "m.yaml"
+    m.write_text(SMALL)
+    out = tmp_path / "dist"
+    text = _build(m, out, capsys)
+    assert "4 built, 0 reused" in text
+    return m, out, _hashes(out)
+
+
+def test_nothing_changed_reuses_every_wheel(first: tuple[Path, Path, dict[str, str]],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    m, out, before = first
+    text = _build(m, out, capsys)
+    assert "0 built, 4 reused from the previous output" in text
+    # no compiler or auditwheel was run (proc.run prints "+ cmd" for every program it starts)
+    assert not [line for line in text.splitlines() if line.startswith("+ ") and ("cc" in line or "auditwheel" in line)]
+    assert _hashes(out) == before
+    index = json.loads((out / wheelcache.INDEX).read_text())
+    assert index["schema"] == wheelcache.SCHEMA and len(index["wheels"]) == 4
+    # the reports come along: the chart is the previous one, byte for byte
+    assert (out / "size-report.svg").stat().st_size > 1000
+
+
+def test_a_changed_wheel_file_is_built_again(first: tuple[Path, Path, dict[str, str]],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    m, out, before = first
+    victim = sorted(out.glob("*+pvc-*.whl"))[0]
+    victim.write_bytes(victim.read_bytes() + b"tampered")
+    text = _build(m, out, capsys)
+    assert "1 built, 3 reused" in text
+    assert _hashes(out) == before  # rebuilt to the same bytes
+
+
+def test_inputs_that_change_wheels_rebuild_them(first: tuple[Path, Path, dict[str, str]], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    m, out, before = first
+    text = _build(m, out, capsys, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert "4 built, 0 reused" in text
+    assert set(_hashes(out)) == set(before) and _hashes(out) != before
+    # a matrix option every wheel depends on (the repair policy)
+    m.write_text(SMALL + "wheels: {opencl_loader: exclude}\n")
+    text = _build(m, out, capsys, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert "4 built, 0 reused" in text
+    # an added target: the others' manifests list every target, so they change too; nothing is stale
+    m.write_text(SMALL + '  "NVIDIA A100": sm_80\n')
+    text = _build(m, out, capsys)
+    assert "5 built, 0 reused" in text
+
+
+def test_no_reuse_flag(first: tuple[Path, Path, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+    m, out, before = first
+    text = _build(m, out, capsys, "--no-reuse")
+    assert "4 built, 0 reused" in text
+    assert _hashes(out) == before
+
+
+def test_a_damaged_index_means_build(first: tuple[Path, Path, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+    m, out, before = first
+    for damage in ("not json", '{"schema": "other"}', '{"schema": "%s", "wheels": [{"key": 1}]}' % wheelcache.SCHEMA,
+                   json.dumps({"schema": wheelcache.SCHEMA, "wheels": [
+                       {"key": k, "raw": "../../../etc/hostname", "wheel": "x", "platform_tag": "p", "raw_sha256": "",
+                        "wheel_sha256": ""} for k in ("a", "b")]})):
+        (out / wheelcache.INDEX).write_text(damage)
+        text = _build(m, out, capsys)
+        assert "4 built, 0 reused" in text
+        assert _hashes(out) == before
