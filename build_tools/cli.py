@@ -104,7 +104,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if not args.images_only:
             specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
             built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
-                                         previous=previous)
+                                         previous=previous, write_index=True)
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
             report_mod.write_reports(report, stage, previous=previous)

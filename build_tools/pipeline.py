@@ -70,12 +70,14 @@ def build_images(plan: Plan, targets: list[str], options: bazel.BazelOptions, en
 
 
 def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.WheelSpec], env: Mapping[str, str],
-                *, repair_wheels: bool = True, previous: Path | None = None) -> list[BuiltWheel]:
+                *, repair_wheels: bool = True, previous: Path | None = None, write_index: bool = False
+                ) -> list[BuiltWheel]:
     """Build (and repair) one wheel per spec into ``out``.
 
     ``previous``: the output folder of an earlier build; a wheel whose content key is unchanged
     is taken from there instead of being built (wheelcache.py). The host extensions are
-    compiled only when some wheel must be built.
+    compiled only when some wheel must be built. ``write_index``: leave the index of content
+    keys in ``out`` for the next build (build.py's output folders, not pip's wheel directory).
     """
     epoch = source_date_epoch(env)
     files = wheels.package_sources(plan.root)
@@ -115,7 +117,8 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
             for built in pool.map(one, todo):
                 done[built.spec] = built
                 entries.append(wheelcache.entry_for(keys[built.spec], out, built.raw, built.wheel, built.platform_tag))
-    wheelcache.write_index(out, entries)
+    if write_index:
+        wheelcache.write_index(out, entries)
     return [done[spec] for spec in specs]
 
 
