@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bazel, manifest, native, outdir, repair, wheelcache, wheels
+from . import bazel, manifest, native, outdir, project, repair, wheelcache, wheels
 from .errors import ConfigError
 from .plan import Plan
 
@@ -31,11 +30,8 @@ class BuiltWheel:
 
 
 def project_version(root: Path) -> str:
-    text = (root / "pyproject.toml").read_text(encoding="utf-8")
-    m = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, flags=re.M | re.S)
-    if not m:
-        raise ConfigError("pyproject.toml: [project] version not found; set version = \"X.Y.Z\"")
-    return m.group(1)
+    """``[project] version`` of pyproject.toml, PEP 440-normalized (project.py)."""
+    return project.load(root).version
 
 
 def source_date_epoch(env: Mapping[str, str]) -> int | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,34 @@ def test_schema_is_valid_draft7() -> None:
     jsonschema.Draft7Validator.check_schema(json.loads(matrix_schema.SCHEMA_PATH.read_text()))
     validator = jsonschema.Draft7Validator(matrix_schema.schema())
     assert not list(validator.iter_errors(yaml.safe_load((ROOT / "matrix.yaml").read_text())))
+
+
+# --- pyproject.toml through tomllib and packaging (issue 14, item 3) ----------------------------
+
+@pytest.mark.parametrize("table, words", [
+    ('[project]\nname = "x"\n', "version is missing"),
+    ('[project]\nname = "x"\nversion = "one"\n', "is not a PEP 440 version"),
+    ('[project]\nname = "x"\nversion = "1.0+sm90"\n', "has a local label"),
+    ('[project]\nname = "-x"\nversion = "1.0"\n', "is not a valid distribution name"),
+    ('[project\n', "not valid TOML"),
+    ('[tool.x]\n', "no [project] table"),
+    ('[project]\nname = "other-pkg"\nversion = "1.0"\n', "src/other_pkg/, which has no __init__.py"),
+])
+def test_pyproject_problems(table: str, words: str, tmp_path: Path) -> None:
+    from build_tools import project
+
+    (tmp_path / "pyproject.toml").write_text(table)
+    (tmp_path / "src" / "x").mkdir(parents=True)
+    (tmp_path / "src" / "x" / "__init__.py").write_text("")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        project.load(tmp_path)
+
+
+def test_pyproject_version_is_normalized(tmp_path: Path) -> None:
+    from build_tools import project
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "My.Pkg"\nversion = "01.2.0-rc1"\n')
+    (tmp_path / "src" / "my_pkg").mkdir(parents=True)
+    (tmp_path / "src" / "my_pkg" / "__init__.py").write_text("")
+    got = project.load(tmp_path)
+    assert (got.version, got.import_name, got.wheel_name) == ("1.2.0rc1", "my_pkg", "my_pkg")
