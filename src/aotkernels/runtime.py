@@ -183,7 +183,7 @@ def _validate_manifest(doc: Any, bad: Callable[[str], ManifestError]
     for name, mod in modules.items():
         kernels = mod.get("kernels") if isinstance(mod, dict) else None
         if not isinstance(kernels, list) or not all(isinstance(k, str) and k for k in kernels):
-            raise bad(f"modules[{name!r}] must be an object whose 'kernels' is a list of kernel names")
+            raise bad(f"modules[{str(name)[:100]!r}] must be an object whose 'kernels' is a list of kernel names")
     for key in ("targets", "all_targets"):
         value = doc.get(key, [])
         if not isinstance(value, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
@@ -209,7 +209,7 @@ def _validate_manifest(doc: Any, bad: Callable[[str], ManifestError]
         if not _is_int(entry["bytes"]) or entry["bytes"] < 0:
             raise bad(f"{where}.bytes must be a non-negative integer")
         if entry["module"] not in modules:
-            raise bad(f"{where}.module {entry['module']!r} is not listed under 'modules'")
+            raise bad(f"{where}.module {entry['module'][:100]!r} is not listed under 'modules'")
     return images, modules
 
 
