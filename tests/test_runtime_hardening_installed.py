@@ -206,8 +206,8 @@ def test_a_kernel_the_image_lacks_is_an_image_error_naming_file_and_kernel(fat_p
     assert fake_err["message"].startswith(f"aotkernels: kernel {fake!r} is not in image file "), fake_err
     assert "opencl/source/matmul.cl although the manifest lists it for module 'matmul'" in fake_err["message"]
     assert saxpy_err and saxpy_err["type"] == "ImageError", out
-    assert saxpy_err["message"].startswith("aotkernels: kernel 'saxpy' is not one of kernel module 'saxpy's kernels "
-                                           "in the manifest (saxpy_v2)"), saxpy_err
+    assert saxpy_err["message"].startswith("aotkernels: kernel 'saxpy' is not among the kernels the manifest lists "
+                                           "for module 'saxpy' (saxpy_v2); reinstall the package"), saxpy_err
     assert out["listed"] and out["other_ok"]
 
 

@@ -433,8 +433,8 @@ class Session:
                args: List[Tuple[str, Any]]) -> None:
         listed = self.manifest.kernels.get(module)
         if listed is not None and kernel not in listed:
-            raise ImageError(f"aotkernels: kernel {kernel!r} is not one of kernel module {module!r}'s kernels "
-                             f"in the manifest ({', '.join(listed) or 'none'}); reinstall the package")
+            raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for module "
+                             f"{module!r} ({', '.join(listed) or 'none'}); reinstall the package")
         loaded = self.module(module)
         try:
             if self.device.backend == "cuda":
