@@ -11,8 +11,10 @@
  *   - the common subset of C99 and C++: no references, templates, overloads,
  *     doubles, printf or dynamic shared/local memory;
  *   - local memory only as fixed-size arrays declared in the kernel body;
- *   - indices and sizes are int (the query macros cast to int), so buffers
- *     are limited to 2^31 - 1 elements;
+ *   - sizes passed by the host are int (at most 2^31 - 1 elements per
+ *     array); any index that can reach a product of sizes (a row times a
+ *     row length, a grid-stride loop) is AOT_INDEX, a signed 64-bit integer
+ *     in both languages, because int arithmetic would overflow there;
  *   - comments inside macro bodies use block comments, because a line comment
  *     would swallow the rest of a backslash-continued macro.
  *
@@ -27,6 +29,10 @@
  *   AOT_LOCAL_SIZE(d) AOT_GLOBAL_SIZE(d) AOT_NUM_GROUPS(d)
  *                              work-item queries as int; d is a literal
  *                              0, 1 or 2 (x, y, z on CUDA)
+ *   AOT_INDEX                  signed 64-bit index type
+ *   AOT_GLOBAL_ID64(d) AOT_GLOBAL_SIZE64(d)
+ *                              the global queries as AOT_INDEX, computed
+ *                              without an int overflow on the way
  *   AOT_BARRIER()              work-group barrier with local-memory fence
  *   AOT_UNROLL                 loop unroll hint, usable inside macros
  *   AOT_EXPF(x) AOT_FMAXF(a, b)  float math
@@ -65,6 +71,11 @@
 #define AOT_NUM_GROUPS(d) ((int)AOT_DIM_(gridDim, d))
 #define AOT_GLOBAL_ID(d) (AOT_GROUP_ID(d) * AOT_LOCAL_SIZE(d) + AOT_LOCAL_ID(d))
 #define AOT_GLOBAL_SIZE(d) (AOT_NUM_GROUPS(d) * AOT_LOCAL_SIZE(d))
+/* long long, not long: the same width on every host ABI nvcc supports. */
+#define AOT_INDEX long long
+#define AOT_GLOBAL_ID64(d) \
+    ((AOT_INDEX)AOT_DIM_(blockIdx, d) * AOT_DIM_(blockDim, d) + AOT_DIM_(threadIdx, d))
+#define AOT_GLOBAL_SIZE64(d) ((AOT_INDEX)AOT_DIM_(gridDim, d) * AOT_DIM_(blockDim, d))
 
 #define AOT_BARRIER() __syncthreads()
 /* Full-precision expf, not __expf: softmax results are compared against the
@@ -92,6 +103,10 @@
 #define AOT_NUM_GROUPS(d) ((int)get_num_groups(d))
 #define AOT_GLOBAL_ID(d) ((int)get_global_id(d))
 #define AOT_GLOBAL_SIZE(d) ((int)get_global_size(d))
+/* OpenCL C's long is 64 bits on every device (long long is reserved). */
+#define AOT_INDEX long
+#define AOT_GLOBAL_ID64(d) ((AOT_INDEX)get_global_id(d))
+#define AOT_GLOBAL_SIZE64(d) ((AOT_INDEX)get_global_size(d))
 
 #define AOT_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
 #define AOT_EXPF(x) exp(x)

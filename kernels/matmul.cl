@@ -6,13 +6,19 @@
  * time.  Tiles past the edges of the matrices are zero-filled on load and
  * masked on store, so M, N and K are arbitrary (K = 1 included).
  *
+ * The grid is one-dimensional, ceil(M/BM) * ceil(N/BN) groups with the tile
+ * column varying fastest (the order a 2-D grid had): CUDA limits a grid's y
+ * dimension to 65535, which a tall C (M > 65535 * BM) would exceed.  Global
+ * row, column and element indices are AOT_INDEX (64-bit): C may hold more
+ * than 2^31 - 1 elements (46341 x 46341) even though A and B may not.
+ *
  * The host discovers variants by kernel name, matmul_bm*_bn*_bk*_tm*_tn*. */
 #include "aot_portable.h"
 
 /* A branch instead of a masked address keeps an out-of-range element from
  * ever being read, while the caller stays a single expression. */
 AOT_INLINE float aot_load_or_zero(AOT_GLOBAL const float* AOT_RESTRICT p,
-                                  int idx, int ok)
+                                  AOT_INDEX idx, int ok)
 {
     return ok ? p[idx] : 0.0f;
 }
@@ -44,8 +50,11 @@ matmul_bm##BM##_bn##BN##_bk##BK##_tm##TM##_tn##TN(                            \
     const int tx = AOT_LOCAL_ID(0);                                           \
     const int ty = AOT_LOCAL_ID(1);                                           \
     const int tid = ty * TX + tx;                                             \
-    const int row0 = AOT_GROUP_ID(1) * (BM);                                  \
-    const int col0 = AOT_GROUP_ID(0) * (BN);                                  \
+    /* N / BN + (N % BN != 0): ceil without N + BN - 1, which can overflow. */\
+    const int tiles_n = (N) / (BN) + ((N) % (BN) != 0);                       \
+    const int group = AOT_GROUP_ID(0);                                        \
+    const AOT_INDEX row0 = (AOT_INDEX)(group / tiles_n) * (BM);               \
+    const AOT_INDEX col0 = (AOT_INDEX)(group % tiles_n) * (BN);               \
     float acc[TM][TN];                                                        \
     AOT_UNROLL                                                                \
     for (int i = 0; i < (TM); ++i) {                                          \
@@ -53,7 +62,7 @@ matmul_bm##BM##_bn##BN##_bk##BK##_tm##TM##_tn##TN(                            \
         for (int j = 0; j < (TN); ++j)                                        \
             acc[i][j] = 0.0f;                                                 \
     }                                                                         \
-    for (int k0 = 0; k0 < K; k0 += (BK)) {                                    \
+    for (AOT_INDEX k0 = 0; k0 < K; k0 += (BK)) {                              \
         /* Consecutive items load consecutive k of one A row and consecutive  \
          * columns of one B row, so global reads are coalesced. */           \
         AOT_UNROLL                                                            \
@@ -61,7 +70,7 @@ matmul_bm##BM##_bn##BN##_bk##BK##_tm##TM##_tn##TN(                            \
             const int l = tid + it * NT;                                      \
             if (l < (BM) * (BK)) {                                            \
                 const int r = l / (BK), c = l % (BK);                         \
-                const int gr = row0 + r, gc = k0 + c;                         \
+                const AOT_INDEX gr = row0 + r, gc = k0 + c;                   \
                 As[c][r] = aot_load_or_zero(A, gr * K + gc,                   \
                                             gr < M && gc < K);                \
             }                                                                 \
@@ -71,7 +80,7 @@ matmul_bm##BM##_bn##BN##_bk##BK##_tm##TM##_tn##TN(                            \
             const int l = tid + it * NT;                                      \
             if (l < (BK) * (BN)) {                                            \
                 const int r = l / (BN), c = l % (BN);                         \
-                const int gr = k0 + r, gc = col0 + c;                         \
+                const AOT_INDEX gr = k0 + r, gc = col0 + c;                   \
                 Bs[r][c] = aot_load_or_zero(B, gr * N + gc,                   \
                                             gr < K && gc < N);                \
             }                                                                 \
@@ -98,10 +107,10 @@ matmul_bm##BM##_bn##BN##_bk##BK##_tm##TM##_tn##TN(                            \
     }                                                                         \
     AOT_UNROLL                                                                \
     for (int i = 0; i < (TM); ++i) {                                          \
-        const int r = row0 + ty + i * TY;                                     \
+        const AOT_INDEX r = row0 + ty + i * TY;                               \
         AOT_UNROLL                                                            \
         for (int j = 0; j < (TN); ++j) {                                      \
-            const int c = col0 + tx + j * TX;                                 \
+            const AOT_INDEX c = col0 + tx + j * TX;                           \
             if (r < M && c < N)                                               \
                 C[r * N + c] = acc[i][j];                                     \
         }                                                                     \

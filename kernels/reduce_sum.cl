@@ -13,12 +13,14 @@ reduce_sum(int n,
 {
     AOT_LOCAL float sh[REDUCE_WG];
     const int lid = AOT_LOCAL_ID(0);
-    const int stride = AOT_GLOBAL_SIZE(0);
+    const AOT_INDEX stride = AOT_GLOBAL_SIZE64(0);
 
     /* The grid is capped, so each item first folds a strided range serially;
-     * consecutive items touch consecutive elements, keeping loads coalesced. */
+     * consecutive items touch consecutive elements, keeping loads coalesced.
+     * i is 64-bit: its last step goes past n, which for n near 2^31 - 1
+     * would overflow an int and wrap to a negative (out-of-bounds) index. */
     float acc = 0.0f;
-    for (int i = AOT_GLOBAL_ID(0); i < n; i += stride)
+    for (AOT_INDEX i = AOT_GLOBAL_ID64(0); i < n; i += stride)
         acc += x[i];
     sh[lid] = acc;
     AOT_BARRIER();

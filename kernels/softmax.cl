@@ -17,15 +17,17 @@ softmax_rows(int rows, int cols,
      * and PoCL crashes on an early return ahead of a barrier even when the
      * whole group takes it. */
     const int n = (row < rows && cols > 0) ? cols : 0;
-    /* size_t: rows * cols may exceed the int range even when cols does not. */
-    AOT_GLOBAL const float* xr = x + (size_t)row * (size_t)cols;
-    AOT_GLOBAL float* yr = y + (size_t)row * (size_t)cols;
+    /* 64-bit: rows * cols may exceed the int range even when cols does not,
+     * and so may c + SOFTMAX_WG (the column loops' last step) when cols is
+     * near 2^31 - 1. */
+    AOT_GLOBAL const float* xr = x + (AOT_INDEX)row * cols;
+    AOT_GLOBAL float* yr = y + (AOT_INDEX)row * cols;
 
     /* Seeding with the row's first element avoids spelling -INFINITY (it
      * differs between the languages); items with no element of their own
      * (cols < 256) then contribute a value that cannot change the max. */
     float m = n > 0 ? xr[0] : 0.0f;
-    for (int c = lid; c < n; c += SOFTMAX_WG)
+    for (AOT_INDEX c = lid; c < n; c += SOFTMAX_WG)
         m = AOT_FMAXF(m, xr[c]);
     sh[lid] = m;
     AOT_BARRIER();
@@ -40,7 +42,7 @@ softmax_rows(int rows, int cols,
     AOT_BARRIER();
 
     float sum = 0.0f;
-    for (int c = lid; c < n; c += SOFTMAX_WG)
+    for (AOT_INDEX c = lid; c < n; c += SOFTMAX_WG)
         sum += AOT_EXPF(xr[c] - m);
     sh[lid] = sum;
     AOT_BARRIER();
@@ -52,6 +54,6 @@ softmax_rows(int rows, int cols,
     /* One division per item instead of per element. */
     const float inv = 1.0f / sh[0];
 
-    for (int c = lid; c < n; c += SOFTMAX_WG)
+    for (AOT_INDEX c = lid; c < n; c += SOFTMAX_WG)
         yr[c] = AOT_EXPF(xr[c] - m) * inv;
 }

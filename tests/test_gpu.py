@@ -201,5 +201,153 @@ def test_require_aot(py: str, workdir: Path, expect: str) -> None:
     assert "unset AOTKERNELS_REQUIRE_AOT" in msg, msg
 
 
+# --- issue 12: sizes at the edge of 32-bit indexing (item 10), the chosen device only (item 21) -----
+# Each case runs in its own process, so one that kills its CUDA context cannot spoil the next, and
+# the large host buffers (8-17 GiB each) are freed between cases. Needs about 40 GiB of host memory
+# and 17 GiB of GPU memory (an 80 GB H100 is fine).
+
+def run_json(py: str, workdir: Path, body: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    r = run(py, workdir, "-c", textwrap.dedent(body), env=env)
+    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    out: Dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+# The process must be able to go on using the GPU afterwards: CUDA_ERROR_ILLEGAL_ADDRESS kills the context.
+STILL_ALIVE = "float(aotkernels.sum(np.ones(1000, np.float32)))"
+
+
+def test_sum_at_the_top_of_the_int32_range(py: str, workdir: Path) -> None:
+    """2147221505 <= n <= 2**31-1 overflowed reduce_sum's grid-stride loop (CUDA_ERROR_ILLEGAL_ADDRESS)."""
+    out = run_json(py, workdir, f"""
+        import json
+        import numpy as np
+        import aotkernels
+        res = {{}}
+        # zeros with small integers at both ends and the middle: the exact sum proves the last elements were read
+        n = 2147221505
+        x = np.zeros(n, np.float32)
+        x[0], x[n // 2], x[-2], x[-1] = 1, 3, 7, 5
+        res["low_edge"] = aotkernels.sum(x)
+        del x
+        n = 2**31 - 1
+        x = np.ones(n, np.float32)
+        x[-1] = 2**20  # far above the float32 rounding of the rest (ulp 256 near 2**31)
+        res["top"] = aotkernels.sum(x)
+        del x
+        res["alive"] = {STILL_ALIVE}
+        print(json.dumps(res))
+    """)
+    assert out["low_edge"] == 16.0, out
+    want = (2**31 - 2) + 2**20  # float32 tree sums of ones: a relative error of 1e-5 is plenty
+    assert abs(out["top"] - want) <= 1e-5 * want, out
+    assert out["alive"] == 1000.0, out
+
+
+def test_matmul_output_beyond_int32_elements(py: str, workdir: Path) -> None:
+    """46341 x 1 @ 1 x 46341: C has 2147488281 elements, so r * N + c overflowed int."""
+    out = run_json(py, workdir, f"""
+        import json
+        import numpy as np
+        import aotkernels
+        m = n = 46341
+        # small integers: every product is exact in float32, so equality is the right check
+        a = (np.arange(m) % 251 + 1).astype(np.float32).reshape(m, 1)
+        b = (np.arange(n) % 13 + 1).astype(np.float32).reshape(1, n)
+        c = aotkernels.matmul(a, b)
+        ok = c.shape == (m, n)
+        bad_rows = [i for i in range(0, m, 2048) if not np.array_equal(c[i:i + 2048], a[i:i + 2048] * b)]
+        res = {{"shape_ok": ok, "bad_row_blocks": bad_rows[:5], "last": float(c[-1, -1]),
+               "want_last": float(a[-1, 0] * b[0, -1])}}
+        del c
+        res["alive"] = {STILL_ALIVE}
+        print(json.dumps(res))
+    """)
+    assert out["shape_ok"] and out["bad_row_blocks"] == [], out
+    assert out["last"] == out["want_last"] and out["alive"] == 1000.0, out
+
+
+def test_matmul_taller_than_the_cuda_grid_y_limit(py: str, workdir: Path) -> None:
+    """65537 row tiles of 16: a 2-D grid would exceed CUDA's gridDim.y limit of 65535."""
+    out = run_json(py, workdir, f"""
+        import json
+        import numpy as np
+        import aotkernels
+        rng = np.random.default_rng(3)
+        m, k, n = 65536 * 16 + 1, 3, 5
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        res = {{}}
+        for variant in ("matmul_bm16_bn16_bk8_tm1_tn1", None):
+            c = aotkernels.matmul(a, b, variant=variant)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            res[str(variant)] = bool(np.allclose(c, want, rtol=aotkernels.RTOL, atol=aotkernels.ATOL * 10))
+        res["alive"] = {STILL_ALIVE}
+        print(json.dumps(res))
+    """)
+    assert out == {"matmul_bm16_bn16_bk8_tm1_tn1": True, "None": True, "alive": 1000.0}, out
+
+
+def test_softmax_row_of_int32_max_columns(py: str, workdir: Path) -> None:
+    """cols = 2**31-1: the column loops' last step (c + 256) went past the int range."""
+    out = run_json(py, workdir, f"""
+        import json
+        import numpy as np
+        import aotkernels
+        n = 2**31 - 1
+        y = aotkernels.softmax(np.zeros((1, n), np.float32))
+        # every element is computed the same way (exp(0) times one reciprocal), so all are equal
+        res = {{"first": float(y[0, 0]), "last": float(y[0, -1]), "all_equal": bool((y == y[0, 0]).all())}}
+        del y
+        res["alive"] = {STILL_ALIVE}
+        print(json.dumps(res))
+    """)
+    assert out["all_equal"] and out["first"] == out["last"], out
+    assert abs(out["first"] - 1 / (2**31 - 1)) <= 1e-5 / (2**31 - 1), out
+    assert out["alive"] == 1000.0, out
+
+
+def test_saxpy_at_int32_max_elements(py: str, workdir: Path) -> None:
+    out = run_json(py, workdir, f"""
+        import json
+        import numpy as np
+        import aotkernels
+        n = 2**31 - 1
+        x = np.ones(n, np.float32)
+        y = np.zeros(n, np.float32)
+        y[0], y[-1] = 1, 4
+        z = aotkernels.saxpy(2.0, x, y)
+        del x, y
+        res = {{"ends": [float(z[0]), float(z[1]), float(z[-2]), float(z[-1])],
+               "count_of_2": int(np.count_nonzero(z == 2.0))}}
+        del z
+        res["alive"] = {STILL_ALIVE}
+        print(json.dumps(res))
+    """)
+    assert out["ends"] == [3.0, 2.0, 2.0, 6.0] and out["count_of_2"] == 2**31 - 3, out
+    assert out["alive"] == 1000.0, out
+
+
+def test_a_chosen_device_is_the_only_one_judged(py: str, workdir: Path, expect: str) -> None:
+    """AOTKERNELS_DEVICE=cuda:0 with AOTKERNELS_REQUIRE_AOT=1: a PoCL CPU device beside the GPU (no AOT form)
+    must not fail the report; it is listed under left_out. OpenCL is visible here, unlike the other tests."""
+    visible = {"OCL_ICD_VENDORS": os.environ.get("OCL_ICD_VENDORS", "/etc/OpenCL/vendors"),
+               "OCL_ICD_FILENAMES": os.environ.get("OCL_ICD_FILENAMES", "")}
+    everyone = report(py, workdir, env=visible)["devices"]
+    others = [{"device": d["device"], "backend": d["backend"], "index": d["index"]} for d in everyone
+              if (d["backend"], d["index"]) != ("cuda", 0)]
+    env = {**visible, "AOTKERNELS_DEVICE": "cuda:0"}
+    if expect == "aot":
+        env["AOTKERNELS_REQUIRE_AOT"] = "1"
+    rep = report(py, workdir, "--selftest", env=env)
+    assert [(d["backend"], d["index"]) for d in rep["devices"]] == [("cuda", 0)], rep["devices"]
+    assert rep["devices"][0]["mode"] == expect
+    assert rep["left_out"] == others, (rep["left_out"], everyone)
+    check_selftest(rep, py, workdir)  # includes rc 0
+    if others:
+        assert any(n.startswith("AOTKERNELS_DEVICE=cuda:0: only cuda:0 was loaded and judged; left out ")
+                   for n in rep["notes"]), rep["notes"]
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, *sys.argv[1:]]))

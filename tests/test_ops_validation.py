@@ -26,8 +26,8 @@ def no_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any attempt to reach a device loud, so a missing check cannot pass by accident."""
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("validation let the call reach a device")
-    monkeypatch.setattr(ops, "session", refuse)
     monkeypatch.setattr(runtime, "session", refuse)
+    monkeypatch.setattr(runtime, "discover", refuse)
 
 
 def vec(n: int = 8, dtype: Any = f32) -> np.ndarray:
@@ -109,9 +109,10 @@ def test_matmul_mismatched_shapes(a_shape: tuple, b_shape: tuple) -> None:
     assert "a.shape[1] must equal b.shape[0]" in msg
 
 
-def test_too_many_elements_for_32_bit_indexing() -> None:
+def test_too_many_elements_for_32_bit_sizes() -> None:
     huge = np.broadcast_to(np.float32(0), (2**31,))  # no memory behind it
-    with pytest.raises(ValueError, match=r"^x has 2147483648 elements; the kernels index with 32-bit int"):
+    with pytest.raises(ValueError, match=r"^x has 2147483648 elements; the kernels take sizes as 32-bit int "
+                                         r"\(at most 2147483647 elements per array\)"):
         ops.sum(huge)
 
 
@@ -135,3 +136,73 @@ def test_empty_inputs_need_no_device() -> None:
         assert m.shape == want and m.dtype == f32
         assert not m.any()  # k == 0: an empty sum is zero, like NumPy
         np.testing.assert_array_equal(m, np.ones(a_shape, f32) @ np.ones(b_shape, f32))
+
+
+# --- issue 12, item 20: masked arrays, huge scalars, device= values -------------------------------
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: ops.saxpy(2.0, np.ma.masked_array(vec(), mask=[1, 0, 0, 0, 0, 0, 0, 0]), vec()), "x"),
+    (lambda: ops.saxpy(2.0, vec(), np.ma.masked_array(vec())), "y"),
+    (lambda: ops.sum(np.ma.masked_invalid(vec())), "x"),
+    (lambda: ops.softmax(np.ma.masked_array(mat())), "x"),
+    (lambda: ops.matmul(mat(), np.ma.masked_array(mat(4, 2))), "b"),
+])
+def test_masked_array_is_refused_not_unmasked(call: Callable[[], Any], arg: str) -> None:
+    with pytest.raises(TypeError) as info:
+        call()
+    msg = str(info.value)
+    assert msg.startswith(f"{arg} is a numpy masked array") and f"{arg}.filled(" in msg, msg
+
+
+@pytest.mark.parametrize("a", [10**400, -(10**400), 10**39, 1e300, np.float64(-1e39)])
+def test_saxpy_scalar_beyond_float32_is_value_error_naming_a(a: Any) -> None:
+    with pytest.raises(ValueError) as info:
+        ops.saxpy(a, vec(), vec())
+    msg = str(info.value)
+    assert msg.startswith("a is too large for float32 (|a| > 3.4028235e+38)"), msg
+    assert len(msg) < 300  # the digits of 10**400 are not echoed
+
+
+def test_saxpy_scalar_at_float32_max_and_inf_pass_validation() -> None:
+    # they pass the checks and reach the (refused) device, i.e. they are not rejected as too large
+    for a in (float(np.finfo(np.float32).max), np.float32(-3e38), float("inf"), 10**20):
+        with pytest.raises(AssertionError, match="reach a device"):
+            ops.saxpy(a, vec(), vec())
+
+
+@pytest.mark.parametrize("device, got", [(0, "int"), (1, "int"), (True, "bool"), (0.0, "float"),
+                                         (np.int64(0), "int64"), ([0], "list")])
+@pytest.mark.parametrize("call", [
+    lambda d: ops.saxpy(2.0, vec(), vec(), device=d),
+    lambda d: ops.sum(vec(), device=d),
+    lambda d: ops.softmax(mat(), device=d),
+    lambda d: ops.matmul(mat(), mat(4, 2), device=d),
+    lambda d: ops.matmul_variants(device=d),
+    lambda d: ops.sum(np.zeros(0, f32), device=d),  # refused even where no device would be needed
+])
+def test_device_of_wrong_type_is_type_error(call: Callable[[Any], Any], device: Any, got: str) -> None:
+    with pytest.raises(TypeError) as info:
+        call(device)
+    assert str(info.value) == f"device must be {runtime.DEVICE_ARG_HELP}, not {got}"
+
+
+@pytest.mark.parametrize("spec", ["cuda0", "gpu:0", "cuda:", "cuda:-1", "cuda:x", "opencl:0:1", "", "cuda:٠"])
+def test_device_string_of_wrong_form_is_value_error_naming_device(spec: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ops.sum(vec(), device=spec)
+    assert isinstance(info.value, runtime.SettingError)
+    assert str(info.value).startswith(f"aotkernels: device={spec!r} is not a device; write cuda, cuda:N"), info.value
+
+
+@pytest.mark.parametrize("spec, want", [("cuda:0", ("cuda", 0)), ("cuda", ("cuda", 0)), ("OpenCL:12", ("opencl", 12)),
+                                        (" opencl:1 ", ("opencl", 1))])
+def test_device_string_forms(spec: str, want: tuple) -> None:
+    assert runtime.parse_device_spec(spec, "device") == want
+    # a well-formed string passes validation and goes on to look for the device (refused here)
+    with pytest.raises(AssertionError, match="reach a device"):
+        ops.sum(vec(), device=spec)
+
+
+def test_matmul_variant_must_be_a_string() -> None:
+    with pytest.raises(TypeError, match=r"^variant must be a kernel name \(str\)"):
+        ops.matmul(mat(), mat(4, 2), variant=3)  # type: ignore[arg-type]

@@ -12,15 +12,16 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .ops import ATOL, RTOL, matmul, matmul_variants, saxpy, softmax, sum
-from .runtime import (AotKernelsError, AotRequiredError, ImageError, JitFallbackWarning, NoDeviceError, Session,
-                      default_device, discover, manifest, session)
+from .runtime import (AotKernelsError, AotRequiredError, ImageError, JitFallbackWarning, ManifestError, NoDeviceError,
+                      Session, SettingError, default_device, discover, manifest, session)
 from .selection import AOT, JIT, Device, NoImageError
 
 __version__ = "0.1.0"
 
 __all__ = ["saxpy", "sum", "softmax", "matmul", "matmul_variants", "RTOL", "ATOL", "report", "discover",
            "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT", "AotKernelsError",
-           "AotRequiredError", "ImageError", "NoDeviceError", "NoImageError", "JitFallbackWarning"]
+           "AotRequiredError", "ImageError", "ManifestError", "NoDeviceError", "NoImageError", "SettingError",
+           "JitFallbackWarning"]
 
 
 def _device_fields(d: Device) -> Dict[str, Any]:

@@ -1,20 +1,27 @@
 """``python -m aotkernels [--json] [--selftest]``: what was found, what was chosen, and how long it took.
 
-Exit codes: 0 fine; 1 no device found; 2 a device could not load its images or a
-self-test result was wrong.
+Exit codes: 0 fine; 1 no device found (or none matches AOTKERNELS_DEVICE); 2 a device could
+not load its images, a self-test result was wrong, the installed manifest is unusable, or an
+AOTKERNELS_* variable has a value the package does not accept.
+
+With AOTKERNELS_DEVICE set, only the chosen device is loaded, tested and judged; the others
+are listed under ``left_out`` (and as a note in the text report), so a GPU run is not failed
+by, say, a PoCL CPU device that has no AOT form.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import ATOL, RTOL, Session, discover, manifest, matmul, matmul_variants, report, saxpy, softmax
 from . import sum as asum
+from .runtime import DEVICE_ENV, AotKernelsError, NoDeviceError, find_device, require_aot
 
 
 def selftest(session: Session) -> List[Dict[str, Any]]:
@@ -76,14 +83,38 @@ def _text(rep: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _chosen(devices: List[Any], notes: List[str]) -> Tuple[List[Any], List[Dict[str, Any]]]:
+    """The devices to judge (only the one AOTKERNELS_DEVICE names, when set) and the ones left out."""
+    pick = os.environ.get(DEVICE_ENV, "")
+    if not pick.strip():
+        return devices, []
+    chosen = find_device(pick, DEVICE_ENV, devices, notes)
+    left = [{"device": d.name, "backend": d.backend, "index": d.index} for d in devices if d is not chosen]
+    if left:
+        notes.append(f"{DEVICE_ENV}={pick.strip()}: only {chosen.backend}:{chosen.index} was loaded and judged; "
+                     "left out " + ", ".join(f"{d['backend']}:{d['index']} {d['device']}" for d in left))
+    return [chosen], left
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aotkernels", description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--selftest", action="store_true", help="also run every kernel and compare with NumPy")
     args = p.parse_args(argv)
     devices, notes = discover()
-    rep = report(devices)
+    try:
+        require_aot()  # a bad value is one message up front, not one error per device
+        devices, left_out = _chosen(devices, notes)
+        rep = report(devices)
+    except NoDeviceError as exc:  # AOTKERNELS_DEVICE names no device that is present
+        print(exc, file=sys.stderr)
+        return 1
+    except AotKernelsError as exc:  # an unusable manifest, a bad AOTKERNELS_* value
+        print(exc, file=sys.stderr)
+        return 2
     rep["notes"] = notes
+    if os.environ.get(DEVICE_ENV, "").strip():
+        rep["left_out"] = left_out
     failed = any(d.get("error") for d in rep["devices"])
     if args.selftest:
         m = manifest()

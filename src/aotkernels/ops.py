@@ -4,19 +4,26 @@ Inputs must be ``numpy.float32`` arrays of the documented shapes: anything else 
 ``TypeError`` or ``ValueError`` naming the argument, never a silent conversion. Results
 match NumPy within ``RTOL``/``ATOL`` (float32 accumulation; see the README).
 Work-group sizes are the ones the kernels require (``AOT_KERNEL_WG`` in kernels/).
+``device=`` takes None (the default device), a Session, a Device or a string such as
+``"cuda:0"``; anything else is a ``TypeError``, never a silent default.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from .runtime import Session, session
+from .runtime import Session, check_device_arg, resolve_session
 
 RTOL = 1e-4
 ATOL = 1e-5
-_MAX_ELEMENTS = 2**31 - 1  # kernels index with 32-bit int
+# The kernels take element counts and matrix dimensions as 32-bit int parameters (their
+# index arithmetic is 64-bit where products of sizes appear, so no accepted size overflows).
+_MAX_ELEMENTS = 2**31 - 1
+_MAX_GROUPS = 2**31 - 1  # CUDA's grid x dimension (all launches here are 1-D grids of groups)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _WG = 256
 _REDUCE_MAX_GROUPS = 1024
 _MATMUL = re.compile(r"^matmul_bm(\d+)_bn(\d+)_bk(\d+)_tm(\d+)_tn(\d+)$")
@@ -25,12 +32,17 @@ _MATMUL = re.compile(r"^matmul_bm(\d+)_bn(\d+)_bk(\d+)_tm(\d+)_tn(\d+)$")
 def _array(name: str, value: Any, ndim: int) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of float32, not {type(value).__name__}")
+    if isinstance(value, np.ma.MaskedArray):
+        # the kernels would read the masked-out values as data: refuse rather than drop the mask
+        raise TypeError(f"{name} is a numpy masked array; the kernels cannot honour its mask. Pass a plain array: "
+                        f"{name}.filled(value) to replace masked elements, or {name}.compressed() to drop them")
     if value.dtype != np.float32:
         raise TypeError(f"{name} must have dtype float32, not {value.dtype}; convert with {name}.astype(numpy.float32)")
     if value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {value.shape}")
     if value.size > _MAX_ELEMENTS:
-        raise ValueError(f"{name} has {value.size} elements; the kernels index with 32-bit int (max {_MAX_ELEMENTS})")
+        raise ValueError(f"{name} has {value.size} elements; the kernels take sizes as 32-bit int "
+                         f"(at most {_MAX_ELEMENTS} elements per array)")
     return np.ascontiguousarray(value)
 
 
@@ -38,10 +50,31 @@ def _groups(n: int, per: int) -> int:
     return max((n + per - 1) // per, 1)
 
 
-def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Optional[Session] = None) -> np.ndarray:
+def _scalar_f32(name: str, value: Any) -> float:
+    """A real number as the float the kernel receives (C float): one outside float32's range is refused."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond float64; its digits are not printed (there may be millions)
+        out = math.inf
+    else:
+        if not math.isfinite(out):
+            return out  # inf and nan are float32 values too, and behave as in NumPy
+    if abs(out) > _FLOAT32_MAX:
+        raise ValueError(f"{name} is too large for float32 (|{name}| > {_FLOAT32_MAX:.8g}); "
+                         f"pass a value within float32's range, or numpy.float32('inf') if infinity is meant")
+    return out
+
+
+def _session(device: Any) -> Session:
+    return resolve_session(device, "device")
+
+
+def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Any = None) -> np.ndarray:
     """Return ``a * x + y`` (x, y: 1-D float32 of equal length)."""
-    if not isinstance(a, (int, float, np.floating, np.integer)) or isinstance(a, bool):
-        raise TypeError(f"a must be a real number, not {type(a).__name__}")
+    check_device_arg(device)
+    a_f = _scalar_f32("a", a)
     x = _array("x", x, 1)
     y = _array("y", y, 1)
     if x.shape != y.shape:
@@ -49,19 +82,20 @@ def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Optional[Session] =
     n = x.size
     if n == 0:
         return y.copy()
-    s = device or session()
+    s = _session(device)
     bx, by = s.upload(x.tobytes()), s.upload(y.tobytes())
-    s.launch("saxpy", "saxpy", (_groups(n, _WG),), (_WG,), [("i", n), ("f", float(a)), ("b", bx), ("b", by)])
+    s.launch("saxpy", "saxpy", (_groups(n, _WG),), (_WG,), [("i", n), ("f", a_f), ("b", bx), ("b", by)])
     return np.frombuffer(s.download(by, y.nbytes), dtype=np.float32).copy()
 
 
-def sum(x: np.ndarray, *, device: Optional[Session] = None) -> float:  # noqa: A001 - mirrors numpy.sum
+def sum(x: np.ndarray, *, device: Any = None) -> float:  # noqa: A001 - mirrors numpy.sum
     """Return the sum of a 1-D float32 array (two-pass work-group tree reduction)."""
+    check_device_arg(device)
     x = _array("x", x, 1)
     n = x.size
     if n == 0:
         return 0.0
-    s = device or session()
+    s = _session(device)
     groups = min(_groups(n, _WG), _REDUCE_MAX_GROUPS)
     bx, partial, total = s.upload(x.tobytes()), s.empty(4 * groups), s.empty(4)
     s.launch("reduce_sum", "reduce_sum", (groups,), (_WG,), [("i", n), ("b", bx), ("b", partial)])
@@ -69,21 +103,22 @@ def sum(x: np.ndarray, *, device: Optional[Session] = None) -> float:  # noqa: A
     return float(np.frombuffer(s.download(total, 4), dtype=np.float32)[0])
 
 
-def softmax(x: np.ndarray, *, device: Optional[Session] = None) -> np.ndarray:
+def softmax(x: np.ndarray, *, device: Any = None) -> np.ndarray:
     """Row-wise, numerically stable softmax of a 2-D float32 array."""
+    check_device_arg(device)
     x = _array("x", x, 2)
     rows, cols = x.shape
     if x.size == 0:
         return x.copy()
-    s = device or session()
+    s = _session(device)
     bx, by = s.upload(x.tobytes()), s.empty(x.nbytes)
     s.launch("softmax", "softmax_rows", (rows,), (_WG,), [("i", rows), ("i", cols), ("b", bx), ("b", by)])
     return np.frombuffer(s.download(by, x.nbytes), dtype=np.float32).reshape(rows, cols).copy()
 
 
-def matmul_variants(device: Optional[Session] = None) -> List[str]:
+def matmul_variants(device: Any = None) -> List[str]:
     """Names of the instantiated tile configurations (from the installed manifest)."""
-    s = device or session()
+    s = _session(device)
     return list(s.manifest.kernels.get("matmul", []))
 
 
@@ -104,8 +139,12 @@ def _pick_variant(names: List[str], m: int, n: int) -> str:
     return max(names, key=score)
 
 
-def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, device: Optional[Session] = None) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, device: Any = None) -> np.ndarray:
     """Return ``a @ b`` for 2-D float32 arrays; ``variant`` picks a tile configuration."""
+    check_device_arg(device)
+    if variant is not None and not isinstance(variant, str):
+        raise TypeError(f"variant must be a kernel name (str) from aotkernels.matmul_variants(), "
+                        f"not {type(variant).__name__}")
     a = _array("a", a, 2)
     b = _array("b", b, 2)
     if a.shape[1] != b.shape[0]:
@@ -116,15 +155,21 @@ def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, devic
         return np.zeros((m, n), dtype=np.float32)
     if k == 0:
         return np.zeros((m, n), dtype=np.float32)
-    s = device or session()
+    s = _session(device)
     names = matmul_variants(s)
     if variant is None:
         variant = _pick_variant(names, m, n)
     elif variant not in names:
         raise ValueError(f"variant {variant!r} is not in this package; choose one of aotkernels.matmul_variants()")
     bm, bn, _, tm, tn = _tiles(variant)
+    # One linear grid of tiles, columns fastest (kernels/matmul.cl): CUDA's grid y limit of
+    # 65535 would otherwise cap the rows at 65535 * bm.
+    tiles = _groups(n, bn) * _groups(m, bm)
+    if tiles > _MAX_GROUPS:
+        raise ValueError(f"a @ b of shape ({m}, {n}) needs {tiles} tiles of {bm}x{bn} with variant {variant!r}, "
+                         f"more than the {_MAX_GROUPS} work-groups one launch can have; use a variant with larger "
+                         "tiles or split the product")
     ba, bb, bc = s.upload(a.tobytes()), s.upload(b.tobytes()), s.empty(4 * m * n)
     local = (bn // tn, bm // tm)
-    groups = (_groups(n, bn), _groups(m, bm))
-    s.launch("matmul", variant, groups, local, [("i", m), ("i", n), ("i", k), ("b", ba), ("b", bb), ("b", bc)])
+    s.launch("matmul", variant, (tiles, 1), local, [("i", m), ("i", n), ("i", k), ("b", ba), ("b", bb), ("b", bc)])
     return np.frombuffer(s.download(bc, 4 * m * n), dtype=np.float32).reshape(m, n).copy()

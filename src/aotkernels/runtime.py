@@ -2,7 +2,9 @@
 
 Only the chosen image of a module is read from disk, and it is checked against the
 manifest's size and sha256 before any driver sees it, so a damaged file is reported by
-name instead of crashing inside a driver.
+name instead of crashing inside a driver. The manifest is input too (an installed package
+can be edited): it is validated as a whole when loaded, image paths must stay inside the
+images folder, and only regular files are opened, never a FIFO or a device that would block.
 """
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ import hashlib
 import importlib
 import json
 import os
+import re
+import stat
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .selection import (AOT, JIT, Choice, Device, Image, NoImageError, aot_fix, choose, decode_intel_ip,
                         group_by_module)
@@ -35,6 +39,14 @@ class NoDeviceError(AotKernelsError):
 
 class ImageError(AotKernelsError):
     """An image file is missing, damaged, or rejected by the driver."""
+
+
+class ManifestError(ImageError):
+    """images/manifest.json is missing, unreadable, or not the document the package wrote."""
+
+
+class SettingError(AotKernelsError, ValueError):
+    """An AOTKERNELS_* environment variable has a value the package does not accept."""
 
 
 class AotRequiredError(AotKernelsError):
@@ -63,15 +75,142 @@ class Manifest:
     @classmethod
     def load(cls, folder: Path = IMAGES_DIR) -> "Manifest":
         path = folder / "manifest.json"
+
+        def bad(problem: str) -> ManifestError:
+            return ManifestError(f"aotkernels: {path}: {problem}; reinstall the package")
+
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            raw = _read_regular(path, _MANIFEST_MAX_BYTES)
         except FileNotFoundError:
-            raise ImageError(f"aotkernels: {path} is missing; the package is incomplete, reinstall it") from None
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"aotkernels: {path} is unreadable ({exc}); reinstall the package") from None
-        return cls(images=group_by_module(doc.get("images", [])), targets=doc.get("targets", []),
-                   all_targets=doc.get("all_targets", doc.get("targets", [])), toolchains=doc.get("toolchains", {}),
-                   kernels={m: list(v.get("kernels", [])) for m, v in doc.get("modules", {}).items()})
+            raise ManifestError(f"aotkernels: {path} is missing; the package is incomplete, reinstall it") from None
+        except _NotRegular as exc:
+            raise bad(str(exc)) from None
+        except OSError as exc:
+            raise bad(f"cannot be read ({exc.strerror})") from None
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise bad(f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except ValueError as exc:  # json.JSONDecodeError: its message gives line and column
+            raise bad(f"is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise bad("is not valid JSON (nested too deeply)") from None
+        images, modules = _validate_manifest(doc, bad)
+        targets = doc.get("targets", [])
+        return cls(images=group_by_module(images), targets=targets,
+                   all_targets=doc.get("all_targets", targets), toolchains=doc.get("toolchains", {}),
+                   kernels={m: list(v["kernels"]) for m, v in modules.items()})
+
+
+# The manifest of the full matrix is a few tens of KiB; anything near this is not one the build wrote.
+_MANIFEST_MAX_BYTES = 16 * 2**20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_IMAGE_FIELDS = ("module", "backend", "device", "resolved", "form", "path")
+
+
+class _NotRegular(OSError):
+    """The path names a FIFO, device, socket or folder: opening or reading it could block forever."""
+
+
+def _read_regular(path: Path, limit: int, expect: Optional[int] = None) -> bytes:
+    """Read a regular file of at most ``limit`` bytes (exactly ``expect`` when given).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat
+    then refuses anything that is not a regular file before a single byte is read, and the
+    read is bounded so a file that grows meanwhile cannot make it unbounded.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(f"is not a regular file (mode {stat.filemode(st.st_mode)})")
+        if expect is not None and st.st_size != expect:
+            raise _SizeMismatch(st.st_size)
+        if st.st_size > limit:
+            raise _NotRegular(f"is {st.st_size} bytes, more than the {limit} allowed")
+        chunks: List[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise _NotRegular(f"grew past {limit} bytes while being read")
+    return data
+
+
+class _SizeMismatch(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def image_path_problem(rel: Any) -> Optional[str]:
+    """Why ``rel`` cannot be an image path (None if it can): relative, no '..', plain characters."""
+    if not isinstance(rel, str) or not rel:
+        return "must be a non-empty string"
+    if "\0" in rel or "\\" in rel or any(ord(ch) < 32 for ch in rel):
+        return "contains a NUL, backslash or control character"
+    if rel.startswith("/"):
+        return "is absolute; image paths are relative to the images folder"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return "has an empty, '.' or '..' component; image paths must stay inside the images folder"
+    return None
+
+
+def _validate_manifest(doc: Any, bad: Callable[[str], ManifestError]
+                       ) -> Tuple[List[Mapping[str, Any]], Dict[str, Mapping[str, Any]]]:
+    """Check the manifest's shape field by field; ``bad(problem)`` makes the error to raise."""
+    if not isinstance(doc, dict):
+        raise bad(f"must hold a JSON object, not {type(doc).__name__ if doc is not None else 'null'}")
+    for key in ("images", "modules"):
+        if key not in doc:
+            raise bad(f"lacks the key {key!r}")
+    images, modules = doc["images"], doc["modules"]
+    if not isinstance(images, list) or not images:
+        raise bad("'images' must be a non-empty list")
+    if not isinstance(modules, dict):
+        raise bad("'modules' must be an object mapping module names to {\"kernels\": [...]}")
+    for name, mod in modules.items():
+        kernels = mod.get("kernels") if isinstance(mod, dict) else None
+        if not isinstance(kernels, list) or not all(isinstance(k, str) and k for k in kernels):
+            raise bad(f"modules[{str(name)[:100]!r}] must be an object whose 'kernels' is a list of kernel names")
+    for key in ("targets", "all_targets"):
+        value = doc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                                  for t in value):
+            raise bad(f"{key!r} must be a list of objects with a 'name'")
+    if not isinstance(doc.get("toolchains", {}), dict):
+        raise bad("'toolchains' must be an object")
+    for i, entry in enumerate(images):
+        where = f"images[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(f"{where} must be an object, not {type(entry).__name__}")
+        for key in (*_IMAGE_FIELDS, "sha256", "bytes"):
+            if key not in entry:
+                raise bad(f"{where} lacks the key {key!r}")
+        for key in _IMAGE_FIELDS:
+            if not isinstance(entry[key], str) or not entry[key]:
+                raise bad(f"{where}.{key} must be a non-empty string")
+        problem = image_path_problem(entry["path"])
+        if problem:
+            raise bad(f"{where}.path {entry['path'][:200]!r} {problem}")
+        if not isinstance(entry["sha256"], str) or not _SHA256.match(entry["sha256"]):
+            raise bad(f"{where}.sha256 must be 64 lowercase hex digits (every image is checked against it)")
+        if not _is_int(entry["bytes"]) or entry["bytes"] < 0:
+            raise bad(f"{where}.bytes must be a non-negative integer")
+        if entry["module"] not in modules:
+            raise bad(f"{where}.module {entry['module'][:100]!r} is not listed under 'modules'")
+    return images, modules
 
 
 _manifest: Optional[Manifest] = None
@@ -155,18 +294,73 @@ def _warn_jit_once(device: Device, choice: Choice, targets: Sequence[Dict[str, A
         "The driver caches JIT results (see README, 'JIT caches')."), stacklevel=3)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def require_aot() -> bool:
-    return os.environ.get(REQUIRE_AOT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """AOTKERNELS_REQUIRE_AOT as a switch; a value it does not know is an error, never "off".
+
+    Failing closed matters here: the variable exists to prove that AOT code ran, so a typo
+    such as ``2`` or ``y`` must not quietly allow JIT.
+    """
+    raw = os.environ.get(REQUIRE_AOT_ENV)
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingError(f"aotkernels: {REQUIRE_AOT_ENV}={raw[:40]!r} is not a switch value; use 1/true/yes/on to "
+                       f"refuse JIT, or 0/false/no/off or leave it unset to allow it")
+
+
+_DEVICE_SPEC = re.compile(r"^(cuda|opencl)(?::([0-9]{1,6}))?$")
+
+
+def parse_device_spec(text: str, what: str) -> Tuple[str, int]:
+    """``cuda``, ``cuda:1``, ``opencl:0`` -> (backend, index); ``what`` names the source in the error."""
+    m = _DEVICE_SPEC.match(text.strip().lower())
+    if m is None:
+        raise SettingError(f"aotkernels: {what}={text[:40]!r} is not a device; write cuda, cuda:N, opencl or "
+                           "opencl:N (python -m aotkernels lists the devices and their numbers)")
+    return m.group(1), int(m.group(2) or 0)
+
+
+def find_device(spec: str, what: str, devices: Sequence[Device], notes: Sequence[str] = ()) -> Device:
+    backend, index = parse_device_spec(spec, what)
+    for d in devices:
+        if d.backend == backend and d.index == index:
+            return d
+    found = ", ".join(f"{d.backend}:{d.index} {d.name}" for d in devices) or "no device at all"
+    raise NoDeviceError(f"aotkernels: {what}={spec!r} matches none of: {found}"
+                        + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
+    """The image's bytes, from a regular file inside ``folder`` whose size and sha256 match the manifest."""
     path = folder / image.path
+    problem = image_path_problem(image.path)
+    if problem is None:
+        # a symlink (of the file or a folder on the way) must not lead out of the images folder
+        real, root = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+        if root not in real.parents:
+            problem = f"resolves to {real}, outside the images folder {root}"
+    if problem is not None:
+        raise ImageError(f"aotkernels: the manifest's image path {image.path[:200]!r} {problem}; "
+                         "reinstall the package")
+    if not _SHA256.match(image.sha256):
+        raise ImageError(f"aotkernels: the manifest gives image file {path} no valid sha256; reinstall the package")
     try:
-        data = path.read_bytes()
+        data = _read_regular(real, image.bytes, expect=image.bytes)
+    except _SizeMismatch as exc:
+        raise ImageError(
+            f"aotkernels: image file {path} is damaged or truncated: the manifest says {image.bytes} bytes, "
+            f"the file has {exc.size} bytes; reinstall the package") from None
     except OSError as exc:
-        raise ImageError(f"aotkernels: image file {path} cannot be read ({exc.strerror}); reinstall the package") from None
+        why = str(exc) if isinstance(exc, _NotRegular) else f"cannot be read ({exc.strerror})"
+        raise ImageError(f"aotkernels: image file {path} {why}; reinstall the package") from None
     digest = hashlib.sha256(data).hexdigest()
-    if len(data) != image.bytes or (image.sha256 and digest != image.sha256):
+    if len(data) != image.bytes or digest != image.sha256:
         raise ImageError(
             f"aotkernels: image file {path} is damaged or truncated: the manifest says {image.bytes} bytes "
             f"with sha256 {image.sha256[:16]}..., the file has {len(data)} bytes with sha256 {digest[:16]}...; "
@@ -196,9 +390,10 @@ class Session:
         loaded = self._modules.get(name)
         if loaded is not None:
             return loaded
+        strict = require_aot()  # read before choosing, so a bad value fails on every path, AOT included
         choice = self.choose(name)
         if choice.mode == JIT:
-            if require_aot():
+            if strict:
                 fix = aot_fix(self.device, self.manifest.all_targets)
                 raise AotRequiredError(
                     f"aotkernels: {REQUIRE_AOT_ENV}=1 but kernel module {name!r} has no AOT image for "
@@ -236,14 +431,25 @@ class Session:
 
     def launch(self, module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, ...],
                args: List[Tuple[str, Any]]) -> None:
+        listed = self.manifest.kernels.get(module)
+        if listed is not None and kernel not in listed:
+            raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for module "
+                             f"{module!r} ({', '.join(listed) or 'none'}); reinstall the package")
         loaded = self.module(module)
-        if self.device.backend == "cuda":
-            grid = tuple(groups) + (1,) * (3 - len(groups))
-            block = tuple(local) + (1,) * (3 - len(local))
-            self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, args)
-        else:
-            global_size = tuple(g * l for g, l in zip(groups, local))
-            self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), args)
+        try:
+            if self.device.backend == "cuda":
+                grid = tuple(groups) + (1,) * (3 - len(groups))
+                block = tuple(local) + (1,) * (3 - len(local))
+                self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, args)
+            else:
+                global_size = tuple(g * l for g, l in zip(groups, local))
+                self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), args)
+        except RuntimeError as exc:
+            # The manifest lists the kernel but the image lacks it: say which file, not the driver's code.
+            if str(exc).startswith(("cuModuleGetFunction failed", "clCreateKernel failed")):
+                raise ImageError(f"aotkernels: kernel {kernel!r} is not in image file {loaded.file} although the "
+                                 f"manifest lists it for module {module!r} ({exc}); reinstall the package") from None
+            raise
 
 
 _sessions: Dict[Tuple[str, int], Session] = {}
@@ -258,14 +464,9 @@ def default_device() -> Device:
     devices, notes = discover()
     if not devices:
         raise NoDeviceError("aotkernels: no device found. " + "; ".join(notes))
-    pick = os.environ.get(DEVICE_ENV, "").strip()
-    if pick:
-        backend, _, idx = pick.partition(":")
-        match = [d for d in devices if d.backend == backend and str(d.index) == (idx or "0")]
-        if not match:
-            raise NoDeviceError(f"aotkernels: {DEVICE_ENV}={pick!r} matches none of: "
-                                + ", ".join(f"{d.backend}:{d.index} {d.name}" for d in devices))
-        _default = match[0]
+    pick = os.environ.get(DEVICE_ENV, "")
+    if pick.strip():
+        _default = find_device(pick, DEVICE_ENV, devices)
     else:
         rank = {"cuda": 0}
         _default = sorted(devices, key=lambda d: (rank.get(d.backend, 1), 0 if d.is_intel else 1, d.index))[0]
@@ -280,5 +481,37 @@ def session(device: Optional[Device] = None) -> Session:
     return _sessions[key]
 
 
+DEVICE_ARG_HELP = ("None (the default device), an aotkernels.Session, an aotkernels.Device, "
+                   "or a string such as 'cuda:0' or 'opencl:1'")
+
+
+def check_device_arg(device: object, name: str = "device") -> None:
+    """Refuse a ``device=`` value that is not one of the accepted kinds, touching no driver.
+
+    ``device=0`` used to be falsy and so silently meant "the default device"; an int is refused
+    rather than guessed at (CUDA's 0 and OpenCL's 0 are different devices).
+    """
+    if device is None or isinstance(device, (Session, Device)):
+        return
+    if isinstance(device, str):
+        parse_device_spec(device, name)
+        return
+    raise TypeError(f"{name} must be {DEVICE_ARG_HELP}, not {type(device).__name__}")
+
+
+def resolve_session(device: object, name: str = "device") -> Session:
+    """The session for a ``device=`` argument (see check_device_arg)."""
+    check_device_arg(device, name)
+    if isinstance(device, Session):
+        return device
+    if isinstance(device, Device):
+        return session(device)
+    if isinstance(device, str):
+        devices, notes = discover()
+        return session(find_device(device, name, devices, notes))
+    return session()
+
+
 __all__ = ["AOT", "JIT", "NoImageError", "Session", "session", "discover", "default_device", "manifest",
-           "AotKernelsError", "ImageError", "AotRequiredError", "NoDeviceError", "JitFallbackWarning"]
+           "resolve_session", "check_device_arg", "AotKernelsError", "ImageError", "ManifestError", "SettingError",
+           "AotRequiredError", "NoDeviceError", "JitFallbackWarning"]
