@@ -127,6 +127,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 SUBCOMMANDS: dict[str, str] = {
     "sizes": "build_tools.sizes",
     "merge": "build_tools.merge",
+    "gather": "build_tools.gather",
     "ci-matrix": "build_tools.ci_matrix",
     "repair": "build_tools.repair",
 }

@@ -56,10 +56,11 @@ def _load_yaml(path: Path) -> dict:
 # Workflows and configuration
 
 
+@pytest.mark.parametrize("schema", ["vendor.github-workflows", "custom.github-workflows-require-timeout"])
 @pytest.mark.parametrize("name", ["ci.yml", "release.yml"])
-def test_workflow_is_valid_against_githubs_schema(name: str) -> None:
-    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
-                             str(WORKFLOWS / name)], capture_output=True, text=True)
+def test_workflow_is_valid_against_githubs_schema(name: str, schema: str) -> None:
+    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", schema, str(WORKFLOWS / name)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -71,81 +72,220 @@ def test_no_expression_reaches_a_shell(name: str) -> None:
             assert "${{" not in step.get("run", ""), f"{name}: job {job_name}: step {step.get('name')!r}"
 
 
-def test_release_job_matrix_is_matrix_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    flow = _load_yaml(WORKFLOWS / "release.yml")
-    assert flow["on"] == {"push": {"tags": ["v*"]}}
-    jobs = flow["jobs"]
-    # The job matrix is read from the first job's output, never written out by hand.
-    assert jobs["wheel"]["strategy"]["matrix"] == {"include": "${{ fromJSON(needs.matrix.outputs.include) }}"}
-    assert jobs["wheel"]["needs"] == "matrix"
-    assert jobs["matrix"]["outputs"]["include"] == "${{ steps.jobs.outputs.include }}"
-    step = next(s for s in jobs["matrix"]["steps"] if s.get("id") == "jobs")
-    args = step["run"].split()
-    assert args[:3] == ["python", "build_tools/build.py", "ci-matrix"] and "--github-output" in args
-    build_step = next(s for s in jobs["wheel"]["steps"] if "cibuildwheel" in s.get("run", "") and "env" in s)
-    assert build_step["env"]["AOT_DEVLIST"] == "${{ matrix.devices }}"
+_FROM_JSON = re.compile(r"^\$\{\{\s*fromJSON\(\s*needs\.([\w-]+)\.outputs\.([\w-]+)\s*\)\s*\}\}$")
+_STEP_OUTPUT = re.compile(r"^\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}$")
 
-    # Run the step's command as the runner would and compare with matrix.yaml.
-    output = tmp_path / "github_output"
-    assert main([*args[2:], "--matrix", str(ROOT / "matrix.yaml")], env={"GITHUB_OUTPUT": str(output)}) == 0
-    printed = json.loads(capsys.readouterr().out)
-    key, _, value = output.read_text().strip().partition("=")
-    assert key == "include" and json.loads(value) == printed
+
+def _github_outputs(path: Path) -> dict[str, str]:
+    """Parse a $GITHUB_OUTPUT file as the runner does: name=value lines and name<<DELIM blocks."""
+    out: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            j = lines.index(delim, i + 1)
+            out[name] = "\n".join(lines[i + 1:j])
+            i = j + 1
+        else:
+            name, sep, value = line.partition("=")
+            assert sep, f"malformed GITHUB_OUTPUT line {line!r}"
+            out[name] = value
+            i += 1
+    return out
+
+
+def _run_step(step: dict, github_output: Path) -> None:
+    """Run a step's `python build_tools/build.py ...` command the way the runner would."""
+    args = step["run"].split()
+    assert args[:2] == ["python", "build_tools/build.py"], step["run"]
+    subprocess.run([sys.executable, *args[1:]], cwd=ROOT, check=True, capture_output=True, text=True,
+                   env=_env(GITHUB_OUTPUT=str(github_output)))
+
+
+def _matrix_jobs(flow: dict) -> dict[str, tuple[str, str]]:
+    """Jobs whose strategy.matrix.include is fromJSON(needs.X.outputs.Y): job -> (X, Y)."""
+    found = {}
+    for name, job in flow["jobs"].items():
+        include = job.get("strategy", {}).get("matrix", {}).get("include")
+        if isinstance(include, str):
+            m = _FROM_JSON.match(include.strip())
+            assert m, f"job {name}: matrix include {include!r} is not fromJSON(needs.<job>.outputs.<name>)"
+            found[name] = (m.group(1), m.group(2))
+    return found
+
+
+def test_release_job_matrices_have_the_shape_github_requires(tmp_path: Path) -> None:
+    """The ci-matrix output, put where the workflow's own strategy.matrix expressions put it."""
+    flow = _load_yaml(WORKFLOWS / "release.yml")
+    jobs = flow["jobs"]
+    matrix_jobs = _matrix_jobs(flow)
+    assert {"images", "wheels"} <= set(matrix_jobs), matrix_jobs
+    substituted = json.loads(json.dumps(flow))
+    for job_name, (producer, output) in matrix_jobs.items():
+        needs = jobs[job_name]["needs"]
+        assert producer in ([needs] if isinstance(needs, str) else needs), f"{job_name} must need {producer}"
+        m = _STEP_OUTPUT.match(jobs[producer]["outputs"][output].strip())
+        assert m, jobs[producer]["outputs"][output]
+        step = next(s for s in jobs[producer]["steps"] if s.get("id") == m.group(1))
+        github_output = tmp_path / f"{job_name}.github_output"
+        _run_step(step, github_output)
+        value = json.loads(_github_outputs(github_output)[m.group(2)])  # fromJSON(...)
+        # GitHub's runner schema: include is a sequence of mappings of scalars.
+        assert isinstance(value, list) and value, f"{job_name}: include must be a non-empty list, got {type(value)}"
+        assert all(isinstance(e, dict) and all(isinstance(v, (str, int, float, bool)) for v in e.values())
+                   for e in value), value
+        substituted["jobs"][job_name]["strategy"]["matrix"]["include"] = value
+        # Every matrix.<key> the job reads exists in every entry.
+        expressions = re.findall(r"\$\{\{(.*?)\}\}", json.dumps(jobs[job_name]))
+        read = {k for e in expressions  # string literals ('matrix.yaml') aside
+                for k in re.findall(r"\bmatrix\.([A-Za-z_][\w-]*)", re.sub(r"'[^']*'", "", e))}
+        assert read, job_name
+        for entry in value:
+            assert read <= set(entry), f"{job_name}: {sorted(read - set(entry))} missing from {entry}"
+    # The substituted workflow is still valid (include as a list of mappings).
+    path = tmp_path / "release-substituted.json"
+    path.write_text(json.dumps(substituted))
+    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # What the lists hold, against matrix.yaml: one images job per target plus the portable forms;
+    # one wheels job per flavour (each target, JIT-only, fat) and architecture.
     m = matrix_mod.load(ROOT / "matrix.yaml")
+    images = substituted["jobs"]["images"]["strategy"]["matrix"]["include"]
     want = [{"target": t.name, "devices": ",".join(d.requested for d in t.devices),
              "slug": wheels.slug(d.key for d in t.devices)} for t in m.targets]
     want.append({"target": ci_matrix.JIT_ENTRY_NAME, "devices": "none", "slug": "jit"})
-    assert printed["include"] == want
-    # Every job's wheel label is distinct, so artifact names never collide.
-    assert len({j["slug"] for j in printed["include"]}) == len(printed["include"])
+    assert images == want
+    wheel_jobs = substituted["jobs"]["wheels"]["strategy"]["matrix"]["include"]
+    assert len(wheel_jobs) == (len(m.targets) + 2) * 2
+    assert {(j["slug"], j["arch"]) for j in wheel_jobs} == {(s, a) for s in [*(j["slug"] for j in want), "fat"]
+                                                           for a in ("x86_64", "aarch64")}
+    assert next(j for j in wheel_jobs if j["slug"] == "fat")["devices"] == ""
+    assert len({j["slug"] for j in images}) == len(images)
 
 
-def test_release_publishes_with_trusted_publishing() -> None:
-    jobs = _load_yaml(WORKFLOWS / "release.yml")["jobs"]
-    publish = jobs["publish"]
+def test_ci_matrix_without_github_output_variable_is_an_input_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ci-matrix", "--matrix", str(ROOT / "matrix.yaml"), "--github-output"], env={}) == 2
+    assert "$GITHUB_OUTPUT is not set" in capsys.readouterr().err
+
+
+_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "release.yml"])
+def test_actions_are_pinned_by_commit_with_the_tag_in_a_comment(name: str) -> None:
+    lines = [ln for ln in (WORKFLOWS / name).read_text(encoding="utf-8").splitlines() if _USES.match(ln)]
+    assert lines
+    for line in lines:
+        ref, rest = _USES.match(line).groups()  # type: ignore[union-attr]
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref), f"{name}: not pinned by commit: {line.strip()}"
+        assert re.fullmatch(r"\s*#\s*v\d+(\.\d+)*\s*", rest), f"{name}: no '# vX.Y.Z' tag comment: {line.strip()}"
+
+
+def test_release_workflow_hygiene() -> None:
+    flow = _load_yaml(WORKFLOWS / "release.yml")
+    assert set(flow["on"]) == {"push", "workflow_dispatch"} and flow["on"]["push"] == {"tags": ["v*"]}
+    assert flow["concurrency"]["group"].startswith("release-") and flow["concurrency"]["cancel-in-progress"] is False
+    assert flow["permissions"] == {"contents": "read"}
+    for name, job in flow["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), f"job {name} has no timeout-minutes"
+        perms = job.get("permissions", {})
+        if "id-token" in perms:
+            assert name.startswith("publish-"), f"job {name} must not get id-token"
+    jobs = flow["jobs"]
+    # Images on plain runners (Debian 12 container: the OS dev and CI use, so pins.toml holds);
+    # wheels only from the gathered images; PyPI by trusted publishing, skip-existing on.
+    assert jobs["images"]["runs-on"] == "ubuntu-24.04" and jobs["images"]["container"].startswith("debian:bookworm")
+    images_run = " ".join(s.get("run", "") for s in jobs["images"]["steps"])
+    assert "./dev.sh build --images-only" in images_run
+    assert jobs["images"]["env"]["AOT_DEVLIST"] == "${{ matrix.devices }}"
+    assert "gather sets/* --matrix matrix.yaml --require-all" in " ".join(s.get("run", "") for s in jobs["gather"]["steps"])
+    cibw = next(s for s in jobs["wheels"]["steps"] if "cibuildwheel --platform" in s.get("run", ""))
+    assert cibw["env"]["AOT_PREBUILT_IMAGES"].startswith("/project/")
+    assert cibw["env"]["CIBW_ARCHS"] == "${{ matrix.arch }}" and jobs["wheels"]["runs-on"] == "${{ matrix.runner }}"
+    publish = jobs["publish-pypi"]
     assert publish["permissions"] == {"id-token": "write"}
-    assert publish["environment"]["name"] == "pypi"
-    assert any(s.get("uses", "").startswith("pypa/gh-action-pypi-publish@") for s in publish["steps"])
-    merge = jobs["merge"]
-    run = " ".join(s.get("run", "") for s in merge["steps"])
-    assert "build_tools/build.py merge raw/*.whl" in run and "--require-all" in run
-    assert "GITHUB_STEP_SUMMARY" in run
-    # The per-target job keeps the raw wheel where the merge job downloads it from.
-    wheel_steps = jobs["wheel"]["steps"]
-    uploads = [s["with"]["name"] for s in wheel_steps if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert uploads == ["wheel-${{ matrix.slug }}", "raw-${{ matrix.slug }}"]
+    uploads = [s for s in publish["steps"] if s.get("uses", "").startswith("pypa/gh-action-pypi-publish@")]
+    assert uploads and all(s["with"]["skip-existing"] is True for s in uploads)
+    dry = next(s for s in uploads if s.get("if") == "github.event_name == 'workflow_dispatch'")
+    assert dry["with"]["repository-url"] == "https://test.pypi.org/legacy/"
+    assert "GITHUB_STEP_SUMMARY" in " ".join(s.get("run", "") for s in jobs["indexes"]["steps"])
 
 
 def _cibw_config() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["cibuildwheel"]
 
 
-def test_cibuildwheel_lists_exactly_the_one_abi3_build() -> None:
-    for archs in ([], ["--archs", "all"]):
-        result = subprocess.run([_tool("cibuildwheel"), "--print-build-identifiers", "--platform", "linux", *archs],
-                                cwd=ROOT, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == ["cp39-manylinux_x86_64"], result.stdout
+def test_cibuildwheel_builds_the_abi3_wheel_once_and_tests_it_on_the_newest_python() -> None:
+    result = subprocess.run([_tool("cibuildwheel"), "--print-build-identifiers", "--platform", "linux",
+                             "--archs", "all"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(["cp39-manylinux_x86_64", "cp39-manylinux_aarch64",
+                                                    "cp314-manylinux_x86_64", "cp314-manylinux_aarch64"])
 
 
-def test_cibuildwheel_config_matches_its_schema_and_the_workflow() -> None:
+def test_cibuildwheel_config_matches_its_schema_the_workflow_and_its_pinned_images() -> None:
     import cibuildwheel
     import jsonschema
 
-    schema = json.loads((Path(cibuildwheel.__file__).parent / "resources" / "cibuildwheel.schema.json").read_text())
+    resources = Path(cibuildwheel.__file__).parent / "resources"
+    schema = json.loads((resources / "cibuildwheel.schema.json").read_text())
     config = _cibw_config()
     jsonschema.validate(config, schema)
     assert config["repair-wheel-command"].startswith("python {project}/build_tools/build.py repair ")
     assert "build_tools/before_all.sh" in config["before-all"]
-    # Every variable the release job sets for cibuildwheel must be passed into the container.
+    assert any(r.startswith("pocl-binary-distribution==") for r in config["test-requires"])
+    # Every AOT_* variable the wheels job sets for cibuildwheel is passed into the container.
     jobs = _load_yaml(WORKFLOWS / "release.yml")["jobs"]
-    step = next(s for s in jobs["wheel"]["steps"] if "cibuildwheel" in s.get("run", "") and "env" in s)
-    assert set(step["env"]) <= set(config["environment-pass"])
+    step = next(s for s in jobs["wheels"]["steps"] if "cibuildwheel --platform" in s.get("run", ""))
+    assert {k for k in step["env"] if not k.startswith("CIBW_")} <= set(config["environment-pass"])
+    # The manylinux_2_28 images are pinned by digest: the very ones the installed cibuildwheel pins.
+    pinned = (resources / "pinned_docker_images.cfg").read_text()
+    for arch in ("x86_64", "aarch64"):
+        image = config[f"manylinux-{arch}-image"]
+        assert re.fullmatch(rf"quay\.io/pypa/manylinux_2_28_{arch}@sha256:[0-9a-f]{{64}}", image), image
+        assert f"manylinux_2_28 = {image}" in pinned, f"{image} is not what cibuildwheel {cibuildwheel.__version__} pins"
 
 
-def test_before_all_script_and_bazel_pin() -> None:
-    subprocess.run(["bash", "-n", str(ROOT / "build_tools" / "before_all.sh")], check=True)
-    assert re.fullmatch(r"\d+\.\d+\.\d+\n?", (ROOT / ".bazelversion").read_text())
+def test_container_installs_no_device_compiler_and_no_pocl_package() -> None:
+    """EL8 has no PoCL package (a dnf transaction naming it fails whole); nvcc, ocloc and Bazel
+    never run in the container: the images come prebuilt."""
+    script = (ROOT / "build_tools" / "before_all.sh").read_text()
+    commands = [ln.strip() for ln in script.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    for ln in commands:
+        if ln.startswith("dnf install"):
+            assert "pocl" not in ln, ln
+        for tool in ("nvcc", "ocloc", "bazel", "cuda-"):
+            assert tool not in ln.lower() or ln.startswith("echo") or ln.startswith('"'), ln
+
+
+def _run_blocks() -> list[tuple[str, str]]:
+    out = []
+    for name in ("ci.yml", "release.yml"):
+        for job_name, job in _load_yaml(WORKFLOWS / name)["jobs"].items():
+            for i, step in enumerate(job.get("steps", [])):
+                if "run" in step:
+                    out.append((f"{name}:{job_name}:{i}", step["run"]))
+    return out
+
+
+def test_shellcheck_is_clean_on_scripts_and_run_blocks(tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed; ./dev.sh setup installs it (apt-get install shellcheck)")
+    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "before_all.sh"]
+    blocks = []
+    for label, text in _run_blocks():
+        f = tmp_path / (re.sub(r"[^\w.-]", "_", label) + ".sh")
+        # GitHub runs a run: block as `bash -e {0}`.
+        f.write_text("#!/usr/bin/env bash\nset -e\n" + text + "\n")
+        blocks.append(f)
+    assert len(blocks) > 10
+    result = subprocess.run([shellcheck, "--severity=style", *map(str, scripts + blocks)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
