@@ -128,6 +128,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sizes": "build_tools.sizes",
     "merge": "build_tools.merge",
     "gather": "build_tools.gather",
+    "indexes": "build_tools.indexes",
     "ci-matrix": "build_tools.ci_matrix",
     "repair": "build_tools.repair",
 }

@@ -508,3 +508,248 @@ def test_refuses_different_host_code(jobs: dict[str, Path], tmp_path: Path,
 def test_refuses_repaired_wheels(jobs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _refused([jobs["fixed:sm_90"], jobs["fixed:pvc"]], tmp_path, capsys)
     assert "a repaired wheel" in err and "raw" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinned toolchains (build_tools/toolchains/pins.toml)
+
+from build_tools.toolchains import pins as pins_mod  # noqa: E402
+
+
+def test_apt_toolchains_are_at_their_pinned_versions() -> None:
+    """What ./dev.sh installed is what pins.toml names (dpkg's word, not the file's)."""
+    pinned = pins_mod.load()
+    assert {n for n, _ in pinned.apt} == {"bazel-bootstrap", "intel-opencl-icd"}
+    for name, version in pinned.apt:
+        have = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True)
+        assert have.returncode == 0 and have.stdout == version, f"{name}: installed {have.stdout!r}, pinned {version!r}"
+
+
+def test_dev_sh_installs_from_the_pins_file() -> None:
+    text = (ROOT / "dev.sh").read_text()
+    assert "pins.py\" \"$@\"" in text or "build_tools/toolchains/pins.py" in text
+    assert "pins apt" in text and "pins pip" in text and "CUDA_HOME" in text
+    assert [r for r in pinned_pip() if r.startswith("nvidia-cuda-nvcc==")] == ["nvidia-cuda-nvcc==13.0.88"]
+
+
+def pinned_pip() -> list[str]:
+    return pins_mod.load().pip_requirements()
+
+
+def pinned_cuda_home() -> Path:
+    """The pinned PyPI nvcc: CUDA_HOME as ./dev.sh exports it, else .venv's nvidia/cu13."""
+    home = os.environ.get("CUDA_HOME")
+    path = Path(home) if home and Path(home).parts[-2:] == pins_mod.CUDA_SUBDIR else pins_mod.cuda_home(sys.executable)
+    if not (path / "bin" / "nvcc").exists():
+        pytest.fail(f"the pinned PyPI nvcc is not installed at {path}; run ./dev.sh setup")
+    return path
+
+
+def _no_cuda_env(**extra: str) -> dict[str, str]:
+    """The environment without CUDA_HOME/CUDA_PATH (nvcc from PATH: the fallback), plus ``extra``."""
+    env = _env()
+    env.pop("CUDA_HOME", None)
+    env.pop("CUDA_PATH", None)
+    env.update(extra)
+    return env
+
+
+@pytest.mark.integration
+def test_pypi_nvcc_builds_the_same_images_as_the_machine_nvcc(tmp_path: Path) -> None:
+    home = pinned_cuda_home()
+    out = subprocess.run([str(home / "bin" / "nvcc"), "--version"], capture_output=True, text=True, check=True).stdout
+    assert "V13.0.88" in out
+    machine = shutil.which("nvcc", path=_no_cuda_env()["PATH"])
+    if machine is None or Path(machine).resolve().is_relative_to(home.resolve()):
+        pytest.skip("no machine nvcc on PATH to compare the PyPI nvcc with")
+    builds = {}
+    for label, env in (("pypi", _no_cuda_env(CUDA_HOME=str(home))), ("machine", _no_cuda_env())):
+        result = subprocess.run([sys.executable, "build_tools/build.py", "--matrix", "matrix.yaml", "--images-only",
+                                 "--out", str(tmp_path / label)], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=1800)
+        assert result.returncode == 0, result.stderr[-3000:]
+        builds[label] = json.loads((tmp_path / label / "images" / "manifest.json").read_text())
+        used = re.search(r"^toolchain: nvcc 13\.0\.88 \((.+)\)$", result.stdout, re.M)
+        assert used, result.stdout
+        assert (Path(used.group(1)).parent.parent == home) == (label == "pypi"), used.group(1)
+    cuda = {label: {i["path"]: i["sha256"] for i in doc["images"] if i["backend"] == "cuda"}
+            for label, doc in builds.items()}
+    assert cuda["pypi"] and cuda["pypi"] == cuda["machine"]
+    assert builds["pypi"] == builds["machine"]  # the whole manifest, toolchain identity included
+    toolchains = builds["pypi"]["toolchains"]
+    assert Path(toolchains["nvcc-ccbin"]).is_absolute() and toolchains["nvcc-ccbin-version"].split()[1]
+
+
+def test_nvcc_gets_an_absolute_host_compiler() -> None:
+    """Under --incompatible_strict_action_env nvcc cannot find a gcc outside /bin:/usr/bin:/usr/local/bin
+    (manylinux's gcc-toolset), so the builder passes the one it resolved, and stamps it."""
+    from build_tools import bazel as bazel_mod, matrix as m_mod
+    from build_tools.plan import make_plan
+
+    plan = make_plan(m_mod.load(ROOT / "matrix.yaml"), ROOT, _env())
+    nvcc = plan.tools["nvcc"]
+    host = dict(nvcc.identity)["nvcc-ccbin"]
+    assert Path(host).is_absolute() and os.access(host, os.X_OK)
+    for spec in plan.images:
+        if spec.toolchain == "nvcc":
+            i = spec.argv.index("-ccbin")
+            assert spec.argv[i + 1] == host
+    stamp = bazel_mod.generated_files(plan)["nvcc.stamp"]
+    assert stamp.splitlines() == [f"nvcc {nvcc.version}", f"nvcc-ccbin {host}",
+                                  f"nvcc-ccbin-version {dict(nvcc.identity)['nvcc-ccbin-version']}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images jobs, gather, and wheels from prebuilt images (the release's order)
+
+GATHER_TARGETS = ("sm_90", "pvc", "none")  # two images jobs and the portable-forms job
+
+
+@pytest.fixture(scope="module")
+def image_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """What the images jobs upload (one per device list), the gather of them, and a single-machine
+    images build of the same devices."""
+    base = tmp_path_factory.mktemp("images")
+    out: dict[str, Path] = {}
+    for devices in GATHER_TARGETS:
+        subprocess.run([sys.executable, "build_tools/build.py", "--matrix", "matrix.yaml", "--images-only",
+                        "--out", str(base / devices)], cwd=ROOT, check=True, capture_output=True,
+                       env=_env(AOT_DEVLIST=devices))
+        out[devices] = base / devices / "images"
+    subprocess.run([sys.executable, "build_tools/build.py", "--matrix", "matrix.yaml", "--images-only",
+                    "--out", str(base / "single")], cwd=ROOT, check=True, capture_output=True,
+                   env=_env(AOT_DEVLIST="sm_90,pvc"))
+    out["single"] = base / "single" / "images"
+    out["gathered"] = base / "gathered"
+    assert main(["gather", *(str(out[d]) for d in GATHER_TARGETS), "--matrix", str(ROOT / "matrix.yaml"),
+                 "--out", str(out["gathered"])], env=_env()) == 0
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.integration
+def test_gather_is_the_single_machine_image_set(image_sets: dict[str, Path]) -> None:
+    gathered, single = _files(image_sets["gathered"]), _files(image_sets["single"])
+    assert gathered.keys() == single.keys() and gathered == single  # manifest.json included, byte for byte
+
+
+def _gather_refused(sets: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    from build_tools.errors import GatherError
+
+    out = tmp_path / "out"
+    rc = main(["gather", *map(str, sets), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(out), *extra], env=_env())
+    err = capsys.readouterr().err
+    assert rc == GatherError.exit_code == 9, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    return err
+
+
+@pytest.mark.integration
+def test_gather_refuses_a_damaged_image(image_sets: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(image_sets["sm_90"], bad)
+    f = bad / SAXPY_SM90
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1]))
+    err = _gather_refused([bad, image_sets["pvc"]], tmp_path, capsys)
+    assert f"image {SAXPY_SM90} does not match its manifest sha256" in err
+
+
+@pytest.mark.integration
+def test_gather_refuses_a_missing_image(image_sets: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(image_sets["pvc"], bad)
+    victim = next((bad / "intel").rglob("*.bin"))
+    victim.unlink()
+    err = _gather_refused([image_sets["sm_90"], bad], tmp_path, capsys)
+    assert f"image {victim.relative_to(bad).as_posix()} is missing" in err
+
+
+@pytest.mark.integration
+def test_gather_refuses_conflicting_images_and_toolchains(image_sets: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # The same PTX in two sets with different bytes (manifest made consistent): a conflict.
+    bad = tmp_path / "bad"
+    shutil.copytree(image_sets["pvc"], bad)
+    doc = json.loads((bad / "manifest.json").read_text())
+    ptx = next(i for i in doc["images"] if i["form"] == "ptx")
+    (bad / ptx["path"]).write_bytes(b"// another PTX\n")
+    ptx["sha256"] = hashlib.sha256(b"// another PTX\n").hexdigest()
+    ptx["bytes"] = len(b"// another PTX\n")
+    (bad / "manifest.json").write_text(json.dumps(doc))
+    err = _gather_refused([image_sets["sm_90"], bad], tmp_path, capsys)
+    assert f"conflicting image {ptx['path']}" in err
+    # Another host compiler for nvcc: a different toolchain identity.
+    other = tmp_path / "other"
+    shutil.copytree(image_sets["pvc"], other)
+    doc = json.loads((other / "manifest.json").read_text())
+    doc["toolchains"]["nvcc-ccbin"] = "/opt/rh/gcc-toolset-14/root/usr/bin/gcc"
+    (other / "manifest.json").write_text(json.dumps(doc))
+    again = tmp_path / "again"
+    again.mkdir()
+    err = _gather_refused([image_sets["sm_90"], other], again, capsys)
+    assert "different toolchains" in err and "gcc-toolset-14" in err
+
+
+@pytest.mark.integration
+def test_gather_require_all_refuses_a_partial_set(image_sets: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    err = _gather_refused([image_sets["sm_90"], image_sets["pvc"]], tmp_path, capsys, "--require-all")
+    assert "--require-all: no images for Intel Data Center GPU Flex Series" in err
+
+
+def _tripwires(folder: Path) -> tuple[Path, Path]:
+    """nvcc, ocloc, bazel and bazelisk that record being run: compilers must not run at all."""
+    bindir, marker = folder / "tripwire-bin", folder / "a-compiler-ran"
+    bindir.mkdir(parents=True)
+    for tool in ("nvcc", "ocloc", "bazel", "bazelisk", "cpp"):
+        f = bindir / tool
+        f.write_text(f"#!/bin/sh\necho {tool} \"$@\" >> '{marker}'\nexit 1\n")
+        f.chmod(0o755)
+    return bindir, marker
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("devices", ["sm_90", "none"])
+def test_wheel_from_prebuilt_images_compiles_nothing(image_sets: dict[str, Path], tmp_path: Path,
+                                                     devices: str) -> None:
+    """The wheels job's build step: the backend packs the gathered images, no compiler runs, and the
+    wheel is the one a compiling build of the same devices makes."""
+    bindir, marker = _tripwires(tmp_path)
+    env = _no_cuda_env(AOT_DEVLIST=devices, AOT_PREBUILT_IMAGES=str(image_sets["gathered"]),
+                       CUDA_HOME=str(bindir.parent), BAZEL=str(bindir / "bazel"))
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                             "-v", f"--wheel-dir={tmp_path / 'built'}"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not marker.exists(), marker.read_text()
+    assert "packing prebuilt images" in result.stdout + result.stderr
+    (wheel,) = (tmp_path / "built").glob("*.whl")
+    normal = tmp_path / "normal"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    f"--wheel-dir={normal}"], env=_env(AOT_DEVLIST=devices), cwd=tmp_path, check=True,
+                   capture_output=True)
+    (expected,) = normal.glob("*.whl")
+    assert wheel.name == expected.name and wheel.read_bytes() == expected.read_bytes()
+
+
+@pytest.mark.integration
+def test_wheel_from_prebuilt_images_refuses_missing_or_damaged_images(image_sets: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    def build(images: Path, devices: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                            f"--wheel-dir={tmp_path / 'w'}"], cwd=tmp_path, capture_output=True, text=True,
+                           env=_env(AOT_DEVLIST=devices, AOT_PREBUILT_IMAGES=str(images)))
+        assert r.returncode != 0 and not list((tmp_path / "w").glob("*.whl"))
+        return r.stdout + r.stderr
+    assert "no images for dg2-g10-c0" in build(image_sets["gathered"], "dg2-g10-c0")
+    bad = tmp_path / "bad"
+    shutil.copytree(image_sets["gathered"], bad)
+    data = (bad / SAXPY_SM90).read_bytes()
+    (bad / SAXPY_SM90).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
+    assert f"image {SAXPY_SM90} does not match its manifest sha256" in build(bad, "sm_90")
