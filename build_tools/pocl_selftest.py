@@ -1,9 +1,10 @@
 """cibuildwheel's test step: the installed wheel's ``--selftest`` on PoCL from PyPI.
 
 EL8 (manylinux_2_28) has no PoCL package, so the CPU OpenCL device comes from PyPI's
-``pocl-binary-distribution`` ([tool.cibuildwheel] test-requires). Its library is not registered
-with the system's ICD loader, so this points the loader that the wheel grafted at it
-(``OCL_ICD_FILENAMES``) and at nothing else (``OCL_ICD_VENDORS`` an empty folder), then runs
+``pocl-binary-distribution`` ([tool.cibuildwheel] test-requires). Its library is registered with
+no ICD loader, so this writes a vendors folder whose one ``.icd`` file names it by absolute path
+and points the loader the wheel grafted (ocl-icd, which reads ``OCL_ICD_VENDORS`` but not the
+Khronos loader's ``OCL_ICD_FILENAMES``) at that folder and nothing else, then runs
 ``python -m aotkernels --selftest`` from outside the source tree and returns its exit code:
 every kernel JIT-compiled from the portable OpenCL C and checked against NumPy.
 
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="pocl-selftest-") as tmp:
         vendors = Path(tmp) / "vendors"
         vendors.mkdir()
+        (vendors / "pocl-pypi.icd").write_text(f"{lib}\n", encoding="utf-8")
         env = dict(os.environ, OCL_ICD_FILENAMES=str(lib), OCL_ICD_VENDORS=str(vendors),
                    POCL_CACHE_DIR=str(Path(tmp) / "pocl-cache"))
         env.pop("PYTHONPATH", None)
