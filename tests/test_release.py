@@ -778,3 +778,138 @@ def test_container_test_step_runs_the_selftest_on_pocl_from_pypi(image_sets: dic
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "OpenCL on the CPU from " in result.stdout and "pyopencl/.libs/libpocl" in result.stdout
     assert "JIT from opencl/source" in result.stdout and " FAIL " not in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the release's steps in order, on this machine (the container part is the next issue)
+
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+E2E_FLAVOURS = ("", "sm_90", "none")  # fat, one target, JIT-only (what the wheels jobs build, three of them)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serve(argv: list[str], url: str, log: Path) -> Iterator[str]:
+    with log.open("w") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise AssertionError(f"{argv[0]} did not come up: {log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def _readme_install_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Releases\n"):]
+    section = section[:section.index("\n## ", 5)]
+    block = section[section.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    return [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("pip install aotkernels")]
+
+
+def _installed_version(py: Path) -> str:
+    return run_outside(py, "-c", "import importlib.metadata as m; print(m.version('aotkernels'))").stdout.strip()
+
+
+@pytest.mark.integration
+def test_release_end_to_end(tmp_path: Path) -> None:
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    # 1. The images jobs: one build.py --images-only per entry of the plan's images list.
+    plan = ci_matrix.document(m)
+    sets = []
+    for job in plan["images"]:
+        out = tmp_path / "images-jobs" / job["slug"]
+        subprocess.run([sys.executable, "build_tools/build.py", "--matrix", "matrix.yaml", "--images-only",
+                        "--out", str(out)], cwd=ROOT, check=True, capture_output=True,
+                       env=_env(AOT_DEVLIST=job["devices"]))
+        sets.append(out / "images")
+    # 2. The gather, every target required.
+    gathered = tmp_path / "gathered"
+    assert main(["gather", *map(str, sets), "--matrix", str(ROOT / "matrix.yaml"), "--require-all",
+                 "--out", str(gathered)], env=_env()) == 0
+    # 3. The wheels jobs' build and repair steps, from the prebuilt images; compilers are tripwires.
+    bindir, marker = _tripwires(tmp_path)
+    config = _cibw_config()
+    wheelhouse = tmp_path / "wheelhouse"
+    for devices in E2E_FLAVOURS:
+        built = tmp_path / "built" / (devices or "fat")
+        env = _no_cuda_env(AOT_DEVLIST=devices, AOT_PREBUILT_IMAGES=str(gathered), CUDA_HOME=str(bindir.parent),
+                           BAZEL=str(bindir / "bazel"))
+        env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+        subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                        f"--wheel-dir={built}"], cwd=tmp_path, check=True, capture_output=True, env=env)
+        (wheel,) = built.glob("*.whl")
+        repair_cmd = config["repair-wheel-command"].format(project=ROOT, dest_dir=wheelhouse, wheel=wheel).split()
+        subprocess.run([sys.executable, *repair_cmd[1:]], check=True, capture_output=True, env=_env(), cwd=tmp_path)
+    assert not marker.exists(), marker.read_text()
+    names = sorted(p.name for p in wheelhouse.glob("*.whl"))
+    assert sorted(n.split("-")[1] for n in names) == ["0.1.0", "0.1.0+jit", "0.1.0+sm90"], names
+    fat = next(p for p in wheelhouse.glob("*.whl") if p.name.split("-")[1] == "0.1.0")
+    with zipfile.ZipFile(fat) as zf:
+        doc = json.loads(zf.read(f"{wheels.PACKAGE}/images/manifest.json"))
+    assert [t["name"] for t in doc["targets"]] == [t.name for t in m.targets]
+    # 4. The sdist, and twine check of everything published.
+    sdist_dir = tmp_path / "sdist"
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(sdist_dir), str(ROOT)],
+                   check=True, capture_output=True, env=_env())
+    (sdist,) = sdist_dir.glob("*.tar.gz")
+    subprocess.run([_tool("twine"), "check", "--strict", str(sdist)], check=True, capture_output=True)
+    subprocess.run([_tool("twine"), "check", *map(str, wheelhouse.glob("*.whl"))], check=True, capture_output=True)
+    # 5. The per-flavour indexes.
+    site = tmp_path / "site"
+    assert main(["indexes", str(wheelhouse), "--out", str(site)], env=_env()) == 0
+    assert sorted(p.name for p in (site / "whl").iterdir()) == ["fat", "jit", "sm90"]
+    packages = tmp_path / "pypi-packages"
+    packages.mkdir()
+    pypi_port, site_port = _free_port(), _free_port()
+    with _serve([_tool("pypi-server"), "run", "-i", "127.0.0.1", "-p", str(pypi_port), "-a", ".", "-P", ".",
+                 str(packages)], f"http://127.0.0.1:{pypi_port}/simple/", tmp_path / "pypiserver.log") as pypi, \
+         _serve([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(site), str(site_port)],
+                f"http://127.0.0.1:{site_port}/index.html", tmp_path / "http.log"):
+        # 6. The publish step: what PyPI accepts (the fat wheel, the sdist), uploaded with twine.
+        subprocess.run([_tool("twine"), "upload", "--non-interactive", "--repository-url", f"http://127.0.0.1:{pypi_port}/",
+                        "-u", "x", "-p", "x", str(fat), str(sdist)], check=True, capture_output=True)
+        assert sorted(p.name for p in packages.iterdir()) == sorted([fat.name, sdist.name])
+        # 7. The README's install lines, pointed at the stand-ins, each in a fresh venv.
+        lines = _readme_install_lines()
+        assert len(lines) == 3, lines
+        pages = f"http://127.0.0.1:{site_port}"
+        got = {}
+        for line in lines:
+            args = line.replace("<pages>", pages).replace("https://pypi.org/simple", pypi).split()[2:]
+            if "--index-url" not in args:
+                args += ["--index-url", pypi]  # plain `pip install aotkernels`: PyPI, here its stand-in
+            venv = tmp_path / f"venv{len(got)}"
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            py = venv / "bin" / "python"
+            r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check",
+                                *args], capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+            got[line] = _installed_version(py)
+        assert list(got.values()) == ["0.1.0", "0.1.0+sm90", "0.1.0+jit"], got
+        # The trap the README warns about: --find-links on a folder of every flavour does not give the fat wheel.
+        pick = subprocess.run([sys.executable, "-m", "pip", "download", "aotkernels==0.1.0", "--no-deps", "--no-index",
+                               "--find-links", str(wheelhouse), "-d", str(tmp_path / "picked")],
+                              capture_output=True, text=True, check=True)
+        (picked,) = (tmp_path / "picked").glob("*.whl")
+        assert "+" in picked.name.split("-")[1], pick.stdout
