@@ -70,7 +70,7 @@ use_pinned_nvcc() {
   # The builder takes nvcc from $CUDA_HOME/bin; without CUDA_HOME it falls back to nvcc on PATH.
   CUDA_HOME=$(pins cuda-home "$VENV/bin/python")
   export CUDA_HOME
-  "$CUDA_HOME/bin/nvcc" --version | tail -n 1 | sed "s|^|==> nvcc (pinned, $CUDA_HOME): |"
+  printf '==> nvcc (pinned): %s, %s\n' "$("$CUDA_HOME/bin/nvcc" --version | grep -o 'V[0-9][0-9.]*')" "$CUDA_HOME/bin/nvcc"
 }
 
 cmd=${1:-}

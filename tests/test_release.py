@@ -527,8 +527,11 @@ def test_apt_toolchains_are_at_their_pinned_versions() -> None:
 
 def test_dev_sh_installs_from_the_pins_file() -> None:
     text = (ROOT / "dev.sh").read_text()
-    assert "pins.py\" \"$@\"" in text or "build_tools/toolchains/pins.py" in text
-    assert "pins apt" in text and "pins pip" in text and "CUDA_HOME" in text
+    assert "python3 build_tools/toolchains/pins.py" in text
+    assert "< <(pins apt)" in text and "< <(pins pip)" in text and "pins cuda-home" in text
+    # No toolchain version is written anywhere but pins.toml.
+    for name, version in pins_mod.load().apt:
+        assert version not in text and version not in (ROOT / ".github/workflows/ci.yml").read_text()
     assert [r for r in pinned_pip() if r.startswith("nvidia-cuda-nvcc==")] == ["nvidia-cuda-nvcc==13.0.88"]
 
 
