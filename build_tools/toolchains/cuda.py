@@ -66,7 +66,7 @@ def host_compiler(env: Mapping[str, str]) -> tuple[str, str]:
     """(absolute path, version) of the host compiler nvcc is given with ``-ccbin``."""
     for var in ("NVCC_CCBIN", "CUDAHOSTCXX"):
         if env.get(var):
-            path = proc.which(env[var], package=HOST_PACKAGE, env=env)
+            path = os.path.abspath(proc.which(env[var], package=HOST_PACKAGE, env=env))
             return path, _host_version(path)
     try:
         path = proc.which("gcc", package=HOST_PACKAGE, env=env)
