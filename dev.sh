@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine (Debian-like, root) and for CI:
-#   ./dev.sh build   set everything up, then build the repo's matrix.yaml into dist/
-#   ./dev.sh test    set everything up, then run the whole test suite (what .ci/run calls)
+# One entry point for a fresh machine (Debian 12, root) and for CI:
+#   ./dev.sh build   set everything up, then build the repo's matrix.yaml into dist/ (extra args go to build.py)
+#   ./dev.sh test    set everything up, then run the whole test suite (what .ci/run calls; extra args go to pytest)
 #   ./dev.sh setup   only set up
-# Idempotent: installed system packages and an up-to-date .venv are left as they are.
+# The toolchains come from build_tools/toolchains/pins.toml, the one file that pins them: Bazel and
+# ocloc as apt packages at the pinned versions, nvcc from PyPI into .venv (CUDA_HOME then points the
+# builder at it). Idempotent: packages already at their pinned version and an up-to-date .venv are
+# left as they are.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(bazel-bootstrap intel-opencl-icd pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc cpp patchelf nginx)
+PINS=build_tools/toolchains/pins.toml
+# Unpinned helpers (not compilers of device code): OpenCL on the CPU (PoCL), headers and the ICD
+# loader, clinfo, the C compilers (g++ brings cc1plus, which nvcc's host preprocessing needs),
+# patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py).
+APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck)
 VENV=.venv
 
 step() { printf '\n==> %s\n' "$*"; }
 
+pins() { python3 build_tools/toolchains/pins.py "$@"; }
+
 setup_system() {
-  local missing=()
+  local missing=() spec name want have
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  while read -r spec; do
+    name=${spec%%=*}
+    want=${spec#*=}
+    have=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
+    [ "$have" = "install ok installed $want" ] || missing+=("$spec")
+  done < <(pins apt)
   if [ ${#missing[@]} -eq 0 ]; then
-    step "system packages: all present (${APT_PACKAGES[*]})"
+    step "system packages: all present, toolchains at their pins.toml versions"
   else
     step "system packages: installing ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -27,11 +42,7 @@ setup_system() {
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-  fi
-  # The build needs nvcc (CUDA 13): it is not a Debian package here, so only check for it.
-  if ! command -v nvcc >/dev/null 2>&1 && [ ! -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
-    echo "warning: nvcc not found; install the CUDA toolkit 13 (builds with CUDA targets will say so)" >&2
+    apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
   fi
 }
 
@@ -43,26 +54,35 @@ setup_python() {
   fi
   local stamp="$VENV/.requirements.sha256"
   local want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(cat requirements.txt "$PINS" | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    step "python: $VENV is up to date with requirements.txt"
+    step "python: $VENV is up to date with requirements.txt and $PINS"
   else
-    step "python: installing requirements.txt into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+    step "python: installing requirements.txt and the pinned nvcc ($PINS [pypi]) into $VENV"
+    local reqs
+    mapfile -t reqs < <(pins pip)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt "${reqs[@]}"
     echo "$want" >"$stamp"
   fi
 }
 
+use_pinned_nvcc() {
+  # The builder takes nvcc from $CUDA_HOME/bin; without CUDA_HOME it falls back to nvcc on PATH.
+  CUDA_HOME=$(pins cuda-home "$VENV/bin/python")
+  export CUDA_HOME
+  printf '==> nvcc (pinned): %s, %s\n' "$("$CUDA_HOME/bin/nvcc" --version | grep -o 'V[0-9][0-9.]*')" "$CUDA_HOME/bin/nvcc"
+}
+
 cmd=${1:-}
 case "$cmd" in
-  setup) setup_system; setup_python ;;
+  setup) setup_system; setup_python; use_pinned_nvcc ;;
   build)
-    setup_system; setup_python
-    step "build: python build_tools/build.py --matrix matrix.yaml"
+    setup_system; setup_python; use_pinned_nvcc
+    step "build: python build_tools/build.py --matrix matrix.yaml ${*:2}"
     "$VENV/bin/python" build_tools/build.py --matrix matrix.yaml "${@:2}"
     ;;
   test)
-    setup_system; setup_python
+    setup_system; setup_python; use_pinned_nvcc
     step "tests: pytest (unit + integration; GPU tests skip without a GPU)"
     "$VENV/bin/python" -m pytest -q "${@:2}"
     ;;

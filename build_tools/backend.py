@@ -11,6 +11,11 @@ from ``AOT_DEVLIST`` (or Intel's seed name ``USE_AOT_DEVLIST``), comma-separated
 Images are compiled by the same Bazel rules and caches as ``build_tools/build.py``, so a
 device built before is a cache hit here. Wheels are left unrepaired (pip and cibuildwheel
 repair in their own step; ``build_tools/build.py`` runs auditwheel itself).
+
+``AOT_PREBUILT_IMAGES=<folder>`` (the release's wheels jobs: the output of ``build.py gather``)
+packs that folder's images instead: nothing is compiled, no nvcc, ocloc or Bazel is looked for,
+only the host extensions are built. Every image the wheel takes is checked against the
+manifest's sha256 and size first, and the set must hold every device of the wheel.
 """
 from __future__ import annotations
 
@@ -25,9 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from build_tools import bazel, matrix as matrix_mod, pipeline, wheels  # noqa: E402
-from build_tools.errors import BuildToolError  # noqa: E402
+from build_tools import bazel, catalog, gather, manifest, matrix as matrix_mod, pipeline, wheels  # noqa: E402
+from build_tools.errors import BuildToolError, GatherError  # noqa: E402
 from build_tools.cli import load_plan  # noqa: E402
+from build_tools.plan import Plan, kernel_modules  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # What an sdist carries: everything needed to build a wheel from it, nothing generated.
@@ -48,8 +54,43 @@ def _spec(m: matrix_mod.Matrix, selected: bool, version: str) -> wheels.WheelSpe
                             portable=True, target=", ".join(t.name for t in m.targets), targets=m.targets)
 
 
+PREBUILT_ENV = "AOT_PREBUILT_IMAGES"
+
+
+def _prebuilt_plan(env: dict[str, str]) -> Plan:
+    """The matrix (restricted to the device list) with no toolchain: nothing will be compiled."""
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    chosen = matrix_mod.devlist_from_env(env)
+    if chosen is not None:
+        print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
+        m = matrix_mod.select(m, chosen[1], source=chosen[0])
+    return Plan(matrix=m, root=ROOT, modules=kernel_modules(ROOT), tools={}, images=())
+
+
+def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path) -> str:
+    plan = _prebuilt_plan(env)
+    spec = _spec(plan.matrix, matrix_mod.devlist_from_env(env) is not None, pipeline.project_version(ROOT))
+    image_set = gather.load_set(images_dir)  # every listed image against its sha256 and size
+    doc = dict(image_set.doc)
+    if doc.get("all_targets") != manifest.targets_doc(plan.matrix.all_targets()):
+        raise GatherError(f"{PREBUILT_ENV}={images_dir}: its images were built from another matrix.yaml")
+    have = {i["device"] for i in doc["images"]}
+    missing = [d for d in spec.devices if d not in have]
+    if missing:
+        raise GatherError(f"{PREBUILT_ENV}={images_dir}: no images for {', '.join(missing)}, which the "
+                          f"{spec.version} wheel needs; gather every images job's set first")
+    if not any(i["form"] in catalog.PORTABLE_FORMS for i in wheels.select_images(doc, spec)) and spec.portable:
+        raise GatherError(f"{PREBUILT_ENV}={images_dir}: the portable JIT forms are missing")
+    print(f"aotkernels backend: packing prebuilt images from {images_dir} (0 compile actions ran)", file=sys.stderr)
+    env = pipeline.env_with_epoch(env)
+    built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
+    return built[0].wheel.name
+
+
 def _build(wheel_directory: str) -> str:
     env = dict(os.environ)
+    if env.get(PREBUILT_ENV):
+        return _build_prebuilt(wheel_directory, env, Path(env[PREBUILT_ENV]))
     plan = load_plan(ROOT / "matrix.yaml", env)
     m = plan.matrix
     selected = matrix_mod.devlist_from_env(env) is not None
@@ -100,8 +141,11 @@ def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = N
     version = pipeline.project_version(ROOT)
     base = f"{wheels.PACKAGE}-{version}"
     epoch = pipeline.source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
+    # The README is the long description (PyPI shows it; `twine check --strict` wants it).
     pkg_info = (f"Metadata-Version: 2.1\nName: {wheels.PACKAGE}\nVersion: {version}\n"
-                "Requires-Python: >=3.9\nRequires-Dist: numpy>=1.20\n").encode()
+                "Summary: GPU kernels shipped as ahead-of-time images per device, with a JIT fallback that says so\n"
+                "License: MIT\nRequires-Python: >=3.9\nRequires-Dist: numpy>=1.20\n"
+                "Description-Content-Type: text/markdown\n\n").encode() + (ROOT / "README.md").read_bytes()
     out = Path(sdist_directory) / f"{base}.tar.gz"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

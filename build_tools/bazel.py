@@ -203,7 +203,7 @@ def generated_files(plan: Plan) -> dict[str, str]:
     # A stamp per toolchain is an input of its actions: a compiler upgrade recompiles exactly
     # the images that compiler made, and nothing else.
     for tool in plan.tools.values():
-        files[_stamp_name(tool.name)] = f"{tool.name} {tool.version}\n"
+        files[_stamp_name(tool.name)] = tool.stamp()
     return files
 
 

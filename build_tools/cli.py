@@ -131,6 +131,8 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 SUBCOMMANDS: dict[str, str] = {
     "sizes": "build_tools.sizes",
     "merge": "build_tools.merge",
+    "gather": "build_tools.gather",
+    "indexes": "build_tools.indexes",
     "ci-matrix": "build_tools.ci_matrix",
     "repair": "build_tools.repair",
     "schema": "build_tools.matrix_schema",

@@ -66,6 +66,12 @@ class MergeError(BuildToolError):
     exit_code = 7
 
 
+class GatherError(BuildToolError):
+    """``build.py gather`` refused its image sets (damaged, conflicting, missing); nothing was written."""
+
+    exit_code = 9
+
+
 class HostBuildError(BuildToolError):
     """The C compiler failed on a host extension (src/aotkernels/_*.c)."""
 

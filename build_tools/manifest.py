@@ -125,6 +125,16 @@ def assemble(*, toolchains: dict[str, str], targets: list[dict[str, Any]], all_t
     }
 
 
+def toolchain_identity(plan: Plan) -> dict[str, str]:
+    """What made the images, as the manifest's "toolchains": each tool's version plus its identity
+    pairs (nvcc's ``-ccbin`` host compiler and its version). ``merge`` and ``gather`` compare it."""
+    out: dict[str, str] = {}
+    for t in plan.tools.values():
+        out[t.name] = t.version
+        out.update(t.identity)
+    return out
+
+
 def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a build.
 
@@ -133,7 +143,7 @@ def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> di
     can say which other wheel serves a device, and per-target wheels can be merged.
     """
     return assemble(
-        toolchains={t.name: t.version for t in plan.tools.values()},
+        toolchains=toolchain_identity(plan),
         targets=targets_doc(plan.matrix.targets),
         all_targets=targets_doc(plan.matrix.all_targets()),
         modules=modules,

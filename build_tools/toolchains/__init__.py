@@ -21,6 +21,14 @@ class ToolInfo:
     path: str
     version: str  # "13.0.88"
     extra: tuple[str, ...] = ()  # e.g. the device strings the compiler accepts
+    # More of what the images depend on, as (key, value) pairs: written into the tool's Bazel stamp
+    # (a change recompiles its images) and into the manifest's "toolchains" (what merge compares).
+    # nvcc: ("nvcc-ccbin", "/usr/bin/gcc"), ("nvcc-ccbin-version", "gcc 12.2.0"): its -ccbin.
+    identity: tuple[tuple[str, str], ...] = ()
+
+    def stamp(self) -> str:
+        """The text of this tool's Bazel stamp file (an input of every action it runs)."""
+        return "".join(f"{k} {v}\n" for k, v in ((self.name, self.version), *self.identity))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,24 @@
-"""NVIDIA: nvcc builds SASS per sm_XX and one PTX (the portable form) for the lowest target."""
+"""NVIDIA: nvcc builds SASS per sm_XX and one PTX (the portable form) for the lowest target.
+
+Which nvcc: ``$CUDA_HOME/bin/nvcc`` (or ``$CUDA_PATH``) when set, which is how the pinned PyPI
+nvcc is used (``./dev.sh`` points ``CUDA_HOME`` at ``.venv``'s ``nvidia/cu13``; see
+``pins.toml`` and ``pins.cuda_home``); else, as a fallback, the ``nvcc`` on ``PATH``.
+
+Its host compiler is always explicit: ``-ccbin <absolute path>``, resolved here from
+``NVCC_CCBIN`` or ``CUDAHOSTCXX``, else ``gcc``, else ``cc`` on ``PATH``. Bazel's
+``--incompatible_strict_action_env`` gives actions ``PATH=/bin:/usr/bin:/usr/local/bin``, where
+nvcc's own lookup of ``gcc`` finds nothing on systems whose compiler lives elsewhere (manylinux's
+``/opt/rh/gcc-toolset-*``). The path and the compiler's version go into nvcc's stamp and the
+manifest's toolchains (``nvcc-ccbin``, ``nvcc-ccbin-version``).
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 
 from .. import catalog, proc
 from ..catalog import Device
@@ -12,7 +26,11 @@ from ..errors import ToolchainMissingError
 from . import ImageSpec, ToolInfo
 
 # The first word is the package name (proc.which suggests "apt-get install <first word>").
-PACKAGE = "nvidia-cuda-toolkit (the CUDA toolkit's nvcc; or NVIDIA's cuda-toolkit-13-0, and set CUDA_HOME)"
+PACKAGE = ("nvidia-cuda-toolkit (the CUDA toolkit's nvcc; or the pinned PyPI nvcc that ./dev.sh installs into "
+           ".venv, with CUDA_HOME set to its nvidia/cu13 folder)")
+HOST_PACKAGE = "gcc (nvcc's host compiler; or set NVCC_CCBIN to one)"
+CCBIN_KEY = "nvcc-ccbin"  # its absolute path
+CCBIN_VERSION_KEY = "nvcc-ccbin-version"  # "gcc 12.2.0"
 OPT_FLAGS = ("-O3",)
 # First CUDA release that accepts each suffix (nvcc manual, "GPU Feature List").
 SUFFIX_SINCE = {"a": (12, 0), "f": (12, 9)}
@@ -34,6 +52,34 @@ def _probe(path: str) -> ToolInfo:
     return ToolInfo(name="nvcc", path=path, version=m.group(2), extra=tuple(codes + arches))
 
 
+@lru_cache(maxsize=8)
+def _host_version(path: str) -> str:
+    result = proc.run([path, "-dumpfullversion", "-dumpversion"], echo=False, check=False)
+    version = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
+    if not version:
+        raise ToolchainMissingError(f"toolchain: nvcc's host compiler {path} does not run or report its version; "
+                                    f"install {HOST_PACKAGE}")
+    return version
+
+
+def host_compiler(env: Mapping[str, str]) -> tuple[str, str]:
+    """(absolute path, version) of the host compiler nvcc is given with ``-ccbin``."""
+    for var in ("NVCC_CCBIN", "CUDAHOSTCXX"):
+        if env.get(var):
+            path = os.path.abspath(proc.which(env[var], package=HOST_PACKAGE, env=env))
+            return path, _host_version(path)
+    try:
+        path = proc.which("gcc", package=HOST_PACKAGE, env=env)
+    except ToolchainMissingError:
+        path = proc.which("cc", package=HOST_PACKAGE, env=env)
+    return os.path.abspath(path), _host_version(path)
+
+
+def ccbin(info: ToolInfo) -> str:
+    """The host compiler path recorded in ``info`` by ``detect``."""
+    return dict(info.identity)[CCBIN_KEY]
+
+
 class CudaToolchain:
     name = "nvcc"
     backend = catalog.CUDA
@@ -41,7 +87,9 @@ class CudaToolchain:
     def detect(self, env: Mapping[str, str]) -> ToolInfo:
         extra = [os.path.join(env[v], "bin") for v in ("CUDA_HOME", "CUDA_PATH") if env.get(v)]
         path = proc.which("nvcc", package=PACKAGE, env=env, extra_dirs=extra)
-        return _probe(path)
+        host, version = host_compiler(env)
+        return dataclasses.replace(_probe(path), identity=((CCBIN_KEY, host),
+                                                           (CCBIN_VERSION_KEY, f"{Path(host).name} {version}")))
 
     def check(self, devices: list[Device], info: ToolInfo) -> list[str]:
         problems = []
@@ -91,7 +139,7 @@ class CudaToolchain:
                 ext = "cubin"
             specs.append(ImageSpec(
                 key=d.key, backend=self.backend, device=d.requested, resolved=d.resolved, form=d.form,
-                ext=ext, argv=(info.path, "-x", "cu", *flags, "-I{include}", "-o", "{out}", "{src}"),
+                ext=ext, argv=(info.path, "-ccbin", ccbin(info), "-x", "cu", *flags, "-I{include}", "-o", "{out}", "{src}"),
                 toolchain=self.name, mnemonic="NvccImage", flags=flags,
             ))
         return specs
