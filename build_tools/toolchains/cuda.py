@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sysconfig
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from .. import catalog, proc
 from ..catalog import Device
 from ..errors import ToolchainMissingError
-from . import ImageSpec, ToolInfo
+from . import ImageSpec, ToolInfo, pins
 
 # The first word is the package name (proc.which suggests "apt-get install <first word>").
 PACKAGE = ("nvidia-cuda-toolkit (the CUDA toolkit's nvcc; or the pinned PyPI nvcc that ./dev.sh installs into "
@@ -80,13 +81,26 @@ def ccbin(info: ToolInfo) -> str:
     return dict(info.identity)[CCBIN_KEY]
 
 
+def find_nvcc(env: Mapping[str, str]) -> str:
+    """``$CUDA_HOME/bin/nvcc`` (or ``$CUDA_PATH``) when set; else the pinned PyPI nvcc of the Python
+    running the builder (``<site-packages>/nvidia/cu13/bin``, what ``./dev.sh`` installs into .venv),
+    so ``.venv/bin/python build_tools/build.py`` uses the pinned nvcc without any setting; else,
+    the documented fallback, the ``nvcc`` on ``PATH``."""
+    homes = [env[v] for v in ("CUDA_HOME", "CUDA_PATH") if env.get(v)]
+    if homes:
+        return proc.which("nvcc", package=PACKAGE, env=env, extra_dirs=[os.path.join(h, "bin") for h in homes])
+    pinned = Path(sysconfig.get_paths()["purelib"]).joinpath(*pins.CUDA_SUBDIR, "bin", "nvcc")
+    if pinned.is_file() and os.access(pinned, os.X_OK):
+        return str(pinned)
+    return proc.which("nvcc", package=PACKAGE, env=env)
+
+
 class CudaToolchain:
     name = "nvcc"
     backend = catalog.CUDA
 
     def detect(self, env: Mapping[str, str]) -> ToolInfo:
-        extra = [os.path.join(env[v], "bin") for v in ("CUDA_HOME", "CUDA_PATH") if env.get(v)]
-        path = proc.which("nvcc", package=PACKAGE, env=env, extra_dirs=extra)
+        path = find_nvcc(env)
         host, version = host_compiler(env)
         return dataclasses.replace(_probe(path), identity=((CCBIN_KEY, host),
                                                            (CCBIN_VERSION_KEY, f"{Path(host).name} {version}")))

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the PEP 517 backend on 3.9/3.10 imports the toolchains (build-system requires tomli)
+    import tomli as tomllib
 
 PINS = Path(__file__).resolve().with_name("pins.toml")
 # Where the nvidia-cuda-nvcc wheel for CUDA 13 puts the toolkit, relative to site-packages.
