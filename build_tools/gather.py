@@ -86,7 +86,8 @@ def load_set(folder: Path) -> ImageSet:
         rel = f.relative_to(folder).as_posix()
         if f.is_symlink():
             raise GatherError(f"{folder}: {rel} is a link; an image set holds regular files only")
-        if f.is_file() and f.name != manifest.MANIFEST_NAME and rel not in listed:
+        # The marker of a folder this tool wrote (outdir.MARKER) is not an image.
+        if f.is_file() and f.name != manifest.MANIFEST_NAME and rel not in listed and rel != outdir.MARKER:
             raise GatherError(f"{folder}: {rel} is not listed in its manifest")
     return ImageSet(path=folder, doc=doc)
 

@@ -567,7 +567,9 @@ def test_pypi_nvcc_builds_the_same_images_as_the_machine_nvcc(tmp_path: Path) ->
     if machine is None or Path(machine).resolve().is_relative_to(home.resolve()):
         pytest.skip("no machine nvcc on PATH to compare the PyPI nvcc with")
     builds = {}
-    for label, env in (("pypi", _no_cuda_env(CUDA_HOME=str(home))), ("machine", _no_cuda_env())):
+    # The builder prefers the pinned nvcc of its own Python over PATH, so the machine's is named explicitly.
+    machine_home = str(Path(machine).resolve().parent.parent)
+    for label, env in (("pypi", _no_cuda_env(CUDA_HOME=str(home))), ("machine", _no_cuda_env(CUDA_HOME=machine_home))):
         result = subprocess.run([sys.executable, "build_tools/build.py", "--matrix", "matrix.yaml", "--images-only",
                                  "--out", str(tmp_path / label)], cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=1800)
@@ -631,7 +633,9 @@ def image_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of an image set; the output-folder marker of the tool (outdir.MARKER) is not part of it."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != outdir.MARKER}
 
 
 @pytest.mark.integration
@@ -917,3 +921,14 @@ def test_release_end_to_end(tmp_path: Path) -> None:
                               capture_output=True, text=True, check=True)
         (picked,) = (tmp_path / "picked").glob("*.whl")
         assert "+" in picked.name.split("-")[1], pick.stdout
+
+
+def test_without_cuda_home_the_builder_finds_the_pinned_nvcc_of_its_python() -> None:
+    """`.venv/bin/python build_tools/build.py` uses the pinned PyPI nvcc that set-up put into .venv,
+    with no CUDA_HOME and whatever nvcc PATH holds; CUDA_HOME still wins when given."""
+    from build_tools.toolchains import cuda
+
+    home = pinned_cuda_home()
+    assert cuda.find_nvcc({"PATH": "/usr/local/bin:/usr/bin:/bin"}) == str(home / "bin" / "nvcc")
+    with pytest.raises(Exception, match="nvcc"):
+        cuda.find_nvcc({"PATH": "/usr/bin:/bin", "CUDA_HOME": "/nonexistent"})
