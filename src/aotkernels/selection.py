@@ -167,8 +167,8 @@ def _choose_opencl(device: Device, images: Sequence[Image]) -> Optional[Choice]:
         if device.accepts_il:
             spirv_why = f"{device.what}, for which the package holds no binary; the driver compiles SPIR-V"
     elif device.is_intel_runtime and device.kind != "gpu" and device.accepts_il:
-        # Intel's CPU runtime: ocloc builds GPU binaries only, so SPIR-V is its best form.
-        spirv_why = f"{device.what}: Intel GPU binaries do not apply to a CPU; the driver compiles SPIR-V"
+        # Intel's CPU runtime (or FPGA emulator): ocloc builds GPU binaries only, so SPIR-V is its best form.
+        spirv_why = f"{device.what}: Intel GPU binaries do not apply to it; the driver compiles SPIR-V"
     # An Intel GPU whose driver reports no IP version stays on source (older drivers' SPIR-V
     # support is not assumed); other vendors' devices take source even if they list IL.
     if spirv_why:
