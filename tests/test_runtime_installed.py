@@ -1,17 +1,25 @@
 """The installed package, run from outside the source tree: what it picks, how it falls back, what it says.
 
 The fat and JIT-only wheels built from matrix.yaml are installed once each into fresh virtual
-environments and exercised on this machine's OpenCL devices (PoCL on the CPU: JIT from OpenCL C
-source, the only form it can take). No mocks: the real ICD loader, PoCL and the abi3 extensions.
+environments, and every test that runs kernels runs on both CPU OpenCL runtimes set up here, one
+at a time (an ICD folder in a temp dir holding that runtime's .icd only, through OCL_ICD_VENDORS):
+
+- PoCL (pocl-opencl-icd): takes no SPIR-V, so JIT from OpenCL C source;
+- Intel's CPU runtime (intel-opencl-rt from requirements.txt, in this venv's lib/): JIT from SPIR-V,
+  the path an Intel GPU outside the AOT list takes. A missing runtime fails, never skips.
+
+No mocks: the real ICD loader, both runtimes and the abi3 extensions.
 """
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
@@ -43,6 +51,50 @@ def jit_py(built_dist: Path, make_venv: Any) -> Path:
     return make_venv(wheel_of(built_dist, "jit"))
 
 
+@dataclass(frozen=True)
+class CpuRuntime:
+    """One CPU OpenCL runtime, alone in its ICD folder, and what the package must do on it."""
+
+    name: str  # "pocl" | "intel"
+    env: Dict[str, str]
+    form: str  # the manifest form it must pick: "source" | "spirv"
+    folder: str  # that form's image folder: "opencl/source" | "opencl/spirv"
+    ext: str  # its files' extension: "cl" | "spv"
+    reason: str  # how the selection reason must start
+    intel: bool  # whether the device's vendor is Intel's runtime ("Intel(R) Corporation")
+
+    def image(self, module: str) -> str:
+        return f"{self.folder}/{module}.{self.ext}"
+
+
+SYSTEM_ICDS = Path("/etc/OpenCL/vendors")
+# intel-opencl-rt (requirements.txt) installs libintelocl.so into <prefix>/lib; its RUNPATH is
+# $ORIGIN, so the .icd file's absolute path is enough (no LD_LIBRARY_PATH).
+INTEL_OCL = Path(sys.prefix) / "lib" / "libintelocl.so"
+
+
+@pytest.fixture(scope="module", params=["pocl", "intel"])
+def cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CpuRuntime:
+    vendors = tmp_path_factory.mktemp(f"icd-{request.param}")
+    if request.param == "pocl":
+        icd = SYSTEM_ICDS / "pocl.icd"
+        assert icd.is_file(), f"{icd} is missing: install pocl-opencl-icd (./dev.sh setup does)"
+        (vendors / "pocl.icd").write_text(icd.read_text())
+        form, reason, intel = "source", "a CPU (OpenCL vendor ", False
+    else:
+        assert INTEL_OCL.is_file(), (
+            f"{INTEL_OCL} is missing: Intel's CPU OpenCL runtime is part of set-up "
+            "(requirements.txt pins intel-opencl-rt; run ./dev.sh setup)")
+        (vendors / "intel-cpu.icd").write_text(f"{INTEL_OCL}\n")
+        form, reason, intel = "spirv", "a CPU on Intel's OpenCL runtime: Intel GPU binaries do not apply", True
+    # The grafted ocl-icd loader reads OCL_ICD_VENDORS (OCL_ICD_FILENAMES is emptied so that a
+    # caller's value cannot add a device); opencl:0 is then this runtime's device even where a
+    # CUDA GPU would be the default.
+    env = {"OCL_ICD_VENDORS": str(vendors), "OCL_ICD_FILENAMES": "", "AOTKERNELS_DEVICE": "opencl:0"}
+    folder = f"opencl/{form}"
+    return CpuRuntime(request.param, env, form, folder, {"source": "cl", "spirv": "spv"}[form], reason, intel)
+
+
 def package_dir(py: Path) -> Path:
     r = run_outside(py, "-c", "import aotkernels, os; print(os.path.dirname(aotkernels.__file__))")
     assert r.returncode == 0, r.stderr
@@ -51,7 +103,7 @@ def package_dir(py: Path) -> Path:
     return pkg
 
 
-def script(py: Path, body: str, env: Dict[str, str] | None = None) -> Dict[str, Any]:
+def script(py: Path, body: str, env: Dict[str, str]) -> Dict[str, Any]:
     """Run KERNEL_CALLS + body in the venv; body prints one JSON line last."""
     r = run_outside(py, "-c", KERNEL_CALLS + textwrap.dedent(body), env=env)
     assert r.returncode == 0, f"script failed:\n{r.stdout}\n{r.stderr}"
@@ -62,12 +114,26 @@ def report_json(py: Path, *args: str, env: Dict[str, str] | None = None) -> subp
     return run_outside(py, "-m", "aotkernels", "--json", *args, env=env)
 
 
-def opencl_cpu_rows(rep: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The report's OpenCL devices that are neither Intel GPUs nor NVIDIA (PoCL here)."""
-    rows = [d for d in rep["devices"] if d["backend"] == "opencl" and "ip_version" not in d
-            and "nvidia" not in d.get("vendor", "").lower()]
-    assert rows, f"no PoCL-like OpenCL device found; is pocl-opencl-icd installed? report: {rep}"
-    return rows
+def cpu_row(rep: Dict[str, Any], cpu: CpuRuntime) -> Dict[str, Any]:
+    """The report's one OpenCL device: the runtime alone in the ICD folder."""
+    rows = [d for d in rep["devices"] if d["backend"] == "opencl"]
+    assert len(rows) == 1, f"{cpu.name}: expected its one OpenCL device, got {rows}; notes: {rep['notes']}"
+    row = rows[0]
+    assert row["vendor"].startswith("Intel") == cpu.intel, row
+    # a CPU has no Intel GPU IP version: none is decoded or reported
+    assert "ip_version" not in row, row
+    if cpu.intel:
+        assert row["accepts_spirv"] is True, row
+    return row
+
+
+def assert_picks_its_form(row: Dict[str, Any], cpu: CpuRuntime) -> None:
+    """Every module of the device came from the runtime's form, JIT: any other form fails."""
+    assert (row["mode"], row["image"]) == ("jit", cpu.folder), (cpu.name, row)
+    for name, mod in row["modules"].items():
+        assert (mod["image"], mod["form"], mod["mode"]) == (cpu.image(name), cpu.form, "jit"), (cpu.name, mod)
+        assert mod["reason"].startswith(cpu.reason), mod["reason"]
+        assert "IP version" not in mod["reason"], mod["reason"]
 
 
 # --- the wheel's contents ------------------------------------------------------------------------
@@ -89,8 +155,8 @@ def test_extensions_are_abi3_and_libcuda_is_not_linked(fat_py: Path) -> None:
 
 # --- python -m aotkernels ------------------------------------------------------------------------
 
-def test_report_json_says_what_each_device_uses(fat_py: Path) -> None:
-    r = report_json(fat_py)
+def test_report_json_says_what_each_device_uses(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = report_json(fat_py, env=cpu.env)
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(r.stdout)
     assert rep["devices"]
@@ -101,11 +167,7 @@ def test_report_json_says_what_each_device_uses(fat_py: Path) -> None:
         assert d["mode"] in ("aot", "jit")
         assert isinstance(d["load_ms"], (int, float)) and d["load_ms"] > 0
         assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax"}
-    for d in opencl_cpu_rows(rep):
-        assert (d["mode"], d["image"]) == ("jit", "opencl/source")
-        for name, mod in d["modules"].items():
-            assert mod["image"] == f"opencl/source/{name}.cl"
-            assert (mod["form"], mod["mode"]) == ("source", "jit")
+    assert_picks_its_form(cpu_row(rep, cpu), cpu)
     assert len(rep["wheel"]["targets"]) == 9  # the fat wheel: every target of matrix.yaml
     if not has_cuda_gpu():
         assert any(n.startswith("CUDA: ") for n in rep["notes"]), rep["notes"]
@@ -113,31 +175,32 @@ def test_report_json_says_what_each_device_uses(fat_py: Path) -> None:
     assert r.stderr.count("JitFallbackWarning") == 1, r.stderr
 
 
-def test_report_text_names_mode_and_image(fat_py: Path) -> None:
-    r = run_outside(fat_py, "-m", "aotkernels")
+def test_report_text_names_mode_and_image(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = run_outside(fat_py, "-m", "aotkernels", env=cpu.env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"^opencl:\d+ .+: JIT from opencl/source \(loaded in [\d.]+ ms\)$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^opencl:0 .+: JIT from {cpu.folder} \(loaded in [\d.]+ ms\)$", r.stdout, re.M), r.stdout
 
 
-def test_selftest_passes_every_kernel_on_pocl(fat_py: Path) -> None:
-    r = report_json(fat_py, "--selftest")
+def test_selftest_passes_every_kernel(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = report_json(fat_py, "--selftest", env=cpu.env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     rep = json.loads(r.stdout)
     manifest = json.loads((package_dir(fat_py) / "images" / "manifest.json").read_text())
     variants = manifest["modules"]["matmul"]["kernels"]
     assert len(variants) > 1
-    for d in opencl_cpu_rows(rep):
-        cases = d["selftest"]
-        failed = [c for c in cases if not c["ok"]]
-        assert not failed, failed
-        names = [c["case"] for c in cases]
-        for kernel in ("saxpy", "sum", "softmax", *variants):
-            assert any(n.startswith(kernel + " ") for n in names), f"selftest did not run {kernel}: {names}"
+    d = cpu_row(rep, cpu)
+    assert_picks_its_form(d, cpu)
+    cases = d["selftest"]
+    failed = [c for c in cases if not c["ok"]]
+    assert not failed, failed
+    names = [c["case"] for c in cases]
+    for kernel in ("saxpy", "sum", "softmax", *variants):
+        assert any(n.startswith(kernel + " ") for n in names), f"selftest did not run {kernel}: {names}"
 
 
 # --- the JIT fallback warning --------------------------------------------------------------------
 
-def test_jit_fallback_warns_exactly_once_per_process(fat_py: Path) -> None:
+def test_jit_fallback_warns_exactly_once_per_process(fat_py: Path, cpu: CpuRuntime) -> None:
     out = script(fat_py, """
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
@@ -157,18 +220,24 @@ def test_jit_fallback_warns_exactly_once_per_process(fat_py: Path) -> None:
             "softmax": bool(np.allclose(sm, e / e.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)),
             "sum": abs(total - float(x.astype(np.float64).sum())) < 1e-3,
             "device": aotkernels.default_device().name,
+            "form": aotkernels.session().module("saxpy").choice.image.form,
+            "saxpy_ms": aotkernels.session().module("saxpy").load_ms,
         }))
-    """)
+    """, env=cpu.env)
     assert out["count"] == 1, out
     assert out["others"] == []
     assert all(out[k] for k in ("saxpy", "saxpy_strided", "matmul", "softmax", "sum")), out
+    assert out["form"] == cpu.form, out
     msg = out["message"]
-    assert out["device"] in msg and "JIT-compiling source" in msg and "JIT caches" in msg, msg
+    assert out["device"] in msg and f"JIT-compiling {cpu.form} ({cpu.reason}" in msg and "JIT caches" in msg, msg
+    # it states the load time it measured, for saxpy (the first module this script loads)
+    assert f"kernel module 'saxpy' took {out['saxpy_ms']:.1f} ms to load" in msg, (out["saxpy_ms"], msg)
+    assert "IP version" not in msg and "Intel IP" not in msg, msg  # a CPU: no IP version named
 
 
 # --- AOTKERNELS_REQUIRE_AOT ----------------------------------------------------------------------
 
-def test_require_aot_refuses_jit_with_a_clear_error(fat_py: Path) -> None:
+def test_require_aot_refuses_jit_with_a_clear_error(fat_py: Path, cpu: CpuRuntime) -> None:
     out = script(fat_py, """
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
@@ -180,30 +249,34 @@ def test_require_aot_refuses_jit_with_a_clear_error(fat_py: Path) -> None:
                 err = None
         print(json.dumps({"err": err, "device": aotkernels.default_device().name,
                           "warnings": [str(w.message) for w in seen]}))
-    """, env={"AOTKERNELS_REQUIRE_AOT": "1"})
+    """, env={**cpu.env, "AOTKERNELS_REQUIRE_AOT": "1"})
     assert out["err"] is not None, "saxpy ran although only JIT could serve the device"
     msg = out["err"]["message"]
     assert "AOTKERNELS_REQUIRE_AOT=1" in msg and "'saxpy'" in msg and out["device"] in msg, msg
-    assert "source" in msg and "unset AOTKERNELS_REQUIRE_AOT" in msg, msg
+    assert f"the only usable form is {cpu.form} ({cpu.reason}" in msg, msg
+    # the fix: no AOT form exists for a CPU (ocloc builds GPU binaries), so allow JIT
+    assert "No AOT form exists for this device; unset AOTKERNELS_REQUIRE_AOT" in msg, msg
     assert out["warnings"] == []  # refused, not warned about
 
 
-def test_require_aot_makes_the_report_fail(fat_py: Path) -> None:
-    r = report_json(fat_py, env={"AOTKERNELS_REQUIRE_AOT": "1"})
+def test_require_aot_makes_the_report_fail(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = report_json(fat_py, env={**cpu.env, "AOTKERNELS_REQUIRE_AOT": "1"})
     assert r.returncode == 2, r.stdout + r.stderr
-    for d in opencl_cpu_rows(json.loads(r.stdout)):
-        assert d["mode"] is None and "AOTKERNELS_REQUIRE_AOT=1" in d["error"]
+    d = cpu_row(json.loads(r.stdout), cpu)
+    assert d["mode"] is None and "AOTKERNELS_REQUIRE_AOT=1" in d["error"] and cpu.form in d["error"], d
 
 
-def test_require_aot_off_values_allow_jit(fat_py: Path) -> None:
-    r = report_json(fat_py, env={"AOTKERNELS_REQUIRE_AOT": "0"})
+def test_require_aot_off_values_allow_jit(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = report_json(fat_py, env={**cpu.env, "AOTKERNELS_REQUIRE_AOT": "0"})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert_picks_its_form(cpu_row(json.loads(r.stdout), cpu), cpu)
 
 
 # --- damaged image -------------------------------------------------------------------------------
 
-def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path) -> None:
-    target = package_dir(fat_py) / "images" / "opencl" / "source" / "saxpy.cl"
+def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path, cpu: CpuRuntime) -> None:
+    # the image the runtime picks is the one damaged: saxpy.cl for PoCL, saxpy.spv for Intel's
+    target = package_dir(fat_py) / "images" / cpu.image("saxpy")
     original = target.read_bytes()
     try:
         target.write_bytes(original[: len(original) // 2])
@@ -218,31 +291,31 @@ def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path) -> None
             # only the chosen image of each module is read: the other kernels still work
             ok = bool(np.allclose(aotkernels.matmul(a, b), a @ b, rtol=1e-4, atol=1e-4))
             print(json.dumps({"err": err, "matmul_ok": ok}))
-        """)
-        r = run_outside(fat_py, "-m", "aotkernels")
+        """, env=cpu.env)
+        r = run_outside(fat_py, "-m", "aotkernels", env=cpu.env)
     finally:
         target.write_bytes(original)
     assert out["err"] is not None, "a truncated image was loaded without error"
     assert str(target) in out["err"] and "truncated" in out["err"], out["err"]
     assert f"{len(original)} bytes" in out["err"] and f"{len(original) // 2} bytes" in out["err"]
     assert out["matmul_ok"]
-    assert r.returncode == 2 and "saxpy.cl" in r.stdout and "ERROR" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 2 and target.name in r.stdout and "ERROR" in r.stdout, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
 
 
 # --- the JIT-only wheel --------------------------------------------------------------------------
 
-def test_jit_only_wheel_works(jit_py: Path) -> None:
+def test_jit_only_wheel_works(jit_py: Path, cpu: CpuRuntime) -> None:
     pkg = package_dir(jit_py)
     folders = sorted(str(p.relative_to(pkg / "images")) for p in (pkg / "images").glob("*/*") if p.is_dir())
     assert folders == ["cuda/compute_75", "opencl/source", "opencl/spirv"], folders
-    r = report_json(jit_py, "--selftest")
+    r = report_json(jit_py, "--selftest", env=cpu.env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     rep = json.loads(r.stdout)
     assert rep["wheel"]["targets"] == []
-    for d in opencl_cpu_rows(rep):
-        assert (d["mode"], d["image"]) == ("jit", "opencl/source")
-        assert d["selftest"] and all(c["ok"] for c in d["selftest"]), d["selftest"]
+    d = cpu_row(rep, cpu)
+    assert_picks_its_form(d, cpu)
+    assert d["selftest"] and all(c["ok"] for c in d["selftest"]), d["selftest"]
 
 
 # --- no device at all ----------------------------------------------------------------------------

@@ -294,3 +294,53 @@ def test_intel_error_names_the_wheel_by_resolved_ip_version() -> None:
     assert "'Intel Data Center GPU Flex Series'" in text
     assert selection.serving_targets("12.55.8", targets) == ["Intel Data Center GPU Flex Series"]
     assert selection.serving_targets("12.60.7", targets) == []
+
+
+# --- Intel's CPU runtime: a CPU, never an IP version ---------------------------------------------
+
+def intel_cpu(ip: Optional[str] = None, accepts_il: bool = True) -> Device:
+    """Intel's CPU OpenCL runtime as _opencl.c describes it (on this machine's AMD EPYC)."""
+    return Device(backend="opencl", name="AMD EPYC", vendor="Intel(R) Corporation", ip_version=ip,
+                  accepts_il=accepts_il, kind="cpu")
+
+
+# What Intel's CPU runtime answers to CL_DEVICE_IP_VERSION_INTEL (6), decoded as a GPU IP would be;
+# _opencl.c no longer asks a CPU, but selection must not trust the value if it arrives.
+BOGUS_CPU_IP = decode_intel_ip(6)
+
+
+@pytest.mark.parametrize("ip", [None, BOGUS_CPU_IP])
+def test_intel_cpu_runtime_takes_spirv_and_its_reason_says_cpu(ip: Optional[str]) -> None:
+    dev = intel_cpu(ip)
+    c = choose(dev, FULL)
+    assert (c.image.form, c.image.path, c.mode) == ("spirv", "opencl/spirv/saxpy.spv", JIT)
+    assert "a CPU on Intel's OpenCL runtime" in c.reason and "SPIR-V" in c.reason, c.reason
+    assert "IP version" not in c.reason and BOGUS_CPU_IP not in c.reason, c.reason
+    assert not dev.is_intel and dev.is_intel_runtime
+    assert dev.label == "AMD EPYC"  # no "(Intel IP 0.0.6)"
+    assert selection.wanted_device(dev) is None and selection.aot_fix(dev, MATRIX_TARGETS) is None
+
+
+def test_intel_cpu_never_matches_an_intel_binary_by_its_bogus_ip() -> None:
+    fake = Image(module="saxpy", backend="intel", device="x", resolved=BOGUS_CPU_IP, form="intel-bin",
+                 path="intel/x/saxpy.bin")
+    assert choose(intel_cpu(BOGUS_CPU_IP), [fake, spirv(), source()]).image.form == "spirv"
+    msg = no_image(intel_cpu(BOGUS_CPU_IP), [fake] + FULL_CUDA)
+    assert BOGUS_CPU_IP not in msg.replace("intel-bin x", ""), msg
+    assert "AOT_DEVLIST" not in msg and "jit: true" in msg, msg
+
+
+def test_intel_cpu_without_il_takes_source_and_says_cpu() -> None:
+    c = choose(intel_cpu(accepts_il=False), FULL)
+    assert (c.image.form, c.mode) == ("source", JIT)
+    assert c.reason.startswith("a CPU on Intel's OpenCL runtime: OpenCL C source"), c.reason
+
+
+def test_reasons_name_the_device_kind() -> None:
+    gpu_reason = choose(intel_gpu("12.70.4", name="Intel(R) Arc(TM) Graphics"), FULL).reason
+    assert gpu_reason.startswith("an Intel GPU with IP version 12.70.4, for which the package holds no binary"), \
+        gpu_reason
+    assert choose(POCL, FULL).reason == "a CPU (OpenCL vendor AuthenticAMD): OpenCL C source, compiled by the driver"
+    old_driver = Device(backend="opencl", name="Intel(R) UHD Graphics", vendor="Intel(R) Corporation",
+                        accepts_il=True)
+    assert "reports no IP version" in choose(old_driver, FULL).reason

@@ -412,7 +412,9 @@ py_devices(PyObject *self, PyObject *noargs)
             type_s = "other";
 
         vendor_c = dev_info_cstr(dev, CL_DEVICE_VENDOR);
-        if (vendor_c != NULL && strstr(vendor_c, "Intel") != NULL) {
+        /* Only Intel GPUs have an IP version that Intel binaries match. Intel's CPU runtime
+           answers the query too (6 on an AMD EPYC, decoding to "0.0.6"), which is no GPU IP. */
+        if (vendor_c != NULL && strstr(vendor_c, "Intel") != NULL && (dtype & CL_DEVICE_TYPE_GPU)) {
             cl_uint ipv = 0;
             if (clGetDeviceInfo(dev, AK_CL_DEVICE_IP_VERSION_INTEL, sizeof ipv, &ipv, NULL) ==
                 CL_SUCCESS)

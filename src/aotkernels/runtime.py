@@ -281,7 +281,9 @@ def _form(image: Image) -> str:
     return image.form if image.device == image.form else f"{image.form} {image.device}"
 
 
-def _warn_jit_once(device: Device, choice: Choice, targets: Sequence[Dict[str, Any]]) -> None:
+def _warn_jit_once(device: Device, module: str, choice: Choice, load_ms: float,
+                   targets: Sequence[Dict[str, Any]]) -> None:
+    """Said after the load, so it can state what the JIT cost (the first call's surprise)."""
     global _warned_jit
     with _warn_lock:
         if _warned_jit:
@@ -290,8 +292,9 @@ def _warn_jit_once(device: Device, choice: Choice, targets: Sequence[Dict[str, A
     how = aot_fix(device, targets) or "this device has no AOT form; JIT is the expected path"
     warnings.warn(JitFallbackWarning(
         f"aotkernels: no AOT image for {device.label}; JIT-compiling {_form(choice.image)} "
-        f"({choice.reason}). For AOT code: {how}. "
-        "The driver caches JIT results (see README, 'JIT caches')."), stacklevel=3)
+        f"({choice.reason}): kernel module {module!r} took {load_ms:.1f} ms to load, and each other "
+        f"module pays its own JIT at first use. For AOT code: {how}. "
+        "Whether the driver caches JIT results across processes: see README, 'JIT caches'."), stacklevel=3)
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -397,10 +400,9 @@ class Session:
                 fix = aot_fix(self.device, self.manifest.all_targets)
                 raise AotRequiredError(
                     f"aotkernels: {REQUIRE_AOT_ENV}=1 but kernel module {name!r} has no AOT image for "
-                    f"{self.device.label}; the only usable form is {_form(choice.image)}. "
+                    f"{self.device.label}; the only usable form is {_form(choice.image)} ({choice.reason}). "
                     + (f"To fix: {fix}, or unset {REQUIRE_AOT_ENV} to allow JIT." if fix else
                        f"No AOT form exists for this device; unset {REQUIRE_AOT_ENV} to allow JIT."))
-            _warn_jit_once(self.device, choice, self.manifest.all_targets)
         start = time.perf_counter()
         path, data = read_image(choice.image)
         try:
@@ -414,6 +416,8 @@ class Session:
             raise ImageError(f"aotkernels: the driver rejected image file {path} on {self.device.label}: {exc}") from None
         loaded = Loaded(choice=choice, handle=handle, load_ms=(time.perf_counter() - start) * 1e3, file=path)
         self._modules[name] = loaded
+        if choice.mode == JIT:
+            _warn_jit_once(self.device, name, choice, loaded.load_ms, self.manifest.all_targets)
         return loaded
 
     # Buffers and launches: the same calls for both backends.

@@ -7,9 +7,14 @@ CUDA  exact SASS for the device's compute capability (an ``sm_XYa`` image only o
       that device, ``sm_XYf`` on its family: same major, minor >= Y) > SASS of the same major
       with the highest lower minor > the PTX with the highest compute capability not above
       the device's, JIT-compiled by the driver > an error naming what would serve it.
-Intel the binary built for the device's IP version > SPIR-V if the device accepts IL >
+Intel GPUs: the binary built for the device's IP version > SPIR-V if the device accepts IL >
       OpenCL C source > the same kind of error.
+Intel's CPU runtime (vendor "Intel(R) Corporation", CL_DEVICE_TYPE_CPU): SPIR-V if it accepts IL
+      > OpenCL C source. A CPU has no Intel GPU IP version, so Intel GPU binaries never apply.
 Other OpenCL devices (PoCL on a CPU): OpenCL C source, JIT.
+
+Every reason names what the device is (a CPU, an Intel GPU and its IP version) and never an
+IP version the device does not have.
 """
 from __future__ import annotations
 
@@ -37,7 +42,31 @@ class Device:
 
     @property
     def is_intel(self) -> bool:
-        return self.backend == "opencl" and "intel" in self.vendor.lower() and self.ip_version is not None
+        """An Intel GPU that reports its IP version: the only device Intel binaries can match."""
+        return (self.backend == "opencl" and self.kind == "gpu" and "intel" in self.vendor.lower()
+                and self.ip_version is not None)
+
+    @property
+    def is_intel_runtime(self) -> bool:
+        """A device of Intel's own OpenCL runtimes (GPU or CPU), which compile SPIR-V.
+
+        Intel's drivers say "Intel(R) Corporation"; PoCL passes the CPUID vendor through
+        ("GenuineIntel", "AuthenticAMD"), which this deliberately does not match.
+        """
+        return self.backend == "opencl" and self.vendor.lower().startswith("intel")
+
+    @property
+    def what(self) -> str:
+        """What the device is, in words for a reason: "an Intel GPU with IP version 12.55.8", "a CPU"."""
+        if self.is_intel:
+            return f"an Intel GPU with IP version {self.ip_version}"
+        if self.is_intel_runtime and self.kind == "gpu":
+            return "an Intel GPU whose driver reports no IP version (CL_DEVICE_IP_VERSION_INTEL)"
+        # kind is CL_DEVICE_TYPE as _opencl.c reports it: gpu, cpu, accelerator or other
+        what = {"cpu": "a CPU", "gpu": "a GPU", "accelerator": "an accelerator"}.get(self.kind, "a device")
+        if self.is_intel_runtime:
+            return f"{what} on Intel's OpenCL runtime"
+        return f"{what} (OpenCL vendor {self.vendor})" if self.vendor else what
 
     @property
     def label(self) -> str:
@@ -130,17 +159,25 @@ def _choose_cuda(device: Device, images: Sequence[Image]) -> Optional[Choice]:
 
 
 def _choose_opencl(device: Device, images: Sequence[Image]) -> Optional[Choice]:
+    spirv_why = ""
     if device.is_intel:
         for img in images:
             if img.form == "intel-bin" and img.resolved == device.ip_version:
                 return Choice(img, AOT, f"Intel binary built for IP version {img.resolved} ({img.device})")
         if device.accepts_il:
-            for img in images:
-                if img.form == "spirv":
-                    return Choice(img, JIT, f"no binary for IP version {device.ip_version}; the driver compiles SPIR-V")
+            spirv_why = f"{device.what}, for which the package holds no binary; the driver compiles SPIR-V"
+    elif device.is_intel_runtime and device.kind != "gpu" and device.accepts_il:
+        # Intel's CPU runtime (or FPGA emulator): ocloc builds GPU binaries only, so SPIR-V is its best form.
+        spirv_why = f"{device.what}: Intel GPU binaries do not apply to it; the driver compiles SPIR-V"
+    # An Intel GPU whose driver reports no IP version stays on source (older drivers' SPIR-V
+    # support is not assumed); other vendors' devices take source even if they list IL.
+    if spirv_why:
+        for img in images:
+            if img.form == "spirv":
+                return Choice(img, JIT, spirv_why)
     for img in images:
         if img.form == "source":
-            return Choice(img, JIT, "OpenCL C source, compiled by the driver")
+            return Choice(img, JIT, f"{device.what}: OpenCL C source, compiled by the driver")
     return None
 
 
