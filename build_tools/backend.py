@@ -50,7 +50,7 @@ def _spec(m: matrix_mod.Matrix, selected: bool, version: str) -> wheels.WheelSpe
         return next(s for s in all_specs if s.kind == "jit")
     fat = next(s for s in all_specs if s.kind == "fat")
     label = wheels.slug(fat.devices)
-    return wheels.WheelSpec(kind="target", name=wheels.PACKAGE, version=f"{version}+{label}", devices=fat.devices,
+    return wheels.WheelSpec(kind="target", name=wheels.DIST_NAME, version=f"{version}+{label}", devices=fat.devices,
                             portable=True, target=", ".join(t.name for t in m.targets), targets=m.targets)
 
 
@@ -139,10 +139,10 @@ def _sdist_files() -> list[Path]:
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     version = pipeline.project_version(ROOT)
-    base = f"{wheels.PACKAGE}-{version}"
+    base = f"{wheels.PROJECT.wheel_name}-{version}"  # PEP 625: the normalized name
     epoch = pipeline.source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
     # The README is the long description (PyPI shows it; `twine check --strict` wants it).
-    pkg_info = (f"Metadata-Version: 2.1\nName: {wheels.PACKAGE}\nVersion: {version}\n"
+    pkg_info = (f"Metadata-Version: 2.1\nName: {wheels.DIST_NAME}\nVersion: {version}\n"
                 "Summary: GPU kernels shipped as ahead-of-time images per device, with a JIT fallback that says so\n"
                 "License: MIT\nRequires-Python: >=3.9\nRequires-Dist: numpy>=1.20\n"
                 "Description-Content-Type: text/markdown\n\n").encode() + (ROOT / "README.md").read_bytes()

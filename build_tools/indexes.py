@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import outdir, proc
+from . import outdir, proc, wheels
 from .errors import ConfigError
 
 DUMB_PYPI_PACKAGE = "dumb-pypi (pip install dumb-pypi)"
@@ -34,7 +34,7 @@ def flavour(wheel_name: str) -> str:
 
 
 def install_line(base_url: str, name: str) -> str:
-    return (f"pip install aotkernels --index-url {base_url.rstrip('/')}/whl/{name}/simple/ "
+    return (f"pip install {wheels.DIST_NAME} --index-url {base_url.rstrip('/')}/whl/{name}/simple/ "
             "--extra-index-url https://pypi.org/simple")
 
 
@@ -56,13 +56,13 @@ def build_site(wheels_dir: Path, out: Path, env: Mapping[str, str], base_url: st
             listing.write_text("".join(f"{w.name}\n" for w in ws), encoding="utf-8")
             # The index pages sit in simple/<project>/: packages/ is two levels up.
             proc.run([dumb_pypi, "--package-list", str(listing), "--packages-url", "../../packages/",
-                      "--output-dir", str(root), "--no-generate-timestamp", "--title", f"aotkernels ({name})"],
+                      "--output-dir", str(root), "--no-generate-timestamp", "--title", f"{wheels.DIST_NAME} ({name})"],
                      env=env)
         rows = "".join(f"<li><b>{html.escape(n)}</b>: <code>{html.escape(install_line(base_url, n))}</code></li>\n"
                        for n in sorted(groups))
         (stage / "index.html").write_text(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>aotkernels wheels</title></head><body>\n"
-            f"<h1>aotkernels: one index per flavour</h1>\n<ul>\n{rows}</ul>\n</body></html>\n", encoding="utf-8")
+            f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{wheels.DIST_NAME} wheels</title></head><body>\n"
+            f"<h1>{wheels.DIST_NAME}: one index per flavour</h1>\n<ul>\n{rows}</ul>\n</body></html>\n", encoding="utf-8")
     return {n: [w.name for w in ws] for n, ws in groups.items()}
 
 

@@ -790,7 +790,7 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_mod.Matrix, env: M
                                       devices=tuple(catalog.parse_device(d) for d in t["devices"]))
                     for t in covered)
     devices = tuple(dict.fromkeys(d.key for t in targets for d in t.devices))
-    spec = wheels.WheelSpec(kind="fat", name=wheels.PACKAGE, version=inputs[0].base_version, devices=devices,
+    spec = wheels.WheelSpec(kind="fat", name=wheels.DIST_NAME, version=inputs[0].base_version, devices=devices,
                             portable=True, targets=targets)
     doc = manifest.assemble(toolchains=toolchains, targets=covered, all_targets=all_targets, modules=modules,
                             images=entries.values())

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
+from . import proc, project
 from .errors import HostBuildError, ToolchainMissingError
 
 CC_PACKAGE = "gcc (a C compiler; Debian: build-essential)"
@@ -28,9 +28,10 @@ class Extension:
     libs: tuple[str, ...]
 
 
+_SRC = f"src/{project.load().import_name}"  # the package folder pyproject.toml's name implies
 EXTENSIONS = (
-    Extension(name="_cuda", sources=("src/aotkernels/_cuda.c",), libs=("-ldl",)),
-    Extension(name="_opencl", sources=("src/aotkernels/_opencl.c",), libs=("-lOpenCL",)),
+    Extension(name="_cuda", sources=(f"{_SRC}/_cuda.c",), libs=("-ldl",)),
+    Extension(name="_opencl", sources=(f"{_SRC}/_opencl.c",), libs=("-lOpenCL",)),
 )
 
 
@@ -45,7 +46,7 @@ def compile_extensions(root: Path, dest: Path, env: Mapping[str, str]) -> list[P
         target = dest / f"{ext.name}{ABI3_SUFFIX}"
         _compile(ext, [
             cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
-            f"-DPy_LIMITED_API={LIMITED_API}", f"-I{include}", f"-I{root / 'src' / 'aotkernels'}",
+            f"-DPy_LIMITED_API={LIMITED_API}", f"-I{include}", f"-I{root / _SRC}",
             # Same bytes whatever folder the tree sits in: reproducible wheels.
             f"-ffile-prefix-map={root}=.", "-Wl,--build-id=sha1",
             *[str(root / s) for s in ext.sources], "-o", str(target),

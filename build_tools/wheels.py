@@ -29,10 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from packaging.utils import canonicalize_name
+
+from . import catalog, project
 from .matrix import Matrix, Target
 
-PACKAGE = "aotkernels"
+# The package is the user's: pyproject.toml's [project] name (the distribution) and the folder
+# src/<import name> it implies (project.py). Nothing below names it otherwise.
+PROJECT = project.load()
+PACKAGE = PROJECT.import_name
+DIST_NAME = PROJECT.name
 TAG_PYTHON = "cp39"
 TAG_ABI = "abi3"
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip member can carry
@@ -64,14 +70,14 @@ def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[W
     for t in matrix.targets:
         label = slug(d.key for d in t.devices)
         if naming == "project-name":
-            name, ver = f"{PACKAGE}_{label.replace('.', '_')}", version
+            name, ver = f"{DIST_NAME}_{label.replace('.', '_')}", version
         else:
-            name, ver = PACKAGE, f"{version}+{label}"
+            name, ver = DIST_NAME, f"{version}+{label}"
         out.append(WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
                              portable=t.jit, target=t.name, targets=(t,)))
-    out.append(WheelSpec(kind="fat", name=PACKAGE, version=version, devices=tuple(d.key for d in matrix.devices()),
+    out.append(WheelSpec(kind="fat", name=DIST_NAME, version=version, devices=tuple(d.key for d in matrix.devices()),
                          portable=True, targets=matrix.targets))
-    jit_name, jit_ver = (f"{PACKAGE}_jit", version) if naming == "project-name" else (PACKAGE, f"{version}+jit")
+    jit_name, jit_ver = (f"{DIST_NAME}_jit", version) if naming == "project-name" else (DIST_NAME, f"{version}+jit")
     out.append(WheelSpec(kind="jit", name=jit_name, version=jit_ver, devices=(), portable=True))
     return out
 
@@ -92,7 +98,7 @@ def platform_tag() -> str:
 
 
 def wheel_filename(spec: WheelSpec, plat: str | None = None) -> str:
-    name = re.sub(r"[-_.]+", "_", spec.name)
+    name = canonicalize_name(spec.name).replace("-", "_")  # the binary distribution format's escaping
     return f"{name}-{spec.version}-{TAG_PYTHON}-{TAG_ABI}-{plat or platform_tag()}.whl"
 
 
@@ -194,7 +200,7 @@ def wheel_files(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
 
 
 def dist_info_name(spec: WheelSpec) -> str:
-    return f"{re.sub(r'[-_.]+', '_', spec.name)}-{spec.version}.dist-info"
+    return f"{canonicalize_name(spec.name).replace('-', '_')}-{spec.version}.dist-info"
 
 
 def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],

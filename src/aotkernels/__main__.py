@@ -97,7 +97,7 @@ def _chosen(devices: List[Any], notes: List[str]) -> Tuple[List[Any], List[Dict[
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aotkernels", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--selftest", action="store_true", help="also run every kernel and compare with NumPy")
     args = p.parse_args(argv)

@@ -59,7 +59,7 @@ class JitFallbackWarning(UserWarning):
 
 def _native(name: str) -> Tuple[Any, str]:
     try:
-        return importlib.import_module(f"aotkernels.{name}"), ""
+        return importlib.import_module(f"{__package__}.{name}"), ""  # the package may be renamed (a fork)
     except ImportError as exc:
         return None, f"aotkernels.{name} could not be imported: {exc}"
 
