@@ -184,7 +184,12 @@ def _env_without(tmp_path: Path, missing: str) -> dict[str, str]:
     ("cpp", "install cpp"),
 ])
 def test_missing_toolchain(run_bad, tmp_path: Path, tool: str, package: str) -> None:
-    err = run_bad(TINY, env=_env_without(tmp_path, tool))
+    env = _env_without(tmp_path, tool)
+    if tool == "nvcc":
+        # Without CUDA_HOME the builder takes the pinned nvcc of its own Python (.venv); a CUDA_HOME
+        # without nvcc is how a machine without any nvcc looks to it.
+        env["CUDA_HOME"] = str(tmp_path / "no-cuda")
+    err = run_bad(TINY, env=env)
     assert f"toolchain: '{tool}' was not found on PATH; {package}" in err, err
     assert f"apt-get install {package.split()[-1]}" in err, err
 
