@@ -81,6 +81,45 @@ def softmax(x: np.ndarray, *, device: Optional[Session] = None) -> np.ndarray:
     return np.frombuffer(s.download(by, x.nbytes), dtype=np.float32).reshape(rows, cols).copy()
 
 
+F16_RTOL = 2e-3  # softmax_f16 against NumPy's float32 softmax of the same float16 input (fp16 output: 1e-2)
+F16_ATOL = 1e-5
+_F16_BLOCK = 256  # SOFTMAX_BLOCK in kernels/softmax_f16.cu: the kernel is built for exactly this block size
+_F16_KERNELS = {np.dtype(np.float32): "softmax_f16_rows_f32", np.dtype(np.float16): "softmax_f16_rows_f16"}
+
+
+def softmax_f16(x: np.ndarray, *, out_dtype: Any = np.float32, device: Optional[Session] = None) -> np.ndarray:
+    """Row-wise softmax of a 2-D ``numpy.float16`` array, accumulated in float32.
+
+    ``out_dtype`` is ``numpy.float32`` (default: the float32 result, no rounding back) or
+    ``numpy.float16`` (half the bytes; rounded once at the end). The kernel is the native CUDA
+    C++ module kernels/softmax_f16.cu: on a device without CUDA (an Intel GPU, PoCL) this raises
+    ``aotkernels.ModuleUnavailableError`` naming the module and the backends it serves.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy.ndarray of float16, not {type(x).__name__}")
+    if x.dtype != np.float16:
+        raise TypeError(f"x must have dtype float16, not {x.dtype}; convert with x.astype(numpy.float16)")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-dimensional, got shape {x.shape}")
+    try:
+        out = np.dtype(out_dtype)
+    except TypeError:
+        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out_dtype!r}") from None
+    if out not in _F16_KERNELS:
+        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out}")
+    rows, cols = x.shape
+    if rows > _MAX_ELEMENTS or cols > _MAX_ELEMENTS:
+        raise ValueError(f"x has shape {x.shape}; each dimension must be below 2**31 (the kernel takes int sizes)")
+    if x.size == 0:
+        return np.empty(x.shape, dtype=out)
+    s = device or session()
+    s.module("softmax_f16")  # a device this native CUDA module does not serve fails here, before any upload
+    x = np.ascontiguousarray(x)
+    bx, by = s.upload(x.tobytes()), s.empty(x.size * out.itemsize)
+    s.launch("softmax_f16", _F16_KERNELS[out], (rows,), (_F16_BLOCK,), [("i", rows), ("i", cols), ("b", bx), ("b", by)])
+    return np.frombuffer(s.download(by, x.size * out.itemsize), dtype=out).reshape(rows, cols).copy()
+
+
 def matmul_variants(device: Optional[Session] = None) -> List[str]:
     """Names of the instantiated tile configurations (from the installed manifest)."""
     s = device or session()

@@ -13,10 +13,11 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .compat import DriverTooOldError, ModuleUnavailableError, check_driver, check_module, module_serves
 from .selection import (AOT, JIT, Choice, Device, Image, NoImageError, aot_fix, choose, decode_intel_ip,
                         group_by_module)
 
@@ -59,6 +60,20 @@ class Manifest:
     all_targets: List[Dict[str, Any]]  # the whole matrix's, to say which wheel would serve a device
     toolchains: Dict[str, str]
     kernels: Dict[str, List[str]]  # kernel names by module
+    # Backends each module serves (compat.module_serves), and the oldest CUDA driver each CUDA
+    # image needs (by image path; compat.check_driver). Defaults keep hand-made Manifests working.
+    serves: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    floors: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> List[str]:
+        """Every kernel module of the package, with or without an image in this wheel."""
+        return sorted(set(self.images) | set(self.serves))
+
+    @property
+    def cuda_floor(self) -> Optional[int]:
+        """The highest driver floor among this wheel's CUDA images (None without any)."""
+        return max(self.floors.values()) if self.floors else None
 
     @classmethod
     def load(cls, folder: Path = IMAGES_DIR) -> "Manifest":
@@ -71,7 +86,10 @@ class Manifest:
             raise ImageError(f"aotkernels: {path} is unreadable ({exc}); reinstall the package") from None
         return cls(images=group_by_module(doc.get("images", [])), targets=doc.get("targets", []),
                    all_targets=doc.get("all_targets", doc.get("targets", [])), toolchains=doc.get("toolchains", {}),
-                   kernels={m: list(v.get("kernels", [])) for m, v in doc.get("modules", {}).items()})
+                   kernels={m: list(v.get("kernels", [])) for m, v in doc.get("modules", {}).items()},
+                   serves={m: module_serves(v) for m, v in doc.get("modules", {}).items()},
+                   floors={e["path"]: e["min_driver"] for e in doc.get("images", [])
+                           if isinstance(e.get("min_driver"), int) and "path" in e})
 
 
 _manifest: Optional[Manifest] = None
@@ -185,8 +203,13 @@ class Session:
             raise NoDeviceError(why)
         self._ctx = self._lib.create_context(device.index)
         self._modules: Dict[str, Loaded] = {}
+        self._driver_version: Optional[int] = None
 
     def choose(self, module: str) -> Choice:
+        # A module that does not serve this backend (native CUDA on OpenCL) is named as such,
+        # before any search for an image that cannot exist.
+        if module in self.manifest.serves:
+            check_module(self.device, module, self.manifest.serves[module])
         images = self.manifest.images.get(module)
         if not images:
             raise ImageError(f"aotkernels: the manifest lists no images for kernel module {module!r}")
@@ -206,6 +229,8 @@ class Session:
                     + (f"To fix: {fix}, or unset {REQUIRE_AOT_ENV} to allow JIT." if fix else
                        f"No AOT form exists for this device; unset {REQUIRE_AOT_ENV} to allow JIT."))
             _warn_jit_once(self.device, choice, self.manifest.all_targets)
+        if self.device.backend == "cuda":
+            self._check_driver(choice.image)
         start = time.perf_counter()
         path, data = read_image(choice.image)
         try:
@@ -220,6 +245,21 @@ class Session:
         loaded = Loaded(choice=choice, handle=handle, load_ms=(time.perf_counter() - start) * 1e3, file=path)
         self._modules[name] = loaded
         return loaded
+
+    def driver_version(self) -> Optional[int]:
+        """cuDriverGetVersion on a CUDA device (13000 = CUDA 13.0), else None."""
+        if self.device.backend != "cuda":
+            return None
+        if self._driver_version is None:
+            self._driver_version = int(self._lib.driver_version())
+        return self._driver_version
+
+    def _check_driver(self, image: Image) -> None:
+        """Refuse an image the driver is too old for, naming both versions (compat.check_driver)."""
+        floor = self.manifest.floors.get(image.path)
+        driver = self.driver_version()
+        if floor is not None and driver is not None:
+            check_driver(driver, floor, f"kernel module {image.module!r} (image {image.path})")
 
     # Buffers and launches: the same calls for both backends.
     def upload(self, data: bytes) -> Any:
@@ -281,4 +321,5 @@ def session(device: Optional[Device] = None) -> Session:
 
 
 __all__ = ["AOT", "JIT", "NoImageError", "Session", "session", "discover", "default_device", "manifest",
-           "AotKernelsError", "ImageError", "AotRequiredError", "NoDeviceError", "JitFallbackWarning"]
+           "AotKernelsError", "ImageError", "AotRequiredError", "NoDeviceError", "JitFallbackWarning",
+           "ModuleUnavailableError", "DriverTooOldError"]
