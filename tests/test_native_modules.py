@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from build_tools import catalog, driver_floor, manifest, matrix as matrix_mod, merge
@@ -243,3 +244,28 @@ def test_runtime_manifest_reads_backends_and_floors(tmp_path: Path) -> None:
     assert m.serves == {"saxpy": ("cuda", "intel", "opencl"), "softmax_f16": ("cuda",)}
     assert m.floors == {"cuda/sm_90/softmax_f16.fatbin": 13000} and m.cuda_floor == 13000
     assert m.modules == ["saxpy", "softmax_f16"]
+
+
+# --- the NumPy op's argument checks (before any device is touched) ---------------------------------
+
+@pytest.mark.parametrize(("x", "kwargs", "error", "words"), [
+    ([[1.0]], {}, TypeError, "x must be a numpy.ndarray of float16, not list"),
+    (np.ones((2, 3), np.float32), {}, TypeError, "x must have dtype float16, not float32"),
+    (np.ones(3, np.float16), {}, ValueError, "x must be 2-dimensional, got shape (3,)"),
+    (np.ones((2, 3), np.float16), {"out_dtype": np.float64}, TypeError,
+     "out_dtype must be numpy.float32 or numpy.float16, not float64"),
+    (np.ones((2, 3), np.float16), {"out_dtype": "no-such-type"}, TypeError, "out_dtype must be numpy.float32"),
+])
+def test_softmax_f16_refuses_bad_arguments(x: object, kwargs: dict[str, object], error: type[Exception],
+                                           words: str) -> None:
+    from aotkernels import softmax_f16
+    with pytest.raises(error) as err:
+        softmax_f16(x, **kwargs)  # type: ignore[arg-type]
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("out", [np.float32, np.float16])
+def test_softmax_f16_of_an_empty_array_needs_no_device(out: type) -> None:
+    from aotkernels import softmax_f16
+    got = softmax_f16(np.ones((0, 5), np.float16), out_dtype=out)
+    assert got.shape == (0, 5) and got.dtype == out

@@ -100,9 +100,12 @@ def test_report_json_says_what_each_device_uses(fat_py: Path) -> None:
         assert "error" not in d, d["error"]
         assert d["mode"] in ("aot", "jit")
         assert isinstance(d["load_ms"], (int, float)) and d["load_ms"] > 0
-        assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax"}
+        assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax",
+                                                                     "softmax_f16"}
     for d in opencl_cpu_rows(rep):
         assert (d["mode"], d["image"]) == ("jit", "opencl/source")
+        native = d["modules"].pop("softmax_f16")  # CUDA only: said per module, the device serves the rest
+        assert (native["mode"], native["image"], native["backends"]) == ("unavailable", None, ["cuda"]), native
         for name, mod in d["modules"].items():
             assert mod["image"] == f"opencl/source/{name}.cl"
             assert (mod["form"], mod["mode"]) == ("source", "jit")
@@ -231,6 +234,53 @@ def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path) -> None
 
 
 # --- the JIT-only wheel --------------------------------------------------------------------------
+
+# --- a native CUDA module on an OpenCL device -----------------------------------------------------
+
+def test_native_module_on_pocl_is_a_clear_error_and_other_ops_still_work(fat_py: Path) -> None:
+    out = script(fat_py, """
+        xh = rng.standard_normal((4, 50)).astype(np.float16)
+        try:
+            aotkernels.softmax_f16(xh)
+        except aotkernels.ModuleUnavailableError as exc:
+            err, is_noimage = str(exc), isinstance(exc, aotkernels.NoImageError)
+        else:
+            err, is_noimage = None, False
+        got = aotkernels.softmax(a)  # the portable softmax, same process, same device
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        ok = bool(np.allclose(got, e / e.sum(axis=1, keepdims=True), rtol=aotkernels.RTOL, atol=aotkernels.ATOL))
+        print(json.dumps({"err": err, "is_noimage": is_noimage, "ok": ok,
+                          "device": aotkernels.default_device().label}))
+    """)
+    assert out["err"] is not None, "softmax_f16 ran on an OpenCL device"
+    assert out["is_noimage"] and out["ok"], out
+    msg = out["err"]
+    assert f"kernel module 'softmax_f16' is not available on {out['device']} (backend opencl)" in msg, msg
+    assert "serves only the backend(s) cuda" in msg and "NVIDIA GPU" in msg, msg
+
+
+def test_report_text_shows_the_native_module_unavailable(fat_py: Path) -> None:
+    r = run_outside(fat_py, "-m", "aotkernels")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^    softmax_f16 +n/a \(serves cuda only: not this device's backend\)$", r.stdout, re.M), r.stdout
+    if not has_cuda_gpu():
+        assert "CUDA driver" not in r.stdout  # the driver line belongs to CUDA devices only
+
+
+def test_manifest_lists_backends_per_module_and_driver_floor_per_cuda_image(fat_py: Path) -> None:
+    doc = json.loads((package_dir(fat_py) / "images" / "manifest.json").read_text())
+    assert doc["modules"]["softmax_f16"]["backends"] == ["cuda"]
+    assert doc["modules"]["softmax_f16"]["kernels"] == ["softmax_f16_rows_f32", "softmax_f16_rows_f16"]
+    assert doc["modules"]["saxpy"]["backends"] == ["cuda", "intel", "opencl"]
+    native = [i for i in doc["images"] if i["module"] == "softmax_f16"]
+    assert native and {i["backend"] for i in native} == {"cuda"}
+    for img in doc["images"]:
+        if img["backend"] == "cuda":
+            assert img["min_driver"] == 13000, img  # nvcc 13.0: R580
+            assert (img.get("ptx_isa") == "9.0") == (img["form"] == "ptx"), img
+        else:
+            assert "min_driver" not in img, img
+
 
 def test_jit_only_wheel_works(jit_py: Path) -> None:
     pkg = package_dir(jit_py)
