@@ -12,7 +12,10 @@
 
 #define SOFTMAX_BLOCK 256
 
-namespace {
+// A named namespace, not an anonymous one: nvcc mangles anonymous-namespace (and other
+// internal-linkage) symbols with a hash of the checkout's path (_INTERNAL_<hash>_...), which would
+// make the PTX, and so the wheels, differ between two checkouts of the same commit.
+namespace softmax_f16_detail {
 
 constexpr int kWarp = 32;
 
@@ -89,7 +92,9 @@ __device__ void softmax_rows(int rows, int cols, const __half* __restrict__ x, O
         out[c] = from_float<OutT>(__expf(__half2float(in[c]) - m) * inv);
 }
 
-}  // namespace
+}  // namespace softmax_f16_detail
+
+using softmax_f16_detail::softmax_rows;
 
 // The entry points the host calls by name: extern "C" keeps the names unmangled, one per
 // template instantiation.

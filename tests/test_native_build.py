@@ -99,3 +99,24 @@ def test_dry_run_asks_bazel_for_native_cuda_targets_only(tmp_path: Path, capsys:
     assert main(["--matrix", str(m), "--out", str(tmp_path / "dist"), "--dry-run"]) == 0
     labels = re.findall(rf"//kernels:{NATIVE}__(\S+)", capsys.readouterr().out)
     assert sorted(labels) == ["compute_90", "sm_90"]
+
+
+def test_native_ptx_does_not_depend_on_the_checkout_path(tmp_path: Path) -> None:
+    """nvcc names internal-linkage symbols (anonymous namespaces) after a hash of the source's path:
+    the shipped module must avoid them, or two checkouts of one commit would build different wheels."""
+    import shutil
+    import subprocess
+
+    nvcc = shutil.which("nvcc")
+    assert nvcc, "nvcc is needed for the native module"
+    texts = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        src = folder / f"{NATIVE}.cu"
+        shutil.copyfile(ROOT / "kernels" / f"{NATIVE}.cu", src)
+        subprocess.run([nvcc, "-x", "cu", "-ptx", "-arch=compute_75", "-O3", "-o", str(folder / "out.ptx"), str(src)],
+                       check=True, capture_output=True)
+        texts.append((folder / "out.ptx").read_text())
+    assert "_INTERNAL_" not in texts[0]
+    assert texts[0] == texts[1]
