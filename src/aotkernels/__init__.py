@@ -52,7 +52,10 @@ def report(devices: Optional[List[Device]] = None) -> Dict[str, Any]:
             s = Session(d, m)
             if d.backend == "cuda" and m.cuda_floor is not None:
                 # said before any image is loaded, so a too-old driver is visible next to its error
-                row["driver_version"] = s.driver_version()
+                try:
+                    row["driver_version"] = s.driver_version()
+                except RuntimeError:
+                    row["driver_version"] = None  # the driver did not say; loading will report the real problem
                 row["driver_floor"] = m.cuda_floor
             mods = {}
             for name in m.modules:

@@ -257,7 +257,10 @@ class Session:
     def _check_driver(self, image: Image) -> None:
         """Refuse an image the driver is too old for, naming both versions (compat.check_driver)."""
         floor = self.manifest.floors.get(image.path)
-        driver = self.driver_version()
+        try:
+            driver = self.driver_version()
+        except RuntimeError:
+            return  # the driver cannot say its version: loading the image reports the real problem
         if floor is not None and driver is not None:
             check_driver(driver, floor, f"kernel module {image.module!r} (image {image.path})")
 
