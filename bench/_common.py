@@ -354,8 +354,8 @@ QUICK_KERNELS = ("saxpy", "reduce_sum")
 
 
 def keep_kernels(copy: Path, names: Sequence[str]) -> None:
-    """Delete the copy's kernel modules other than ``names`` (the BUILD file globs kernels/*.cl)."""
-    for p in (copy / "kernels").glob("*.cl"):
+    """Delete the copy's kernel modules other than ``names`` (the BUILD file globs kernels/*.cl and *.cu)."""
+    for p in [*(copy / "kernels").glob("*.cl"), *(copy / "kernels").glob("*.cu")]:
         if p.stem not in names:
             p.unlink()
 

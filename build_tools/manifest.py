@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, driver_floor
 from .plan import Plan
 
 SCHEMA = 1
@@ -34,6 +34,15 @@ class Image:
     flags: tuple[str, ...]
     sha256: str
     bytes: int
+    # CUDA images only (None elsewhere, and then left out of the manifest): the oldest driver that
+    # loads this image, as cuDriverGetVersion reports it (13000 = CUDA 13.0, R580), and for PTX its
+    # ISA version ("9.0"). The runtime checks the first before handing the image to the driver.
+    min_driver: int | None = None
+    ptx_isa: str | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The manifest's JSON record of this image."""
+        return {k: v for k, v in asdict(self).items() if v is not None} | {"flags": list(self.flags)}
 
 
 def sha256_file(path: Path) -> str:
@@ -47,22 +56,30 @@ def sha256_file(path: Path) -> str:
 def collect(plan: Plan, bazel_bin: Path, dest: Path, keys: set[str] | None = None) -> list[Image]:
     """Copy the built images of ``keys`` (default all) from bazel-bin into ``dest``."""
     images = []
-    for spec in plan.images:
-        if keys is not None and spec.key not in keys:
-            continue
+    for module, spec in plan.pairs(keys):
         tool = plan.tools[spec.toolchain]
-        for module in plan.modules:
-            rel = f"{spec.backend}/{spec.device}/{module}.{spec.ext}"
-            src = bazel_bin / "kernels" / "images" / rel
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
-            images.append(Image(
-                module=module, backend=spec.backend, device=spec.device, resolved=spec.resolved,
-                form=spec.form, path=rel, toolchain=tool.name, toolchain_version=tool.version,
-                flags=spec.flags, sha256=sha256_file(target), bytes=target.stat().st_size,
-            ))
+        rel = f"{spec.backend}/{spec.device}/{module}.{spec.ext}"
+        src = bazel_bin / "kernels" / "images" / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        images.append(Image(
+            module=module, backend=spec.backend, device=spec.device, resolved=spec.resolved,
+            form=spec.form, path=rel, toolchain=tool.name, toolchain_version=tool.version,
+            flags=spec.flags, sha256=sha256_file(target), bytes=target.stat().st_size,
+            **_driver_fields(spec.backend, spec.form, tool.version, target),
+        ))
     return images
+
+
+def _driver_fields(backend: str, form: str, toolkit: str, path: Path) -> dict[str, Any]:
+    """``min_driver`` (and ``ptx_isa`` for PTX) of a CUDA image; nothing for other backends."""
+    if backend != catalog.CUDA:
+        return {}
+    if form != catalog.PTX:
+        return {"min_driver": driver_floor.sass_floor(toolkit)}
+    isa = driver_floor.ptx_isa(path.read_text(encoding="utf-8", errors="replace"))
+    return {"min_driver": driver_floor.ptx_floor(toolkit, isa), "ptx_isa": f"{isa[0]}.{isa[1]}" if isa else None}
 
 
 _KERNEL = re.compile(r"__kernel\s+(?:__attribute__\s*\(\(.*?\)\)\s*)?void\s+(\w+)\s*\(", re.S)
@@ -73,12 +90,49 @@ def kernel_names(source: str) -> list[str]:
     return _KERNEL.findall(source)
 
 
+# Entry points of a native CUDA module: its extern "C" __global__ functions (templates are
+# instantiated behind them; a mangled C++ name could not be looked up by the host anyway).
+_CUDA_ENTRY = re.compile(
+    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
+    r'(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+
+
+def cuda_entry_names(source: str) -> list[str]:
+    """Kernel entry points of a native CUDA C++ module, in source order (comments ignored)."""
+    return _CUDA_ENTRY.findall(_COMMENT.sub(" ", source))
+
+
 def modules_doc(images_dir: Path, images: Iterable[Image]) -> dict[str, Any]:
-    """Per kernel module, its entry points, read from the shipped OpenCL C source image."""
+    """Per portable kernel module, its entry points, read from the shipped OpenCL C source image.
+
+    Native modules have no such image; ``document`` completes their entries from the plan.
+    """
     out: dict[str, Any] = {}
     for i in images:
         if i.form == "source":
             out[i.module] = {"kernels": kernel_names((images_dir / i.path).read_text(encoding="utf-8"))}
+    return out
+
+
+def module_entries(plan: Plan, modules: dict[str, Any]) -> dict[str, Any]:
+    """Every module of the plan: entry points, source file, kind and the backends it serves.
+
+    The same for every build of one checkout (whichever devices it compiled), so per-target
+    wheels agree on it and ``build.py merge`` can require that; the images a wheel holds are its
+    manifest's ``images``. Native modules' entry points come from their source, since an Intel-only
+    build compiles none of their images.
+    """
+    out: dict[str, Any] = {}
+    for name in plan.modules:
+        source = plan.sources.get(name, f"{name}.cl")
+        entry = dict(modules.get(name, {}))
+        if "kernels" not in entry and source.endswith(".cu"):
+            entry["kernels"] = cuda_entry_names((plan.root / "kernels" / source).read_text(encoding="utf-8"))
+        entry.setdefault("kernels", [])
+        entry.update({"source": f"kernels/{source}", "kind": "native" if source.endswith(".cu") else "portable",
+                      "backends": list(plan.backends(name))})
+        out[name] = entry
     return out
 
 
@@ -146,8 +200,8 @@ def document(plan: Plan, images: Iterable[Image], modules: dict[str, Any]) -> di
         toolchains=toolchain_identity(plan),
         targets=targets_doc(plan.matrix.targets),
         all_targets=targets_doc(plan.matrix.all_targets()),
-        modules=modules,
-        images=[asdict(i) | {"flags": list(i.flags)} for i in images],
+        modules=module_entries(plan, modules),
+        images=[i.entry() for i in images],
     )
 
 

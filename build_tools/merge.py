@@ -46,7 +46,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -726,12 +726,15 @@ def _covered_targets(inputs: Sequence[InputWheel], all_targets: list[dict[str, A
     return [t for t in all_targets if t["name"] in names]  # matrix order, as a single-machine build lists them
 
 
-def _check_complete(covered: list[dict[str, Any]], entries: Mapping[str, dict[str, Any]], modules: Iterable[str]
-                    ) -> None:
-    wanted = set(modules)
+def _check_complete(covered: list[dict[str, Any]], entries: Mapping[str, dict[str, Any]],
+                    modules: Mapping[str, Any]) -> None:
     for t in covered:
         for device in t["devices"]:
-            have = {i["module"] for i in entries.values() if i["device"] == device and i["form"] in catalog.AOT_FORMS}
+            found = [i for i in entries.values() if i["device"] == device and i["form"] in catalog.AOT_FORMS]
+            have = {i["module"] for i in found}
+            # Only the modules that serve the device's backend: a native CUDA module has no Intel image.
+            backends = {i["backend"] for i in found}
+            wanted = {m for m, v in modules.items() if backends & set(v.get("backends", backends))}
             if not have or (wanted and have != wanted):
                 raise MergeError(f"target {t['name']!r}: the wheels hold images of modules {sorted(have)} for device "
                                  f"{device!r}, expected {sorted(wanted)}")

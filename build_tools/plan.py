@@ -6,7 +6,7 @@ raised together, before Bazel starts or anything is written.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import catalog
@@ -21,14 +21,28 @@ from .toolchains.intel import IntelToolchain, detect_cpp, source_image
 class Plan:
     matrix: Matrix
     root: Path
-    modules: tuple[str, ...]  # kernel modules (kernels/*.cl)
+    modules: tuple[str, ...]  # kernel modules (kernels/*.cl portable, kernels/*.cu native CUDA)
     tools: Mapping[str, ToolInfo]  # by tool name
-    images: tuple[ImageSpec, ...]  # one entry per image kind; each is built for every module
+    images: tuple[ImageSpec, ...]  # one entry per image kind; each is built for every module serving its backend
+    # module -> its source file name under kernels/ ("saxpy.cl"); the suffix says which backends it serves
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def backends(self, module: str) -> tuple[str, ...]:
+        """The backends ``module`` serves (``module_backends`` of its source file)."""
+        return module_backends(self.sources.get(module, f"{module}.cl"))
+
+    def serves(self, module: str, image: ImageSpec) -> bool:
+        """Whether ``image`` is built for ``module``: a native CUDA module gets no Intel, SPIR-V or OpenCL C image."""
+        return image.backend in self.backends(module)
+
+    def pairs(self, keys: set[str] | None = None) -> list[tuple[str, ImageSpec]]:
+        """Every (module, image) to build, or only those of the images whose key is in ``keys``."""
+        return [(m, i) for m in self.modules for i in self.images
+                if (keys is None or i.key in keys) and self.serves(m, i)]
 
     def targets(self, keys: set[str] | None = None) -> list[str]:
         """Bazel labels for every (module, image), or only the images whose key is in ``keys``."""
-        return [f"//kernels:{m}__{i.key}" for m in self.modules for i in self.images
-                if keys is None or i.key in keys]
+        return [f"//kernels:{m}__{i.key}" for m, i in self.pairs(keys)]
 
     def image(self, key: str) -> ImageSpec:
         return next(i for i in self.images if i.key == key)
@@ -68,12 +82,40 @@ def unique_images(images: list[ImageSpec]) -> tuple[ImageSpec, ...]:
     return tuple(by_identity.values())
 
 
+# Which backends a module serves, by the suffix of its source file. A portable module (the dialect
+# of kernels/aot_portable.h) compiles as CUDA and as OpenCL C; a native module is CUDA C++, which
+# only nvcc compiles, so it has no Intel binary, SPIR-V or OpenCL C form.
+MODULE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    ".cl": (catalog.CUDA, catalog.INTEL, catalog.OPENCL),
+    ".cu": (catalog.CUDA,),
+}
+
+
+def module_backends(source: str) -> tuple[str, ...]:
+    """Backends served by the module in kernels/``source`` (``saxpy.cl``, ``softmax_f16.cu``)."""
+    return MODULE_SUFFIXES[Path(source).suffix]
+
+
+def kernel_sources(root: Path) -> dict[str, str]:
+    """Module name -> source file name, for the *.cl and *.cu files of kernels/ (kernels/BUILD.bazel
+    globs the same). One name in two languages (``x.cl`` and ``x.cu``) is refused: both would
+    write ``images/cuda/<device>/x.fatbin``."""
+    found: dict[str, list[str]] = {}
+    for suffix in MODULE_SUFFIXES:
+        for p in (root / "kernels").glob(f"*{suffix}"):
+            found.setdefault(p.stem, []).append(p.name)
+    if not found:
+        raise ConfigError(f"kernels/: no kernel modules (*.cl portable, *.cu native CUDA) found under {root / 'kernels'}")
+    twice = [f"kernels/: module {name!r} exists as {' and '.join(sorted(files))}; rename one (a module has one source)"
+             for name, files in sorted(found.items()) if len(files) > 1]
+    if twice:
+        raise ConfigError(twice)
+    return {name: files[0] for name, files in sorted(found.items())}
+
+
 def kernel_modules(root: Path) -> tuple[str, ...]:
-    """Kernel modules are the *.cl files of kernels/ (kernels/BUILD.bazel globs the same)."""
-    mods = tuple(sorted(p.stem for p in (root / "kernels").glob("*.cl")))
-    if not mods:
-        raise ConfigError(f"kernels/: no *.cl kernel modules found under {root / 'kernels'}")
-    return mods
+    """Kernel module names, sorted (see ``kernel_sources``)."""
+    return tuple(kernel_sources(root))
 
 
 def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices: tuple[Device, ...] = ()) -> Plan:
@@ -108,4 +150,6 @@ def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices:
         images.append(chain.spirv(tools["ocloc"]))
     if problems:
         raise ConfigError(problems)
-    return Plan(matrix=matrix, root=root, modules=kernel_modules(root), tools=tools, images=unique_images(images))
+    sources = kernel_sources(root)
+    return Plan(matrix=matrix, root=root, modules=tuple(sources), tools=tools, images=unique_images(images),
+                sources=sources)

@@ -125,8 +125,9 @@ def to_markdown(report: SizeReport, *, detail: bool = True) -> str:
     if detail and report.devices:
         modules = sorted({m for d in report.devices for m, _, _ in d.modules})
         out += ["### Device images by kernel module (compressed bytes in the fat wheel)", ""]
+        # "-": the module has no image for that device (a native CUDA module on an Intel device), not 0 bytes
         out += _md_table(["Device", *modules, "Total"],
-                         [[d.device, *(human(next((b for m2, b, _ in d.modules if m2 == m), 0)) for m in modules),
+                         [[d.device, *(next((human(b) for m2, b, _ in d.modules if m2 == m), "-") for m in modules),
                            human(d.bytes)] for d in report.devices], [False, *([True] * (len(modules) + 1))])
     if report.checks:
         out += ["### Budgets", ""]

@@ -198,7 +198,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _modules() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "kernels").glob("*.cl"))
+    """Modules with CUDA images: portable (*.cl) and native CUDA (*.cu) ones."""
+    return sorted(p.stem for suffix in ("*.cl", "*.cu") for p in (ROOT / "kernels").glob(suffix))
 
 
 @pytest.mark.integration

@@ -43,6 +43,7 @@ cuda: {container: cubin}
 # The smallest matrix that still runs every compiler: one sm_ device, one Intel device.
 TINY = 'targets:\n  "NVIDIA H100": sm_90\n  "Intel Max": pvc\n'
 TINY_IMAGE_KEYS = ("sm_90", "compute_90", "pvc", "opencl_source", "spirv")
+TINY_CUDA_KEYS = ("sm_90", "compute_90")  # the images a native CUDA module gets from TINY
 
 
 def write(path: Path, text: str) -> Path:
@@ -51,7 +52,13 @@ def write(path: Path, text: str) -> Path:
 
 
 def modules(root: Path) -> list[str]:
+    """Portable modules (*.cl): images for every backend."""
     return sorted(p.stem for p in (root / "kernels").glob("*.cl"))
+
+
+def native_modules(root: Path) -> list[str]:
+    """Native CUDA modules (*.cu): CUDA images only."""
+    return sorted(p.stem for p in (root / "kernels").glob("*.cu"))
 
 
 def summary_line(stdout: str) -> str:
@@ -217,7 +224,9 @@ def test_manifest_fields(small_build: Path) -> None:
     doc = load_manifest(small_build)
     images_dir = small_build / "images"
     mods = modules(ROOT)
-    assert sorted(doc["modules"]) == mods
+    native = native_modules(ROOT)
+    assert native, "kernels/ ships a native CUDA module"
+    assert sorted(doc["modules"]) == sorted(mods + native)
     assert doc["toolchains"]["nvcc"] == "13.0.88"
     assert doc["toolchains"]["ocloc"].startswith("22.43.")
     assert [t["name"] for t in doc["targets"]] == ["NVIDIA H100", "NVIDIA T4", "Intel Data Center GPU Max Series",
@@ -246,7 +255,8 @@ def test_manifest_fields(small_build: Path) -> None:
         assert img["bytes"] == len(data) > 0
         assert img["sha256"] == hashlib.sha256(data).hexdigest()
         seen.add((img["module"], img["device"]))
-    assert seen == {(m, d) for m in mods for d in expected}
+    cuda = {d for d, e in expected.items() if e[0] == "cuda"}
+    assert seen == {(m, d) for m in mods for d in expected} | {(m, d) for m in native for d in cuda}
     assert len(doc["images"]) == len(seen)
     flags = {i["device"]: i["flags"] for i in doc["images"] if i["module"] == "saxpy"}
     assert "-arch=sm_90" in flags["sm_90"] and "-cubin" in flags["sm_90"]
@@ -352,7 +362,7 @@ def test_second_identical_run_is_all_cache_hits(small_build: Path, tmp_path: Pat
     capsys.readouterr()
     assert main(["--matrix", str(m), "--images-only", "--no-disk-cache", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    n = 7 * len(modules(ROOT))
+    n = 7 * len(modules(ROOT)) + 3 * len(native_modules(ROOT))  # native: sm_90, sm_75, compute_75 only
     assert f"images: {n} (" in stdout
     assert "compile actions: nothing to compile, all cache hits" in summary_line(stdout)
     assert f"cache hits {n}" in summary_line(stdout)
@@ -374,7 +384,8 @@ def test_dry_run_prints_bazel_command_and_writes_nothing(tmp_path: Path, capsys:
     assert cmd[1:4] == [*BAZEL_STARTUP, "build", "--keep_going"]
     assert "//kernels:saxpy__sm_90" in cmd
     labels = [a for a in cmd if a.startswith("//")]
-    assert sorted(labels) == sorted(f"//kernels:{mod}__{k}" for mod in modules(ROOT) for k in TINY_IMAGE_KEYS)
+    assert sorted(labels) == sorted([f"//kernels:{mod}__{k}" for mod in modules(ROOT) for k in TINY_IMAGE_KEYS]
+                                    + [f"//kernels:{mod}__{k}" for mod in native_modules(ROOT) for k in TINY_CUDA_KEYS])
     assert "compile actions" not in captured.out
     assert "+ " not in captured.err  # nothing was run
 
@@ -455,7 +466,8 @@ def test_changed_kernel_recompiles_only_its_images(repo_copy: Path, tmp_path: Pa
     mods = modules(repo_copy)
     first = build_in(repo_copy, m, tmp_path / "o1", "--disk-cache", str(cache))
     assert first.returncode == 0, first.stdout + first.stderr
-    assert compiled_count(first.stdout) == len(mods) * len(TINY_IMAGE_KEYS)
+    n_images = len(mods) * len(TINY_IMAGE_KEYS) + len(native_modules(repo_copy)) * len(TINY_CUDA_KEYS)
+    assert compiled_count(first.stdout) == n_images
 
     again = build_in(repo_copy, m, tmp_path / "o2", "--disk-cache", str(cache))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -488,7 +500,7 @@ def test_changed_kernel_recompiles_only_its_images(repo_copy: Path, tmp_path: Pa
     assert from_cache.returncode == 0, from_cache.stdout + from_cache.stderr
     line = summary_line(from_cache.stdout)
     assert "nothing to compile, all cache hits" in line, line
-    assert f"(remote/disk {len(mods) * len(TINY_IMAGE_KEYS)})" in line, line
+    assert f"(remote/disk {n_images})" in line, line
     assert shas(load_manifest(tmp_path / "o4")) == new
 
 

@@ -24,8 +24,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.integration
 
 MATRIX = 'targets:\n  "NVIDIA H100": sm_90\n  "Intel Flex": dg2-g10-c0\n'
-# 4 modules x (sm_90, compute_90 PTX, dg2-g10-c0, OpenCL source, SPIR-V)
-EXPECTED_IMAGES = 4 * 5
+# 4 portable modules x (sm_90, compute_90 PTX, dg2-g10-c0, OpenCL source, SPIR-V)
+# + the native CUDA module (softmax_f16.cu) x (sm_90, compute_90 PTX)
+EXPECTED_IMAGES = 4 * 5 + 2
 IGNORE = shutil.ignore_patterns("bazel-*", ".venv", "dist", ".git", "generated", ".bazelrc.generated", "__pycache__",
                                 ".gpu", ".pytest_cache")
 
@@ -181,8 +182,8 @@ def test_second_checkout_hits_remote_cache_then_builds_without_server(webdav: We
 
 
 SMALL_MATRIX = 'targets:\n  "NVIDIA H100": sm_90\n'
-# 4 modules x (sm_90, compute_90 PTX, OpenCL source, SPIR-V)
-SMALL_IMAGES = 4 * 4
+# 4 portable modules x (sm_90, compute_90 PTX, OpenCL source, SPIR-V) + the native module x (sm_90, compute_90)
+SMALL_IMAGES = 4 * 4 + 2
 
 
 def _files_holding(root: Path, needles: tuple[str, ...]) -> list[str]:

@@ -130,7 +130,11 @@ def cpu_row(rep: Dict[str, Any], cpu: CpuRuntime) -> Dict[str, Any]:
 def assert_picks_its_form(row: Dict[str, Any], cpu: CpuRuntime) -> None:
     """Every module of the device came from the runtime's form, JIT: any other form fails."""
     assert (row["mode"], row["image"]) == ("jit", cpu.folder), (cpu.name, row)
-    for name, mod in row["modules"].items():
+    modules = dict(row["modules"])
+    native = modules.pop("softmax_f16", None)  # a native CUDA module: said per module, the device serves the rest
+    if native is not None:
+        assert (native["mode"], native["image"], native["backends"]) == ("unavailable", None, ["cuda"]), native
+    for name, mod in modules.items():
         assert (mod["image"], mod["form"], mod["mode"]) == (cpu.image(name), cpu.form, "jit"), (cpu.name, mod)
         assert mod["reason"].startswith(cpu.reason), mod["reason"]
         assert "IP version" not in mod["reason"], mod["reason"]
@@ -166,7 +170,8 @@ def test_report_json_says_what_each_device_uses(fat_py: Path, cpu: CpuRuntime) -
         assert "error" not in d, d["error"]
         assert d["mode"] in ("aot", "jit")
         assert isinstance(d["load_ms"], (int, float)) and d["load_ms"] > 0
-        assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax"}
+        assert set(d["modules"]) == set(rep["wheel"]["modules"]) == {"matmul", "reduce_sum", "saxpy", "softmax",
+                                                                     "softmax_f16"}
     assert_picks_its_form(cpu_row(rep, cpu), cpu)
     assert len(rep["wheel"]["targets"]) == 9  # the fat wheel: every target of matrix.yaml
     if not has_cuda_gpu():
@@ -304,6 +309,53 @@ def test_truncated_image_is_an_image_error_naming_the_file(fat_py: Path, cpu: Cp
 
 
 # --- the JIT-only wheel --------------------------------------------------------------------------
+
+# --- a native CUDA module on an OpenCL device -----------------------------------------------------
+
+def test_native_module_on_a_cpu_is_a_clear_error_and_other_ops_still_work(fat_py: Path, cpu: CpuRuntime) -> None:
+    out = script(fat_py, """
+        xh = rng.standard_normal((4, 50)).astype(np.float16)
+        try:
+            aotkernels.softmax_f16(xh)
+        except aotkernels.ModuleUnavailableError as exc:
+            err, is_noimage = str(exc), isinstance(exc, aotkernels.NoImageError)
+        else:
+            err, is_noimage = None, False
+        got = aotkernels.softmax(a)  # the portable softmax, same process, same device
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        ok = bool(np.allclose(got, e / e.sum(axis=1, keepdims=True), rtol=aotkernels.RTOL, atol=aotkernels.ATOL))
+        print(json.dumps({"err": err, "is_noimage": is_noimage, "ok": ok,
+                          "device": aotkernels.default_device().label}))
+    """, env=cpu.env)
+    assert out["err"] is not None, "softmax_f16 ran on an OpenCL device"
+    assert out["is_noimage"] and out["ok"], out
+    msg = out["err"]
+    assert f"kernel module 'softmax_f16' is not available on {out['device']} (backend opencl)" in msg, msg
+    assert "serves only the backend(s) cuda" in msg and "NVIDIA GPU" in msg, msg
+
+
+def test_report_text_shows_the_native_module_unavailable(fat_py: Path, cpu: CpuRuntime) -> None:
+    r = run_outside(fat_py, "-m", "aotkernels", env=cpu.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^    softmax_f16 +n/a \(serves cuda only: not this device's backend\)$", r.stdout, re.M), r.stdout
+    if not has_cuda_gpu():
+        assert "CUDA driver" not in r.stdout  # the driver line belongs to CUDA devices only
+
+
+def test_manifest_lists_backends_per_module_and_driver_floor_per_cuda_image(fat_py: Path) -> None:
+    doc = json.loads((package_dir(fat_py) / "images" / "manifest.json").read_text())
+    assert doc["modules"]["softmax_f16"]["backends"] == ["cuda"]
+    assert doc["modules"]["softmax_f16"]["kernels"] == ["softmax_f16_rows_f32", "softmax_f16_rows_f16"]
+    assert doc["modules"]["saxpy"]["backends"] == ["cuda", "intel", "opencl"]
+    native = [i for i in doc["images"] if i["module"] == "softmax_f16"]
+    assert native and {i["backend"] for i in native} == {"cuda"}
+    for img in doc["images"]:
+        if img["backend"] == "cuda":
+            assert img["min_driver"] == 13000, img  # nvcc 13.0: R580
+            assert (img.get("ptx_isa") == "9.0") == (img["form"] == "ptx"), img
+        else:
+            assert "min_driver" not in img, img
+
 
 def test_jit_only_wheel_works(jit_py: Path, cpu: CpuRuntime) -> None:
     pkg = package_dir(jit_py)

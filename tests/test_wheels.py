@@ -22,7 +22,8 @@ from conftest import ROOT, run_outside, wheel_of
 
 pytestmark = pytest.mark.integration
 
-MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.cl"))
+MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.cl"))  # portable: images for every backend
+NATIVE = sorted(p.stem for p in (ROOT / "kernels").glob("*.cu"))  # native CUDA: CUDA images only
 SASS_EXT = matrix_mod.load(ROOT / "matrix.yaml").cuda.container  # "fatbin" or "cubin", also the extension
 IGNORE = shutil.ignore_patterns("bazel-*", ".venv", "dist", ".git", "generated", ".bazelrc.generated", "__pycache__",
                                 ".gpu", ".pytest_cache")
@@ -43,9 +44,9 @@ def expected_images(devices: list[catalog.Device], portable: bool, ptx: str) -> 
     want = set()
     for d in devices:
         ext = {"sass": SASS_EXT, "intel-bin": "bin"}[d.form]
-        want |= {f"{d.backend}/{d.requested}/{m}.{ext}" for m in MODULES}
+        want |= {f"{d.backend}/{d.requested}/{m}.{ext}" for m in MODULES + (NATIVE if d.backend == "cuda" else [])}
     if portable:
-        want |= {f"cuda/{ptx}/{m}.ptx" for m in MODULES}
+        want |= {f"cuda/{ptx}/{m}.ptx" for m in MODULES + NATIVE}
         want |= {f"opencl/spirv/{m}.spv" for m in MODULES} | {f"opencl/source/{m}.cl" for m in MODULES}
     return want
 

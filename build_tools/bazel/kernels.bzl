@@ -58,10 +58,17 @@ aot_image = rule(
     },
 )
 
-def kernel_module(name, src, hdrs):
-    """All images of one kernel module: `<name>__<key>` per entry of AOT_IMAGES."""
+def kernel_module(name, src, hdrs, backends = None, include_marker = None):
+    """All images of one kernel module: `<name>__<key>` per entry of AOT_IMAGES.
+
+    `backends` limits the images to those backends (a native CUDA module: ["cuda"]); the
+    Python side (build_tools/plan.py, MODULE_SUFFIXES) asks for exactly these targets.
+    `include_marker` is a file whose folder becomes -I (default: the first header).
+    """
     targets = []
     for image in AOT_IMAGES:
+        if backends != None and image["backend"] not in backends:
+            continue
         target = "%s__%s" % (name, image["key"])
         if image["input"] == "source":
             image_src = ":%s__%s" % (name, image["source_key"])
@@ -71,7 +78,7 @@ def kernel_module(name, src, hdrs):
             name = target,
             src = image_src,
             hdrs = hdrs,
-            include_marker = hdrs[0],
+            include_marker = include_marker or hdrs[0],
             stamp = image["stamp"],
             argv = image["argv"],
             out = "images/%s/%s/%s.%s" % (image["backend"], image["device"], name, image["ext"]),

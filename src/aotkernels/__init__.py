@@ -11,17 +11,19 @@ import builtins  # ``sum`` below is the kernel
 import time
 from typing import Any, Dict, List, Optional
 
-from .ops import ATOL, RTOL, matmul, matmul_variants, saxpy, softmax, sum
+from .compat import DriverTooOldError, ModuleUnavailableError
+from .ops import ATOL, F16_ATOL, F16_RTOL, RTOL, matmul, matmul_variants, saxpy, softmax, softmax_f16, sum
 from .runtime import (AotKernelsError, AotRequiredError, ImageError, JitFallbackWarning, ManifestError, NoDeviceError,
                       Session, SettingError, default_device, discover, manifest, session)
 from .selection import AOT, JIT, Device, NoImageError
 
 __version__ = "0.1.0"
 
-__all__ = ["saxpy", "sum", "softmax", "matmul", "matmul_variants", "RTOL", "ATOL", "report", "discover",
-           "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT", "AotKernelsError",
-           "AotRequiredError", "ImageError", "ManifestError", "NoDeviceError", "NoImageError", "SettingError",
-           "JitFallbackWarning"]
+__all__ = ["saxpy", "sum", "softmax", "softmax_f16", "matmul", "matmul_variants", "RTOL", "ATOL", "F16_RTOL",
+           "F16_ATOL", "report", "discover", "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT",
+           "AotKernelsError", "AotRequiredError", "ImageError", "ManifestError", "NoDeviceError", "NoImageError",
+           "SettingError", "JitFallbackWarning", "ModuleUnavailableError", "DriverTooOldError"]
+UNAVAILABLE = "unavailable"  # a module's mode in report() when it does not serve the device's backend
 
 
 def _device_fields(d: Device) -> Dict[str, Any]:
@@ -42,26 +44,42 @@ def report(devices: Optional[List[Device]] = None) -> Dict[str, Any]:
     if devices is None:
         devices, notes = discover()
     m = manifest()
-    wheel = {"targets": [t["name"] for t in m.targets], "modules": sorted(m.images)}
+    wheel = {"targets": [t["name"] for t in m.targets], "modules": m.modules, "cuda_driver_floor": m.cuda_floor}
     rows = []
     for d in devices:
         row = _device_fields(d)
         try:
             s = Session(d, m)
+            if d.backend == "cuda" and m.cuda_floor is not None:
+                # said before any image is loaded, so a too-old driver is visible next to its error
+                try:
+                    row["driver_version"] = s.driver_version()
+                except RuntimeError:
+                    row["driver_version"] = None  # the driver did not say; loading will report the real problem
+                row["driver_floor"] = m.cuda_floor
             mods = {}
-            for name in sorted(m.images):
+            for name in m.modules:
                 t0 = time.perf_counter()
-                loaded = s.module(name)
+                try:
+                    loaded = s.module(name)
+                except ModuleUnavailableError as exc:
+                    # a native module of another backend: said per module, the device still serves the rest
+                    mods[name] = {"image": None, "form": None, "mode": UNAVAILABLE, "reason": str(exc),
+                                  "load_ms": None, "backends": list(m.serves.get(name, ()))}
+                    continue
                 mods[name] = {"image": loaded.choice.image.path, "form": loaded.choice.image.form,
                               "mode": loaded.choice.mode, "reason": loaded.choice.reason,
                               "load_ms": round((time.perf_counter() - t0) * 1e3, 3)}
-            modes = {v["mode"] for v in mods.values()}
-            first = mods[sorted(mods)[0]]
+            usable = {k: v for k, v in mods.items() if v["mode"] != UNAVAILABLE}
+            if not usable:
+                raise ModuleUnavailableError(f"aotkernels: no kernel module of this wheel serves {d.label}")
+            modes = {v["mode"] for v in usable.values()}
+            first = usable[sorted(usable)[0]]
             row.update({
                 # one image kind serves every module of a device; "image" shows it by its folder
                 "image": first["image"].rsplit("/", 1)[0],
                 "mode": JIT if JIT in modes else AOT,
-                "load_ms": round(builtins.sum(v["load_ms"] for v in mods.values()), 3),
+                "load_ms": round(builtins.sum(v["load_ms"] for v in usable.values()), 3),
                 "modules": mods,
             })
         except (AotKernelsError, NoImageError) as exc:

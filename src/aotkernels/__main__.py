@@ -21,6 +21,8 @@ import numpy as np
 
 from . import ATOL, RTOL, Session, discover, manifest, matmul, matmul_variants, report, saxpy, softmax
 from . import sum as asum
+from .compat import floor_text
+from .ops import F16_ATOL, F16_RTOL, softmax_f16
 from .runtime import DEVICE_ENV, AotKernelsError, NoDeviceError, find_device, require_aot
 
 
@@ -61,7 +63,39 @@ def selftest(session: Session) -> List[Dict[str, Any]]:
             b = rng.standard_normal((k, n), dtype=np.float32)
             got, ms = timed(lambda: matmul(a, b, variant=variant, device=session))
             check(f"{variant} {m}x{n}x{k}", got, a.astype(np.float64) @ b.astype(np.float64), ms)
+    cases += native_cases(session, rng)
     return cases
+
+
+def native_cases(session: Session, rng: np.random.Generator) -> List[Dict[str, Any]]:
+    """The native CUDA module (softmax_f16), on devices it serves; none elsewhere."""
+    if session.device.backend != "cuda" or "softmax_f16" not in session.manifest.images:
+        return []
+    cases: List[Dict[str, Any]] = []
+    for rows, cols in ((1, 1), (3, 7), (5, 300), (2, 4097)):
+        x = (rng.standard_normal((rows, cols), dtype=np.float32) * 4).astype(np.float16)
+        x32 = x.astype(np.float32)
+        e = np.exp(x32 - x32.max(axis=1, keepdims=True))
+        want = e / e.sum(axis=1, keepdims=True)
+        for out, rtol in ((np.float32, F16_RTOL), (np.float16, 1e-2)):
+            t0 = time.perf_counter()
+            got = softmax_f16(x, out_dtype=out, device=session)
+            ms = (time.perf_counter() - t0) * 1e3
+            err = float(np.max(np.abs(got.astype(np.float64) - want)))
+            cases.append({"case": f"softmax_f16 {rows}x{cols} -> {np.dtype(out).name}", "max_abs_err": err,
+                          "ok": bool(got.dtype == out and np.allclose(got, want, rtol=rtol, atol=F16_ATOL)),
+                          "ms": round(ms, 3)})
+    return cases
+
+
+def _driver_lines(d: Dict[str, Any]) -> List[str]:
+    """The CUDA driver's version against the floor of the wheel's CUDA images (compat)."""
+    if d.get("driver_version") is None or d.get("driver_floor") is None:
+        return []
+    ok = "ok" if d["driver_version"] >= d["driver_floor"] else "TOO OLD"
+    return [f"    CUDA driver {floor_text(d['driver_version']).replace(' or newer', '')} "
+            f"(cuDriverGetVersion {d['driver_version']}); the images need {floor_text(d['driver_floor'])}, "
+            f"cuDriverGetVersion >= {d['driver_floor']}: {ok}"]
 
 
 def _text(rep: Dict[str, Any]) -> str:
@@ -72,9 +106,14 @@ def _text(rep: Dict[str, Any]) -> str:
         head = f"{d['backend']}:{d['index']} {d['device']}"
         if d.get("error"):
             lines.append(f"{head}: ERROR {d['error']}")
+            lines += _driver_lines(d)
             continue
         lines.append(f"{head}: {d['mode'].upper()} from {d['image']} (loaded in {d['load_ms']:.1f} ms)")
+        lines += _driver_lines(d)
         for name, mod in d["modules"].items():
+            if mod["mode"] == "unavailable":
+                lines.append(f"    {name:<11} n/a (serves {', '.join(mod['backends'])} only: not this device's backend)")
+                continue
             lines.append(f"    {name:<11} {mod['mode']:<3} {mod['image']:<32} {mod['load_ms']:9.3f} ms  {mod['reason']}")
         for case in d.get("selftest", []):
             lines.append(f"    {'ok  ' if case['ok'] else 'FAIL'} {case['case']:<44} err {case['max_abs_err']:.2e}  {case['ms']:.2f} ms")

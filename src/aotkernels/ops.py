@@ -29,15 +29,16 @@ _REDUCE_MAX_GROUPS = 1024
 _MATMUL = re.compile(r"^matmul_bm(\d+)_bn(\d+)_bk(\d+)_tm(\d+)_tn(\d+)$")
 
 
-def _array(name: str, value: Any, ndim: int) -> np.ndarray:
+def _array(name: str, value: Any, ndim: int, dtype: Any = np.float32) -> np.ndarray:
+    kind = np.dtype(dtype).name
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray of float32, not {type(value).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray of {kind}, not {type(value).__name__}")
     if isinstance(value, np.ma.MaskedArray):
         # the kernels would read the masked-out values as data: refuse rather than drop the mask
         raise TypeError(f"{name} is a numpy masked array; the kernels cannot honour its mask. Pass a plain array: "
                         f"{name}.filled(value) to replace masked elements, or {name}.compressed() to drop them")
-    if value.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, not {value.dtype}; convert with {name}.astype(numpy.float32)")
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {kind}, not {value.dtype}; convert with {name}.astype(numpy.{kind})")
     if value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {value.shape}")
     if value.size > _MAX_ELEMENTS:
@@ -114,6 +115,38 @@ def softmax(x: np.ndarray, *, device: Any = None) -> np.ndarray:
     bx, by = s.upload(x.tobytes()), s.empty(x.nbytes)
     s.launch("softmax", "softmax_rows", (rows,), (_WG,), [("i", rows), ("i", cols), ("b", bx), ("b", by)])
     return np.frombuffer(s.download(by, x.nbytes), dtype=np.float32).reshape(rows, cols).copy()
+
+
+F16_RTOL = 2e-3  # softmax_f16 against NumPy's float32 softmax of the same float16 input (fp16 output: 1e-2)
+F16_ATOL = 1e-5
+_F16_BLOCK = 256  # SOFTMAX_BLOCK in kernels/softmax_f16.cu: the kernel is built for exactly this block size
+_F16_KERNELS = {np.dtype(np.float32): "softmax_f16_rows_f32", np.dtype(np.float16): "softmax_f16_rows_f16"}
+
+
+def softmax_f16(x: np.ndarray, *, out_dtype: Any = np.float32, device: Any = None) -> np.ndarray:
+    """Row-wise softmax of a 2-D ``numpy.float16`` array, accumulated in float32.
+
+    ``out_dtype`` is ``numpy.float32`` (default: the float32 result, no rounding back) or
+    ``numpy.float16`` (half the bytes; rounded once at the end). The kernel is the native CUDA
+    C++ module kernels/softmax_f16.cu: on a device without CUDA (an Intel GPU, PoCL) this raises
+    ``aotkernels.ModuleUnavailableError`` naming the module and the backends it serves.
+    """
+    check_device_arg(device)
+    x = _array("x", x, 2, np.float16)
+    try:
+        out = np.dtype(out_dtype)
+    except TypeError:
+        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out_dtype!r}") from None
+    if out not in _F16_KERNELS:
+        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out}")
+    rows, cols = x.shape
+    if x.size == 0:
+        return np.empty(x.shape, dtype=out)
+    s = _session(device)
+    s.module("softmax_f16")  # a device this native CUDA module does not serve fails here, before any upload
+    bx, by = s.upload(x.tobytes()), s.empty(x.size * out.itemsize)
+    s.launch("softmax_f16", _F16_KERNELS[out], (rows,), (_F16_BLOCK,), [("i", rows), ("i", cols), ("b", bx), ("b", by)])
+    return np.frombuffer(s.download(by, x.size * out.itemsize), dtype=out).reshape(rows, cols).copy()
 
 
 def matmul_variants(device: Any = None) -> List[str]:

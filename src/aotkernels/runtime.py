@@ -17,10 +17,11 @@ import stat
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .compat import DriverTooOldError, ModuleUnavailableError, check_driver, check_module, module_serves
 from .selection import (AOT, JIT, Choice, Device, Image, NoImageError, aot_fix, choose, decode_intel_ip,
                         group_by_module)
 
@@ -71,6 +72,20 @@ class Manifest:
     all_targets: List[Dict[str, Any]]  # the whole matrix's, to say which wheel would serve a device
     toolchains: Dict[str, str]
     kernels: Dict[str, List[str]]  # kernel names by module
+    # Backends each module serves (compat.module_serves), and the oldest CUDA driver each CUDA
+    # image needs (by image path; compat.check_driver). Defaults keep hand-made Manifests working.
+    serves: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    floors: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> List[str]:
+        """Every kernel module of the package, with or without an image in this wheel."""
+        return sorted(set(self.images) | set(self.serves))
+
+    @property
+    def cuda_floor(self) -> Optional[int]:
+        """The highest driver floor among this wheel's CUDA images (None without any)."""
+        return max(self.floors.values()) if self.floors else None
 
     @classmethod
     def load(cls, folder: Path = IMAGES_DIR) -> "Manifest":
@@ -99,7 +114,10 @@ class Manifest:
         targets = doc.get("targets", [])
         return cls(images=group_by_module(images), targets=targets,
                    all_targets=doc.get("all_targets", targets), toolchains=doc.get("toolchains", {}),
-                   kernels={m: list(v["kernels"]) for m, v in modules.items()})
+                   kernels={m: list(v["kernels"]) for m, v in modules.items()},
+                   serves={m: module_serves(v) for m, v in modules.items()},
+                   floors={e["path"]: e["min_driver"] for e in images
+                           if _is_int(e.get("min_driver"))})
 
 
 # The manifest of the full matrix is a few tens of KiB; anything near this is not one the build wrote.
@@ -382,8 +400,13 @@ class Session:
             raise NoDeviceError(why)
         self._ctx = self._lib.create_context(device.index)
         self._modules: Dict[str, Loaded] = {}
+        self._driver_version: Optional[int] = None
 
     def choose(self, module: str) -> Choice:
+        # A module that does not serve this backend (native CUDA on OpenCL) is named as such,
+        # before any search for an image that cannot exist.
+        if module in self.manifest.serves:
+            check_module(self.device, module, self.manifest.serves[module])
         images = self.manifest.images.get(module)
         if not images:
             raise ImageError(f"aotkernels: the manifest lists no images for kernel module {module!r}")
@@ -403,6 +426,8 @@ class Session:
                     f"{self.device.label}; the only usable form is {_form(choice.image)} ({choice.reason}). "
                     + (f"To fix: {fix}, or unset {REQUIRE_AOT_ENV} to allow JIT." if fix else
                        f"No AOT form exists for this device; unset {REQUIRE_AOT_ENV} to allow JIT."))
+        if self.device.backend == "cuda":
+            self._check_driver(choice.image)
         start = time.perf_counter()
         path, data = read_image(choice.image)
         try:
@@ -419,6 +444,24 @@ class Session:
         if choice.mode == JIT:
             _warn_jit_once(self.device, name, choice, loaded.load_ms, self.manifest.all_targets)
         return loaded
+
+    def driver_version(self) -> Optional[int]:
+        """cuDriverGetVersion on a CUDA device (13000 = CUDA 13.0), else None."""
+        if self.device.backend != "cuda":
+            return None
+        if self._driver_version is None:
+            self._driver_version = int(self._lib.driver_version())
+        return self._driver_version
+
+    def _check_driver(self, image: Image) -> None:
+        """Refuse an image the driver is too old for, naming both versions (compat.check_driver)."""
+        floor = self.manifest.floors.get(image.path)
+        try:
+            driver = self.driver_version()
+        except RuntimeError:
+            return  # the driver cannot say its version: loading the image reports the real problem
+        if floor is not None and driver is not None:
+            check_driver(driver, floor, f"kernel module {image.module!r} (image {image.path})")
 
     # Buffers and launches: the same calls for both backends.
     def upload(self, data: bytes) -> Any:
@@ -518,4 +561,4 @@ def resolve_session(device: object, name: str = "device") -> Session:
 
 __all__ = ["AOT", "JIT", "NoImageError", "Session", "session", "discover", "default_device", "manifest",
            "resolve_session", "check_device_arg", "AotKernelsError", "ImageError", "ManifestError", "SettingError",
-           "AotRequiredError", "NoDeviceError", "JitFallbackWarning"]
+           "AotRequiredError", "NoDeviceError", "JitFallbackWarning", "ModuleUnavailableError", "DriverTooOldError"]
