@@ -500,6 +500,8 @@ _IMAGE_FIELDS: dict[str, type] = {"module": str, "backend": str, "device": str, 
                                   "path": str, "toolchain": str, "toolchain_version": str, "flags": list,
                                   "sha256": str, "bytes": int}
 _TARGET_FIELDS: dict[str, type] = {"name": str, "devices": list, "resolved": list, "jit": bool}
+# Written for CUDA images only (manifest.cuda_floor): the driver floor and, for PTX, its ISA version.
+_IMAGE_OPTIONAL: dict[str, type] = {"min_driver": int, "ptx_isa": str}
 
 
 def _typed(value: Any, kind: type) -> bool:
@@ -511,12 +513,19 @@ def _str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _record_problems(where: str, value: Any, fields: Mapping[str, type]) -> list[str]:
+def _record_problems(where: str, value: Any, fields: Mapping[str, type],
+                     optional: Mapping[str, type] | None = None) -> list[str]:
+    """Problems of one record: ``fields`` must all be there with their types; ``optional`` ones may be
+    absent or null; no other key."""
+    optional = optional or {}
     if not isinstance(value, dict):
         return [f"{where} is {_excerpt(value, 40)}, not a mapping"]
     problems = [f"{where}: key {_excerpt(k, 40)} is missing or not of type {t.__name__}"
                 for k, t in fields.items() if not _typed(value.get(k), t)]
-    problems += [f"{where}: key {_excerpt(k, 40)} is not one this builder writes" for k in value if k not in fields]
+    problems += [f"{where}: key {_excerpt(k, 40)} is not of type {t.__name__}"
+                 for k, t in optional.items() if value.get(k) is not None and not _typed(value[k], t)]
+    problems += [f"{where}: key {_excerpt(k, 40)} is not one this builder writes" for k in value
+                 if k not in fields and k not in optional]
     problems += [f"{where}: {k} is not a list of strings" for k, t in fields.items()
                  if t is list and isinstance(value.get(k), list) and not _str_list(value[k])]
     return problems
@@ -555,7 +564,7 @@ def _manifest_problems(doc: Any, version: str) -> list[str]:
         images = []
     paths: set[str] = set()
     for i, img in enumerate(images):
-        found = _record_problems(f"images[{i}]", img, _IMAGE_FIELDS)
+        found = _record_problems(f"images[{i}]", img, _IMAGE_FIELDS, _IMAGE_OPTIONAL)
         problems += found
         if found:
             continue
