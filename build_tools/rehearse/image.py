@@ -171,6 +171,7 @@ def ensure(*, mirror: str | None = None, log: Path) -> Image:
     present = image_id(ref)
     if present is not None:
         return Image(tag=ref, id=present, built=False)
+    log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aotkernels-rehearse-image-") as tmp:
         new = build(Recipe.load(), ref, Path(tmp), mirror or host_mirror(), log)
     return Image(tag=ref, id=new, built=True)
