@@ -13,8 +13,9 @@ cd "$(dirname "$0")"
 PINS=build_tools/toolchains/pins.toml
 # Unpinned helpers (not compilers of device code): OpenCL on the CPU (PoCL), headers and the ICD
 # loader, clinfo, the C compilers (g++ brings cc1plus, which nvcc's host preprocessing needs),
-# patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py).
-APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck)
+# patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py), podman,
+# runc and debootstrap (the release rehearsal, build_tools/rehearse: cibuildwheel in a container).
+APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc debootstrap)
 VENV=.venv
 
 step() { printf '\n==> %s\n' "$*"; }

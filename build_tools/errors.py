@@ -76,3 +76,16 @@ class HostBuildError(BuildToolError):
     """The C compiler failed on a host extension (src/aotkernels/_*.c)."""
 
     exit_code = 8
+
+
+class RehearsalError(BuildToolError):
+    """The release rehearsal (build_tools/rehearse/) failed; ``step`` names the release step that
+    failed (an image build, the configuration check, or cibuildwheel's before-all, build, repair or
+    test step, or a step after the container), ``log`` the file that holds its output."""
+
+    exit_code = 10
+
+    def __init__(self, step: str, message: str, log: str | None = None) -> None:
+        self.step = step
+        self.log = log
+        super().__init__(f"rehearsal: {step} failed: {message}" + (f" (log: {log})" if log else ""))

@@ -1,0 +1,177 @@
+"""The release rehearsal (build_tools/rehearse): the real cibuildwheel 4.3.5 in podman, against the
+Debian stand-in image, with the release's [tool.cibuildwheel] configuration.
+
+The image is built once per session (and kept: its tag is the hash of its recipe, so a later
+session with the same recipe reuses it). One rehearsal (the images jobs, the gather, the fat and the
+JIT-only wheels jobs in the container, then twine check, the indexes and the installs) serves every
+test of what came out; each broken configuration is a run of its own, stopped at the step it breaks.
+podman, runc and debootstrap come with ./dev.sh setup: a machine without them fails these tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from build_tools import wheels
+from build_tools.errors import RehearsalError
+from build_tools.rehearse import image as image_mod, run as run_mod
+from conftest import wheel_of
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def rehearsal_image(tmp_path_factory: pytest.TempPathFactory) -> image_mod.Image:
+    # No skip when podman or debootstrap is missing: CI's set-up installs them, so that is a failure.
+    return image_mod.ensure(log=tmp_path_factory.mktemp("rehearsal-image") / "image.log")
+
+
+@pytest.fixture(scope="module")
+def rehearsal(rehearsal_image: image_mod.Image, tmp_path_factory: pytest.TempPathFactory) -> run_mod.Rehearsal:
+    return run_mod.rehearse(tmp_path_factory.mktemp("rehearsal") / "out")
+
+
+def _members(wheel: Path) -> dict[str, bytes]:
+    """Files only: auditwheel's repack adds folder entries."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+
+
+def _job(rehearsal: run_mod.Rehearsal, devices: str) -> run_mod.WheelsJob:
+    (job,) = [j for j in rehearsal.jobs if j.devices == devices]
+    return job
+
+
+def _comment(elf_bytes: bytes, path: Path) -> str:
+    path.write_bytes(elf_bytes)
+    with path.open("rb") as f:
+        section = ELFFile(f).get_section_by_name(".comment")
+        return section.data().rstrip(b"\0").decode() if section is not None else ""
+
+
+def _glibc_versions(elf_bytes: bytes, path: Path) -> set[str]:
+    path.write_bytes(elf_bytes)
+    with path.open("rb") as f:
+        found = set()
+        for section in ELFFile(f).iter_sections():
+            if section.name == ".gnu.version_r":
+                for _, aux in section.iter_versions():
+                    found.update(a.name for a in aux if a.name.startswith("GLIBC_"))
+        return found
+
+
+def _in_image(image: image_mod.Image, *argv: str) -> str:
+    r = subprocess.run([image_mod.podman(), "run", "--rm", image.id, *argv], env=image_mod.podman_env(),
+                       capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def test_the_release_configuration_ran_unchanged(rehearsal: run_mod.Rehearsal) -> None:
+    """cibuildwheel's own account of its options: pyproject's, but for the image and identifier."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["cibuildwheel"]
+    log = _job(rehearsal, "").log.read_text(encoding="utf-8")
+    for option, shown in (("before-all", "before_all"), ("before-build", "before_build"),
+                          ("repair-wheel-command", "repair_command"), ("test-command", "test_command")):
+        assert f"\n  {shown}: {config[option]}\n" in log, option
+    assert f"    x86_64: {rehearsal.image}\n" in log and "build_config: cp311-manylinux_x86_64\n" in log
+    assert "    AOT_PREBUILT_IMAGES=/project/prebuilt-images\n" in log  # by environment-pass
+    assert "    AOT_DEVLIST=\n" in log and '    CC="gcc"\n' in log
+
+
+def test_wheels_were_built_and_repaired_in_the_container(rehearsal: run_mod.Rehearsal,
+                                                         rehearsal_image: image_mod.Image, tmp_path: Path) -> None:
+    gcc = _in_image(rehearsal_image, "gcc", "--version").splitlines()[0]  # "gcc (Debian 12.2.0-…) 12.2.0"
+    glibc = _in_image(rehearsal_image, "ldd", "--version").splitlines()[0]
+    glibc_minor = int(re.search(r"2\.(\d+)$", glibc).group(1))  # type: ignore[union-attr]
+    assert glibc_minor >= 34, glibc
+    for job in rehearsal.jobs:
+        log = job.log.read_text(encoding="utf-8")
+        # Built by pip inside the container from the copied checkout, then repaired there.
+        assert "+ python -m pip wheel /project --wheel-dir=/tmp/cibuildwheel/built_wheel --no-deps" in log
+        assert re.search(r"repaired aotkernels-[^ ]+-cp39-abi3-linux_x86_64\.whl -> " + re.escape(job.wheel.name), log)
+        # auditwheel in the container tags by the newest glibc symbol the extension needs: at least
+        # 2.34 here (glibc 2.36), where the release's manylinux_2_28 image gives manylinux_2_28.
+        tag = re.search(r"-cp39-abi3-manylinux_2_(\d+)_x86_64\.whl$", job.wheel.name)
+        assert tag is not None and 34 <= int(tag.group(1)) <= glibc_minor, job.wheel.name
+        members = _members(job.wheel)
+        sos = sorted(n for n in members if n.startswith(f"{wheels.PACKAGE}/_") and n.endswith(".abi3.so"))
+        assert sos, list(members)
+        needed: set[str] = set()
+        for name in sos:
+            # The image's compiler wrote it (gcc's .comment), linked against the image's glibc.
+            assert _comment(members[name], tmp_path / "ext.so") == gcc.replace("gcc ", "GCC: ", 1), name
+            needed |= _glibc_versions(members[name], tmp_path / "ext.so")
+        # The newest glibc symbol version the extensions need is the one the tag names.
+        assert max(int(v.split(".")[1]) for v in needed) == int(tag.group(1)), needed
+        # The OpenCL ICD loader of before-all's packages, grafted by the project's repair step.
+        assert any(n.startswith(f"{wheels.PACKAGE}.libs/libOpenCL-") for n in members), list(members)
+
+
+def test_images_are_the_prebuilt_set_byte_for_byte(rehearsal: run_mod.Rehearsal) -> None:
+    gathered = {p.relative_to(rehearsal.gathered).as_posix(): p.read_bytes()
+                for p in rehearsal.gathered.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    prefix = f"{wheels.PACKAGE}/images/"
+    fat = {n[len(prefix):]: b for n, b in _members(_job(rehearsal, "").wheel).items() if n.startswith(prefix)}
+    images = {n: b for n, b in fat.items() if n != "manifest.json"}
+    assert images and images == {n: b for n, b in gathered.items() if n != "manifest.json"}
+    listed = {i["path"] for i in json.loads(fat["manifest.json"])["images"]}
+    assert listed == set(images)
+    jit = {n[len(prefix):]: b for n, b in _members(_job(rehearsal, "none").wheel).items() if n.startswith(prefix)}
+    assert jit.keys() - {"manifest.json"} and all(gathered[n] == b for n, b in jit.items() if n != "manifest.json")
+
+
+def test_the_containers_selftest_passed(rehearsal: run_mod.Rehearsal) -> None:
+    for job in rehearsal.jobs:
+        log = job.log.read_text(encoding="utf-8")  # kept in the test's tmp folder
+        test_step = log[log.index("\nTesting wheel...\n"):]
+        assert "+ pip install pocl-binary-distribution==3.0" in test_step
+        assert "+ sh -c 'python /project/build_tools/pocl_selftest.py'" in test_step
+        assert "pocl_selftest: OpenCL on the CPU from " in test_step and "JIT from opencl/source" in test_step
+        checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
+        assert len(checks) > 10 and set(checks) == {"ok"}, job.log
+
+
+def test_fat_wheel_is_the_single_machine_fat_wheel(rehearsal: run_mod.Rehearsal, built_dist: Path) -> None:
+    """Member for member (zip timestamps aside): the container's host extension, from the image's
+    Debian gcc, matches the one the development machine's Debian gcc compiles."""
+    single = wheel_of(built_dist, "")
+    container = _job(rehearsal, "").wheel
+    assert container.name == single.name
+    assert _members(container) == _members(single)
+
+
+def test_after_the_container_the_indexes_install_each_flavour(rehearsal: run_mod.Rehearsal) -> None:
+    assert sorted(p.name for p in (rehearsal.site / "whl").iterdir()) == ["fat", "jit"]
+    assert dict(rehearsal.installed) == {"": "0.1.0", "none": "0.1.0+jit"}
+
+
+def test_the_rehearsal_leaves_no_container(rehearsal: run_mod.Rehearsal, rehearsal_image: image_mod.Image) -> None:
+    assert run_mod._containers_of(rehearsal_image.id) == []
+
+
+@pytest.mark.parametrize("override, step, words", [
+    # cibuildwheel passes an unknown name silently: the rehearsal's configuration check refuses it.
+    ({"CIBW_ENVIRONMENT_PASS_LINUX": "AOT_DEVLIST AOT_PREBUILT_IMAGE SOURCE_DATE_EPOCH"}, "environment-pass",
+     "AOT_PREBUILT_IMAGE"),
+    ({"CIBW_BEFORE_ALL": "exit 1"}, "before-all", "Command ['sh', '-c', 'exit 1'] failed with code 1"),
+    ({"CIBW_REPAIR_WHEEL_COMMAND": "exit 1"}, "repair-wheel-command", "Command ['sh', '-c', 'exit 1'] failed with code 1"),
+])
+def test_a_broken_release_configuration_fails_at_its_step(rehearsal: run_mod.Rehearsal,
+                                                          rehearsal_image: image_mod.Image, tmp_path: Path,
+                                                          override: dict[str, str], step: str, words: str) -> None:
+    env = dict(os.environ, **override)
+    with pytest.raises(RehearsalError) as caught:
+        run_mod.rehearse(tmp_path / "out", flavours=("none",), prebuilt=rehearsal.gathered, env=env)
+    assert caught.value.step == step and caught.value.exit_code == 10
+    assert f"rehearsal: {step} failed" in caught.value.message and words in caught.value.message
+    assert not list((tmp_path / "out").glob("wheelhouse/*/*.whl"))
+    assert run_mod._containers_of(rehearsal_image.id) == []
