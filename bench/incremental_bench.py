@@ -67,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             (copy / "matrix.yaml").write_text(c.QUICK_MATRIX)
             c.keep_kernels(copy, c.QUICK_KERNELS)
         cache = base / "disk-cache"
-        kernels = sorted(x.stem for x in (copy / "kernels").glob("*.cl"))
+        portable = sorted(x.stem for x in (copy / "kernels").glob("*.cl"))
+        native = sorted(x.stem for x in (copy / "kernels").glob("*.cu"))  # CUDA only: SASS per CUDA device + PTX
+        kernels = portable + native
         m = c.load_matrix(copy / "matrix.yaml")
-        n_images = len(kernels) * (len(m.devices()) + 3)  # + PTX, SPIR-V, OpenCL C source per kernel
+        cuda_devices = [d for d in m.devices() if d.backend == "cuda"]
+        # + PTX, SPIR-V, OpenCL C source per portable kernel
+        n_images = len(portable) * (len(m.devices()) + 3) + len(native) * (len(cuda_devices) + 1)
         logs = base / "logs"
         steps: list[tuple[str, str, c.Run]] = []
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         original = src.read_text()
         src.write_text(original + HELPER)
         build(f"a. one kernel changed ({EDITED_KERNEL}.cl: unused helper added)",
-              f"{n_images // len(kernels)} ({EDITED_KERNEL} x every image kind)")
+              f"{len(m.devices()) + 3} ({EDITED_KERNEL} x every image kind)")
         matrix_file = copy / "matrix.yaml"
         matrix_file.write_text(add_target(matrix_file.read_text(), *NEW_TARGET))
         build(f'b. one target added ("{NEW_TARGET[0]}": {NEW_TARGET[1]})',
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every image of the original source is in the disk cache except the new target's, which was only ever
         # compiled from the edited source.
         build(f"c. kernel edit reverted ({EDITED_KERNEL}.cl)",
-              f"1 ({EDITED_KERNEL} for {NEW_TARGET[1]}); the other {n_images // len(kernels)} from the disk cache")
+              f"1 ({EDITED_KERNEL} for {NEW_TARGET[1]}); the other {len(m.devices()) + 3} from the disk cache")
         second = c.copy_repo(base / "repo2")
         if args.quick:
             c.keep_kernels(second, c.QUICK_KERNELS)
