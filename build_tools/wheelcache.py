@@ -153,9 +153,15 @@ def reuse(entry: Entry, previous: Path, stage: Path) -> tuple[Path, Path] | None
     if _file_sha256(raw) != entry.raw_sha256 or _file_sha256(wheel) != entry.wheel_sha256:
         return None  # changed since it was built (by hand, or half-copied): build it again
     new_raw, new_wheel = stage / entry.raw, stage / entry.wheel
-    _link_or_copy(raw, new_raw)
-    if entry.wheel != entry.raw:
-        _link_or_copy(wheel, new_wheel)
+    try:
+        _link_or_copy(raw, new_raw)
+        if entry.wheel != entry.raw:
+            _link_or_copy(wheel, new_wheel)
+    except OSError:
+        # Gone meanwhile (another build into the same --out swapped it away): build it instead.
+        for p in (new_raw, new_wheel):
+            p.unlink(missing_ok=True)
+        return None
     return new_raw, new_wheel
 
 

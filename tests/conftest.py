@@ -12,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Device lists from the developer's shell (a PyTorch user often has TORCH_CUDA_ARCH_LIST set) would
+# narrow every build the tests run; tests that want one set it themselves.
+for _var in ("AOT_DEVLIST", "USE_AOT_DEVLIST", "TORCH_CUDA_ARCH_LIST"):
+    os.environ.pop(_var, None)
 
 
 def has_cuda_gpu() -> bool:
