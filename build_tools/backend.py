@@ -142,10 +142,7 @@ def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = N
     base = f"{wheels.PROJECT.wheel_name}-{version}"  # PEP 625: the normalized name
     epoch = pipeline.source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
     # The README is the long description (PyPI shows it; `twine check --strict` wants it).
-    pkg_info = (f"Metadata-Version: 2.1\nName: {wheels.DIST_NAME}\nVersion: {version}\n"
-                "Summary: GPU kernels shipped as ahead-of-time images per device, with a JIT fallback that says so\n"
-                "License: MIT\nRequires-Python: >=3.9\nRequires-Dist: numpy>=1.20\n"
-                "Description-Content-Type: text/markdown\n\n").encode() + (ROOT / "README.md").read_bytes()
+    pkg_info = wheels.PROJECT.metadata(version=version).encode()
     out = Path(sdist_directory) / f"{base}.tar.gz"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -31,6 +31,30 @@ class Project:
     version: str  # PEP 440, normalized
     import_name: str  # the folder under src/ (the name with '-' and '.' as '_')
     root: Path
+    summary: str = ""  # [project] description
+    requires_python: str = ""
+    dependencies: tuple[str, ...] = ()
+    license: str = ""  # [project] license: its text (the table's "text", or a plain SPDX string)
+    readme: str = ""  # [project] readme: a path relative to the root, shipped as the long description
+
+    def metadata(self, *, name: str | None = None, version: str | None = None, summary: str | None = None) -> str:
+        """Core metadata (METADATA / PKG-INFO, version 2.1) from [project]; the README is the body.
+
+        ``name``, ``version`` and ``summary`` override the project's, for the per-target wheels.
+        """
+        lines = ["Metadata-Version: 2.1", f"Name: {name or self.name}", f"Version: {version or self.version}",
+                 f"Summary: {summary if summary is not None else self.summary}"]
+        if self.license:
+            lines.append(f"License: {self.license}")
+        if self.requires_python:
+            lines.append(f"Requires-Python: {self.requires_python}")
+        lines += [f"Requires-Dist: {dep}" for dep in self.dependencies]
+        body = ""
+        if self.readme:
+            lines.append("Description-Content-Type: text/markdown" if self.readme.endswith(".md")
+                         else "Description-Content-Type: text/plain")
+            body = (self.root / self.readme).read_text(encoding="utf-8")
+        return "\n".join(lines) + "\n\n" + body
 
     @property
     def wheel_name(self) -> str:
@@ -71,4 +95,16 @@ def load(root: Path = ROOT) -> Project:
     if not (root / "src" / import_name / "__init__.py").is_file():
         raise ConfigError(f"pyproject.toml: [project] name {name!r} means the package src/{import_name}/, "
                           "which has no __init__.py; rename the folder with the project")
-    return Project(name=name, version=str(parsed), import_name=import_name, root=root)
+    license_ = table.get("license", "")
+    license_text = license_.get("text", "") if isinstance(license_, dict) else str(license_)
+    readme = table.get("readme", "")
+    if isinstance(readme, dict):
+        readme = readme.get("file", "")
+    if readme and not (root / readme).is_file():
+        raise ConfigError(f"pyproject.toml: [project] readme {readme!r} does not exist")
+    deps = table.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ConfigError("pyproject.toml: [project] dependencies must be a list of requirement strings")
+    return Project(name=name, version=str(parsed), import_name=import_name, root=root,
+                   summary=str(table.get("description", "")), requires_python=str(table.get("requires-python", "")),
+                   dependencies=tuple(deps), license=license_text, readme=str(readme))

@@ -108,15 +108,9 @@ def record_hash(data: bytes, algo: str = "sha256") -> str:
 
 
 def _metadata(spec: WheelSpec, targets_text: str) -> str:
-    return "".join([
-        "Metadata-Version: 2.1\n",
-        f"Name: {spec.name}\n",
-        f"Version: {spec.version}\n",
-        f"Summary: GPU kernels with ahead-of-time images ({targets_text})\n",
-        "Requires-Python: >=3.9\n",
-        "Requires-Dist: numpy>=1.20\n",
-        "License: MIT\n",
-    ])
+    """pyproject.toml's metadata (the README as description) under this wheel's name and version."""
+    return PROJECT.metadata(name=spec.name, version=spec.version,
+                            summary=f"GPU kernels with ahead-of-time images ({targets_text})")
 
 
 def _wheel_file(plat: str) -> str:

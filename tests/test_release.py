@@ -882,7 +882,9 @@ def test_release_end_to_end(tmp_path: Path) -> None:
                    check=True, capture_output=True, env=_env())
     (sdist,) = sdist_dir.glob("*.tar.gz")
     subprocess.run([_tool("twine"), "check", "--strict", str(sdist)], check=True, capture_output=True)
-    subprocess.run([_tool("twine"), "check", *map(str, wheelhouse.glob("*.whl"))], check=True, capture_output=True)
+    # --strict: the wheels carry the README as their long description too (issue 10, item 5).
+    subprocess.run([_tool("twine"), "check", "--strict", *map(str, wheelhouse.glob("*.whl"))], check=True,
+                   capture_output=True)
     # 5. The per-flavour indexes.
     site = tmp_path / "site"
     assert main(["indexes", str(wheelhouse), "--out", str(site)], env=_env()) == 0
