@@ -129,7 +129,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 # Subcommands beside the default build: name -> module with configure_parser(p) and run(args, env).
 SUBCOMMANDS: dict[str, str] = {
-    "sizes": "build_tools.sizes",
+    "sizes": "build_tools.sizes_cmd",
     "merge": "build_tools.merge",
     "gather": "build_tools.gather",
     "indexes": "build_tools.indexes",

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bazel, manifest, native, outdir, project, repair, wheelcache, wheels
-from .errors import ConfigError
+from .epoch import ZIP_EPOCH_MAX, env_with_epoch, source_date_epoch  # noqa: F401 - re-exported
 from .plan import Plan
-
-# The last second a zip member's DOS date can say (2107-12-31 23:59:58; its seconds are even).
-ZIP_EPOCH_MAX = 4354819198
 
 
 @dataclass(frozen=True)
@@ -32,19 +29,6 @@ class BuiltWheel:
 def project_version(root: Path) -> str:
     """``[project] version`` of pyproject.toml, PEP 440-normalized (project.py)."""
     return project.load(root).version
-
-
-def source_date_epoch(env: Mapping[str, str]) -> int | None:
-    value = env.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    if not (value.isascii() and value.isdigit()):
-        raise ConfigError(f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds since 1970")
-    epoch = int(value)
-    if epoch > ZIP_EPOCH_MAX:
-        raise ConfigError(f"SOURCE_DATE_EPOCH: {value} is after 2107-12-31, the last date a zip file can hold; "
-                          "use the commit's time (git log -1 --format=%ct)")
-    return epoch
 
 
 def collect_images(plan: Plan, images_dir: Path, env: Mapping[str, str], keys: set[str] | None = None) -> list[manifest.Image]:
@@ -116,14 +100,6 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
     if write_index:
         wheelcache.write_index(out, entries)
     return [done[spec] for spec in specs]
-
-
-def env_with_epoch(env: Mapping[str, str]) -> dict[str, str]:
-    """auditwheel stamps zip members with SOURCE_DATE_EPOCH when set; default it for reproducibility."""
-    source_date_epoch(env)  # a bad value is an input error before any work, not a traceback in zipfile
-    out = dict(env)
-    out.setdefault("SOURCE_DATE_EPOCH", str(wheels.ZIP_EPOCH_MIN))
-    return out
 
 
 __all__ = ["BuiltWheel", "build_images", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch"]

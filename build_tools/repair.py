@@ -72,7 +72,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from . import matrix, pipeline  # here: pipeline imports this module
+    from . import epoch, matrix
 
     m = matrix.load(args.matrix)
     if not args.wheel.is_file():
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if os.path.lexists(args.out) and not args.out.is_dir():
         raise ConfigError(f"--out: {args.out} exists and is not a folder; give the folder for the repaired wheel")
     fixed = repair(args.wheel, args.out, graft_opencl=m.wheels.opencl_loader == "graft",
-                   env=pipeline.env_with_epoch(env))
+                   env=epoch.env_with_epoch(env))
     keep = args.keep_raw or (Path(env[KEEP_RAW_ENV]) if env.get(KEEP_RAW_ENV) else None)
     if keep is not None:
         # cibuildwheel keeps only the repaired wheel; the merge job needs the raw one.

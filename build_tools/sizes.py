@@ -23,7 +23,6 @@ and RECORD lines of those images (a few hundred bytes a device; the tests bound 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -693,43 +692,3 @@ def to_json(report: SizeReport) -> dict[str, Any]:
             "measured_total": report.projection.measured_total,
             "estimated_total": report.projection.estimated_total},
     }
-
-
-# ----------------------------------------------------------------------------- subcommand
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dist", default="dist", help="output folder of a build (default: %(default)s)")
-    parser.add_argument("--matrix", help="matrix.yaml with the sizes: section (default: ./matrix.yaml if present, "
-                        "else default budgets)")
-    parser.add_argument("--baseline", metavar="PATH", help="size-report.json of an earlier build (or its folder)")
-    parser.add_argument("--project", metavar="DEVICES",
-                        help="estimate the fat wheel for this comma-separated device list, e.g. 'sm_80,sm_90,pvc'")
-    parser.add_argument("--fail-on-budget", action="store_true",
-                        help="exit 6 when a wheel is over budget or grew past sizes.max_growth")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave the reports in --dist as they are")
-
-
-def size_options(matrix_path: str | None) -> matrix_mod.SizeOptions:
-    if matrix_path is None:
-        if not Path("matrix.yaml").is_file():
-            return matrix_mod.SizeOptions()
-        matrix_path = "matrix.yaml"
-    return matrix_mod.load(matrix_path).sizes
-
-
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from . import report as report_mod  # matplotlib is imported only when a chart is drawn
-
-    # Every input is checked before anything is measured or written.
-    options = size_options(args.matrix)
-    baseline = load_baseline(args.baseline) if args.baseline else None
-    devices = parse_project(args.project) if args.project is not None else ()
-    dist = Path(args.dist)
-    report = build_report(dist, options, baseline, devices)
-    if not args.no_write:
-        report_mod.write_reports(report, dist)
-    print(report_mod.format_table(report))
-    if report.projection is not None:
-        print(report_mod.format_projection(report.projection))
-    enforce(report, fail=args.fail_on_budget or options.fail_on_budget)
-    return 0

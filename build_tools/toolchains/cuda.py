@@ -24,7 +24,8 @@ from pathlib import Path
 from .. import catalog, proc
 from ..catalog import Device
 from ..errors import ToolchainMissingError
-from . import ImageSpec, ToolInfo, pins
+from . import pins
+from .base import ImageSpec, ToolInfo
 
 # The first word is the package name (proc.which suggests "apt-get install <first word>").
 PACKAGE = ("nvidia-cuda-toolkit (the CUDA toolkit's nvcc; or the pinned PyPI nvcc that ./dev.sh installs into "

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import catalog, proc
 from ..catalog import Device
 from ..errors import ToolchainMissingError
-from . import SOURCE_KEY, ImageSpec, ToolInfo
+from .base import SOURCE_KEY, ImageSpec, ToolInfo
 
 PACKAGE = "intel-opencl-icd (provides /usr/bin/ocloc, Intel's offline compiler)"
 # Release families whose IP versions `ocloc ids` lists; together they are every target it knows.
