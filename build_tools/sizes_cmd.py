@@ -1,7 +1,7 @@
 """``build.py sizes``: measure the wheels of an earlier build, compare, project, and write the reports.
 
-A module of its own so that sizes.py (the model and the measuring) and report.py (rendering,
-which imports sizes.py) do not import each other.
+A module of its own so that the sizes package (model, measuring, comparison, projection) and report.py
+(rendering, which imports the sizes package) do not import each other.
 """
 from __future__ import annotations
 
