@@ -483,6 +483,9 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
             elif got.key not in {d.key for _, d in wanted}:
                 wanted.append((text, got))
     if problems:
+        if source == TORCH_ENV:  # often set for PyTorch, not for this build: say how to override it
+            problems = [f"{p} (read because {' and '.join(DEVLIST_ENV)} are unset; set AOT_DEVLIST to build "
+                        "another list, or unset TORCH_CUDA_ARCH_LIST)" for p in problems]
         raise ConfigError(problems)
     keys = {d.key for _, d in wanted}
     targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]

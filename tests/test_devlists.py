@@ -84,3 +84,11 @@ def test_build_with_a_torch_arch_list(tmp_path: Path, capsys: pytest.CaptureFixt
     cuda = {(i["device"], i["form"]) for i in doc["images"] if i["backend"] == "cuda"}
     assert {("sm_75", "sass"), ("sm_80", "sass"), ("sm_86", "sass"), ("sm_90", "sass"), ("compute_90", "ptx")} <= cuda
     assert not {d for d, f in cuda if f == "sass"} - {"sm_75", "sm_80", "sm_86", "sm_90"}
+
+
+def test_a_bad_torch_list_says_where_it_came_from_and_how_to_override_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        matrix.select(REPO, "8.0;Fermi", source=matrix.TORCH_ENV)
+    assert str(info.value) == ("TORCH_CUDA_ARCH_LIST: unknown device string 'Fermi'; see the device table in the README "
+                               "(read because AOT_DEVLIST and USE_AOT_DEVLIST are unset; set AOT_DEVLIST to build "
+                               "another list, or unset TORCH_CUDA_ARCH_LIST)")
