@@ -275,7 +275,7 @@ def test_shellcheck_is_clean_on_scripts_and_run_blocks(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed; ./dev.sh setup installs it (apt-get install shellcheck)")
-    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "before_all.sh"]
+    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "before_all.sh", ROOT / "bench" / "gpu_session.sh"]
     blocks = []
     for label, text in _run_blocks():
         f = tmp_path / (re.sub(r"[^\w.-]", "_", label) + ".sh")

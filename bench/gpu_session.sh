@@ -1,0 +1,28 @@
+#!/bin/bash
+# The GPU session, run on the device machine from the repo root with dist/ (./dev.sh build) and
+# dist-sm80/ (AOT_DEVLIST=sm_80 .venv/bin/python build_tools/build.py --matrix matrix.yaml --out dist-sm80
+# --no-repair) carried along: every GPU test on four wheels, then the native and run-time benchmarks
+# (JSON into $OUT; render here with bench/native_bench.py --render and bench/gpu_runtime.py --render).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+NP=$(python3 -c 'import numpy,os;print(os.path.dirname(os.path.dirname(numpy.__file__)))')
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+mk() {  # venv with one wheel, the box's numpy/torch through a .pth
+  python3 -m venv "/tmp/v-$1" && SP=$("/tmp/v-$1"/bin/python -c 'import site;print(site.getsitepackages()[0])') \
+    && echo "$NP" > "$SP/np.pth" && "/tmp/v-$1"/bin/pip install -q --no-deps --no-index "$2" || exit 3
+}
+mk fat dist/aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl
+mk sm90 dist/aotkernels-0.1.0+sm90-cp39-abi3-manylinux_2_34_x86_64.whl
+mk jit dist/aotkernels-0.1.0+jit-cp39-abi3-manylinux_2_34_x86_64.whl
+mk sm80 dist-sm80/aotkernels-0.1.0+sm80-cp39-abi3-linux_x86_64.whl
+t() { echo "=== $1 $2 ${*:3}"; AOTKERNELS_TEST_PYTHON="/tmp/v-$1"/bin/python AOTKERNELS_EXPECT_MODE=$2 timeout 300 python3 -m pytest -q -p no:cacheprovider "${@:3}" 2>&1 | tail -15; }
+t fat aot tests/test_gpu.py tests/test_gpu_native.py
+t sm90 aot tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
+t jit jit tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
+t sm80 jit tests/test_gpu_native.py
+echo "=== native bench"
+timeout 150 python3 bench/native_bench.py --aot-wheel dist/aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl \
+  --jit-wheel dist/aotkernels-0.1.0+jit-cp39-abi3-manylinux_2_34_x86_64.whl --json-out "$OUT"/native_h100.json 2>&1 | tail -25
+echo "=== gpu_runtime bench"
+timeout 200 python3 bench/gpu_runtime.py --aot-wheel dist/aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl \
+  --jit-wheel dist-sm80/aotkernels-0.1.0+sm80-cp39-abi3-linux_x86_64.whl --json-out "$OUT"/gpu_runtime_h100.json 2>&1 | tail -25
