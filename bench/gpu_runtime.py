@@ -116,6 +116,13 @@ print(json.dumps({"aotkernels_ms": out, "torch_ms": ref}))
 """
 
 
+def machine() -> dict[str, str]:
+    """The GPU (name, driver), host and Python of this run, for a result's "machine" field."""
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         text=True, capture_output=True).stdout.strip()
+    return {"gpu": gpu, "host": platform.node(), "python": platform.python_version()}
+
+
 def make_env(wheel: Path, where: Path) -> Path:
     """Install the wheel into its own folder, used through PYTHONPATH by this interpreter.
 
@@ -262,10 +269,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         aot_py = make_env(args.aot_wheel, Path(tmp) / "aot")
         jit_py = make_env(args.jit_wheel, Path(tmp) / "jit")
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             text=True, capture_output=True).stdout.strip()
         res = {
-            "machine": {"gpu": gpu, "host": platform.node(), "python": platform.python_version()},
+            "machine": machine(),
             "aot_wheel": args.aot_wheel.name, "jit_wheel": args.jit_wheel.name,
             "first_call": {"aot": first_calls(aot_py, args.runs), "jit": first_calls(jit_py, args.runs)},
             "steady": probe(aot_py, PROBE_STEADY, {}),

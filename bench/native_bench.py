@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from gpu_runtime import make_env, probe
+from gpu_runtime import machine, make_env, probe
 
 SHAPES = ((4096, 4096), (16384, 1024), (65536, 128), (1024, 32768))
 
@@ -176,10 +174,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         aot = make_env(args.aot_wheel, Path(tmp) / "aot")
         jit = make_env(args.jit_wheel, Path(tmp) / "jit")
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             text=True, capture_output=True).stdout.strip()
         res = {
-            "machine": {"gpu": gpu, "host": platform.node(), "python": platform.python_version()},
+            "machine": machine(),
             "aot_wheel": args.aot_wheel.name, "jit_wheel": args.jit_wheel.name, "runs": args.runs,
             "first_call": {"aot": first_call(aot, args.runs), "jit": first_call(jit, args.runs)},
             "steady": probe(aot, PROBE_STEADY % {"shapes": SHAPES}, {}),

@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from build_tools import bazel, catalog, gather, manifest, matrix as matrix_mod, pipeline, wheels  # noqa: E402
+from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
 from build_tools.cli import load_plan  # noqa: E402
 from build_tools.plan import Plan, kernel_modules  # noqa: E402
@@ -82,7 +83,7 @@ def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path)
     if not any(i["form"] in catalog.PORTABLE_FORMS for i in wheels.select_images(doc, spec)) and spec.portable:
         raise GatherError(f"{PREBUILT_ENV}={images_dir}: the portable JIT forms are missing")
     print(f"aotkernels backend: packing prebuilt images from {images_dir} (0 compile actions ran)", file=sys.stderr)
-    env = pipeline.env_with_epoch(env)
+    env = env_with_epoch(env)
     built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
     return built[0].wheel.name
 
@@ -103,7 +104,7 @@ def _build(wheel_directory: str) -> str:
         stats, _ = pipeline.build_images(plan, plan.targets(), options, env, images_dir)
         print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits",
               file=sys.stderr)
-        env = pipeline.env_with_epoch(env)
+        env = env_with_epoch(env)
         built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
     return built[0].wheel.name
 
@@ -140,7 +141,7 @@ def _sdist_files() -> list[Path]:
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     version = pipeline.project_version(ROOT)
     base = f"{wheels.PROJECT.wheel_name}-{version}"  # PEP 625: the normalized name
-    epoch = pipeline.source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
+    epoch = source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
     # The README is the long description (PyPI shows it; `twine check --strict` wants it).
     pkg_info = wheels.PROJECT.metadata(version=version).encode()
     out = Path(sdist_directory) / f"{base}.tar.gz"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import bazel, matrix as matrix_mod, outdir, pipeline, proc, report as report_mod, sizes, wheels
+from .epoch import env_with_epoch
 from .errors import BuildToolError, ConfigError
 from .plan import Plan, make_plan
 
@@ -85,7 +86,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     out = outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
     previous = None if args.no_reuse else outdir.previous_output(out)
     build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH
-    env = pipeline.env_with_epoch(env)
+    env = env_with_epoch(env)
     targets = plan.targets()
     print(f"matrix: {len(plan.matrix.targets)} hardware entries, {len(plan.matrix.devices())} AOT devices; "
           f"{len(plan.modules)} kernel modules x {len(plan.images)} image kinds = {len(targets)} images", flush=True)

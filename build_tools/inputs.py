@@ -31,6 +31,17 @@ def excerpt(value: object) -> str:
     return _excerpt.repr(value)
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a folder", "a FIFO", "a device", ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket or special file"
+
+
 def open_regular(path: Path, field: str) -> int:
     """An fd for ``path`` opened read-only; refuses anything that is not a regular file without blocking."""
     try:
@@ -45,9 +56,7 @@ def open_regular(path: Path, field: str) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or special file")
-        raise ConfigError(f"{field}: {path} is {kind}, not a regular file; pass a regular file")
+        raise ConfigError(f"{field}: {path} is {file_kind(st.st_mode)}, not a regular file; pass a regular file")
     return fd
 
 

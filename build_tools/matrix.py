@@ -443,7 +443,7 @@ def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
     Both names set to different lists is an error: neither may silently win.
     """
     given = {name: env[name] for name in DEVLIST_ENV if env.get(name, "") != ""}
-    if len(given) > 1 and len({catalog_key(v) for v in given.values()}) > 1:
+    if len(given) > 1 and len({_devlist_key(v) for v in given.values()}) > 1:
         shown = ", ".join(f"{k}={excerpt(v)}" for k, v in given.items())
         raise ConfigError(f"{shown}: two different device lists; set only one of {' or '.join(DEVLIST_ENV)}")
     for name, value in given.items():
@@ -453,7 +453,7 @@ def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def catalog_key(devlist: str) -> tuple[str, ...]:
+def _devlist_key(devlist: str) -> tuple[str, ...]:
     """A device list compared as written, ignoring separators, case and order."""
     return tuple(sorted(t.lower() for t in catalog.split_devlist(devlist)))
 

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import catalog, manifest, matrix as matrix_mod, outdir, pipeline, repair, wheels
+from . import catalog, inputs, manifest, matrix as matrix_mod, outdir, repair, wheels
+from .epoch import source_date_epoch
 from .errors import MergeError
 
 IMAGES_PREFIX = f"{wheels.PACKAGE}/images/"
@@ -208,9 +209,7 @@ def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
     try:
         st = os.fstat(fd)  # of what was opened, not of the name, which could change in between
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
-            raise MergeError(f"{_show(path)}: {kind}, not a wheel file; refusing it")
+            raise MergeError(f"{_show(path)}: {inputs.file_kind(st.st_mode)}, not a wheel file; refusing it")
         if st.st_size == 0:
             raise MergeError(f"{_show(path)}: empty file, not a wheel; refusing it")
         if st.st_size > MAX_WHEEL_BYTES:
@@ -755,7 +754,7 @@ def _check_complete(covered: list[dict[str, Any]], entries: Mapping[str, dict[st
 
 def _epoch(inputs: Sequence[InputWheel], env: Mapping[str, str]) -> int:
     """SOURCE_DATE_EPOCH if set, else the inputs' own zip date, so the fat wheel matches them."""
-    epoch = pipeline.source_date_epoch(env)
+    epoch = source_date_epoch(env)
     if epoch is not None:
         return epoch
     dates = {w.path: list(w.dates) for w in inputs}

@@ -4,7 +4,6 @@ Shared by the command line (every flavour at once) and the PEP 517 backend (one 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bazel, manifest, native, outdir, project, repair, wheelcache, wheels
-from .epoch import ZIP_EPOCH_MAX, env_with_epoch, source_date_epoch  # noqa: F401 - re-exported
+from .epoch import source_date_epoch
 from .plan import Plan
 
 
@@ -75,7 +74,7 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
         got = wheelcache.reuse(entry, previous, out) if entry is not None and previous is not None else None
         if got is not None and entry is not None:
             done[spec] = BuiltWheel(spec=spec, raw=got[0], wheel=got[1], platform_tag=entry.platform_tag, reused=True)
-            entries.append(dataclasses.replace(entry))
+            entries.append(entry)
     todo = [spec for spec in specs if spec not in done]
     if todo:
         with tempfile.TemporaryDirectory(prefix="aotkernels-ext-") as tmp:
@@ -102,4 +101,4 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
     return [done[spec] for spec in specs]
 
 
-__all__ = ["BuiltWheel", "build_images", "collect_images", "make_wheels", "project_version", "source_date_epoch", "env_with_epoch"]
+__all__ = ["BuiltWheel", "build_images", "collect_images", "make_wheels", "project_version"]

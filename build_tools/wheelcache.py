@@ -127,14 +127,11 @@ def _inside(folder: Path, rel: str) -> Path | None:
 
 
 def _file_sha256(path: Path) -> str | None:
-    h = hashlib.sha256()
+    """The file's sha256, or None when it cannot be read (then the wheel is built, not reused)."""
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return manifest.sha256_file(path)
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from build_tools import catalog, inputs, matrix, pipeline
+from build_tools import catalog, inputs, matrix
+from build_tools.epoch import env_with_epoch, source_date_epoch
 from build_tools.cli import main
 from build_tools.errors import ConfigError
 from conftest import ROOT
@@ -170,10 +171,10 @@ def test_values_of_the_wrong_kind(text: str, field: str) -> None:
 
 
 def test_source_date_epoch_bounds() -> None:
-    assert pipeline.source_date_epoch({"SOURCE_DATE_EPOCH": "4354819198"}) == 4354819198
+    assert source_date_epoch({"SOURCE_DATE_EPOCH": "4354819198"}) == 4354819198
     for value in ("99999999999", "4354819199", "\u0661\u0667\u0660\u0660", "-1", "1e9"):
         with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
-            pipeline.env_with_epoch({"SOURCE_DATE_EPOCH": value})
+            env_with_epoch({"SOURCE_DATE_EPOCH": value})
 
 
 @pytest.mark.integration

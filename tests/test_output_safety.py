@@ -136,7 +136,7 @@ def test_unwritable_parent(small_matrix: Path, tmp_path: Path, capsys: pytest.Ca
         out = ro / "dist"
     assert main(["--matrix", str(small_matrix), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --out: cannot ") and str(out) in err
+    assert err.startswith("error: --out: cannot ") and str(out) in err
 
 
 def test_merge_out_holding_its_input_wheels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,24 +152,18 @@ def test_merge_out_holding_its_input_wheels(tmp_path: Path, capsys: pytest.Captu
     assert snapshot(w) == before
 
 
-def test_merge_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    wheel = tmp_path / "aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl"
+@pytest.mark.parametrize("sub, wheel_name", [("merge", "aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl"),
+                                              ("repair", "aotkernels-0.1.0-cp39-abi3-linux_x86_64.whl")])
+def test_merge_and_repair_out_is_a_file(sub: str, wheel_name: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    wheel = tmp_path / wheel_name
     wheel.write_bytes(b"PK\x05\x06" + bytes(18))
     target = tmp_path / "notes.txt"
     target.write_text("mine")
-    assert main(["merge", str(wheel), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(target)]) == 2
+    assert main([sub, str(wheel), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(target)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert target.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name, "notes.txt"]
-
-
-def test_repair_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    wheel = tmp_path / "aotkernels-0.1.0-cp39-abi3-linux_x86_64.whl"
-    wheel.write_bytes(b"PK\x05\x06" + bytes(18))
-    target = tmp_path / "notes.txt"
-    target.write_text("mine")
-    assert main(["repair", str(wheel), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(target)]) == 2
-    assert target.read_text() == "mine"
 
 
 # --- outdir itself (no processes) -------------------------------------------------------------
