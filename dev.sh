@@ -3,24 +3,24 @@
 #   ./dev.sh build   set everything up, then build the repo's matrix.yaml into dist/ (extra args go to build.py)
 #   ./dev.sh test    set everything up, then run the whole test suite (what .ci/run calls; extra args go to pytest)
 #   ./dev.sh setup   only set up
-# The toolchains come from build_tools/toolchains/pins.toml, the one file that pins them: Bazel and
+# The toolchains come from build_tools/compile/toolchains/pins.toml, the one file that pins them: Bazel and
 # ocloc as apt packages at the pinned versions, nvcc from PyPI into .venv (CUDA_HOME then points the
 # builder at it). Idempotent: packages already at their pinned version and an up-to-date .venv are
 # left as they are.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PINS=build_tools/toolchains/pins.toml
+PINS=build_tools/compile/toolchains/pins.toml
 # Unpinned helpers (not compilers of device code): OpenCL on the CPU (PoCL), headers and the ICD
 # loader, clinfo, the C compilers (g++ brings cc1plus, which nvcc's host preprocessing needs),
 # patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py), podman,
-# runc and debootstrap (the release rehearsal, build_tools/rehearse: cibuildwheel in a container).
+# runc and debootstrap (the release rehearsal, build_tools/release/rehearse: cibuildwheel in a container).
 APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc debootstrap)
 VENV=.venv
 
 step() { printf '\n==> %s\n' "$*"; }
 
-pins() { python3 build_tools/toolchains/pins.py "$@"; }
+pins() { python3 build_tools/compile/toolchains/pins.py "$@"; }
 
 setup_system() {
   local missing=() spec name want have

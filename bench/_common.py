@@ -62,7 +62,7 @@ def copy_repo(dest: Path) -> Path:
 
 
 def bazel_for(copy: Path) -> tuple[str, dict[str, str]]:
-    from build_tools import bazel
+    from build_tools.compile import bazel
     with contextlib.redirect_stderr(open(os.devnull, "w")):
         return bazel.find_bazel(copy, os.environ)
 
@@ -232,7 +232,7 @@ def machine() -> dict[str, str]:
 def tool_versions() -> dict[str, str]:
     out = {}
     with contextlib.suppress(Exception):
-        from build_tools.toolchains import cuda, intel
+        from build_tools.compile.toolchains import cuda, intel
         out["nvcc"] = cuda.CudaToolchain().detect(os.environ).version
         out["ocloc"] = intel.IntelToolchain().detect(os.environ).version
     with contextlib.suppress(Exception):
@@ -360,6 +360,6 @@ def keep_kernels(copy: Path, names: Sequence[str]) -> None:
             p.unlink()
 
 
-def load_matrix(path: Path):  # -> build_tools.matrix.Matrix
-    from build_tools import matrix as matrix_mod
+def load_matrix(path: Path):  # -> build_tools.config.matrix.Matrix
+    from build_tools.config import matrix as matrix_mod
     return matrix_mod.load(path)

@@ -131,7 +131,7 @@ preprocessor, so the Intel images, compiled from the preprocessed source, would 
 
 {summary} A wheel whose content key (images, manifest, package files, host extension inputs,
 repair policy, toolchain and builder code) is unchanged is taken from the previous output instead
-of being assembled and repaired again (build_tools/wheelcache.py); the chart is reused when the size
+of being assembled and repaired again (build_tools/package/wheelcache.py); the chart is reused when the size
 report is byte-identical. Wall time includes starting Python and the toolchain checks.
 """
     print("\n" + table + "\n\n" + summary)

@@ -43,8 +43,8 @@ CHART = c.ROOT / "bench" / "scaling.svg"
 
 def full_device_list() -> list[str]:
     """Every device the installed nvcc and ocloc accept (Intel: Xe IPs), CUDA and Intel interleaved."""
-    from build_tools import catalog
-    from build_tools.toolchains import cuda, intel
+    from build_tools.compile.toolchains import cuda, intel
+    from build_tools.config import catalog
     nv = cuda.CudaToolchain()
     nv_info = nv.detect(os.environ)
     sms = sorted(int(x[3:]) for x in nv_info.extra if x.startswith("sm_"))
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"(+{per:,.0f} B per {'kernel module' if key == 'n' else 'device'}).")
     summary = "\n".join(f"- {x}" for x in lines)
     chart(args.chart, n_points, m_points, fixed_m, args.fixed_n)
-    from build_tools.matrix import CudaOptions
+    from build_tools.config.matrix import CudaOptions
     cuda_default = CudaOptions()
     mode = getattr(cuda_default, "compression", cuda_default.compress_mode)
     container = "cubin" if cuda_default.container == "cubin" else f"fatbin, --compress-mode={mode}"

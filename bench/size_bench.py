@@ -37,7 +37,7 @@ VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("fatbin, compress size", {"container": "fatbin", "compress_mode": "size"}),
 )
 SASS_EXT = (".cubin", ".fatbin")
-# Image-level sweep with nvcc directly (the flags of build_tools/toolchains/cuda.py), adding the
+# Image-level sweep with nvcc directly (the flags of build_tools/compile/toolchains/cuda.py), adding the
 # fatbinary option the builder does not pass: without -compress-all, nvcc 13.0 leaves SASS-only
 # fatbins uncompressed in the speed and balance modes.
 SWEEP_DEVICE = "sm_90"
@@ -61,7 +61,7 @@ def deflated(data: bytes) -> int:
 
 def image_sweep(kernels_dir: Path, device: str) -> list[tuple[str, int, int]]:
     """(variant, raw bytes, deflated bytes) summed over the kernel modules, compiled for ``device``."""
-    from build_tools.toolchains import cuda
+    from build_tools.compile.toolchains import cuda
     nvcc = cuda.CudaToolchain().detect(os.environ).path
     rows = []
     with tempfile.TemporaryDirectory(prefix="aotbench-sweep-") as tmp:
@@ -149,7 +149,7 @@ def verdict(results: list[Measured]) -> str:
         lines.append(f"- `compress_mode: {' / '.join(idle)}` compressed nothing: with this nvcc a fatbin holding only "
                      "SASS comes out byte-for-byte the size of `none` in those modes; only `size` compresses unless "
                      "`-Xfatbin -compress-all` is passed (image-level table above), which the builder does not do.")
-    from build_tools.matrix import CudaOptions
+    from build_tools.config.matrix import CudaOptions
     default = CudaOptions()
     mode = getattr(default, "compression", default.compress_mode)
     current = "cubin" if default.container == "cubin" else f"fatbin, compress {mode}"
@@ -168,7 +168,7 @@ def verdict(results: list[Measured]) -> str:
                      "needs a GPU to measure: bench/gpu_runtime.py, section \"CUDA image container: load time on "
                      "the GPU\".")
     agree = "agrees" if choice == current else "differs; reconsider it"
-    lines.append(f"- the builder's current default (build_tools/matrix.py `CudaOptions`) is `{current}`: it {agree}.")
+    lines.append(f"- the builder's current default (build_tools/config/matrix.py `CudaOptions`) is `{current}`: it {agree}.")
     return "\n".join(lines)
 
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_text = (f"Image level, nvcc alone: the {len(kernels)} kernel modules compiled for {SWEEP_DEVICE} with the "
                       "builder's flags (`-x cu -O3`), summed; \"in a wheel\" is each image deflated at level 9 as "
                       "a wheel stores it. The `-Xfatbin -compress-all` rows use a fatbinary option that "
-                      "build_tools/toolchains/cuda.py does not pass today.\n\n"
+                      "build_tools/compile/toolchains/cuda.py does not pass today.\n\n"
                       + c.md_table(["image", "bytes (installed)", "bytes in a wheel (deflate 9)", "vs cubin in a wheel"],
                                    sweep_rows))
         print("\n" + sweep_text)

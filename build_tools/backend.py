@@ -30,11 +30,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from build_tools import bazel, catalog, gather, manifest, matrix as matrix_mod, pipeline, wheels  # noqa: E402
+from build_tools.cli import load_plan  # noqa: E402
+from build_tools.compile import bazel, collect, manifest  # noqa: E402
+from build_tools.compile.plan import Plan, kernel_modules  # noqa: E402
+from build_tools.config import catalog  # noqa: E402
+from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
-from build_tools.cli import load_plan  # noqa: E402
-from build_tools.plan import Plan, kernel_modules  # noqa: E402
+from build_tools.package import assemble, wheels  # noqa: E402
+from build_tools.release import gather  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # What an sdist carries: everything needed to build a wheel from it, nothing generated.
@@ -70,7 +74,7 @@ def _prebuilt_plan(env: dict[str, str]) -> Plan:
 
 def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path) -> str:
     plan = _prebuilt_plan(env)
-    spec = _spec(plan.matrix, matrix_mod.devlist_from_env(env) is not None, pipeline.project_version(ROOT))
+    spec = _spec(plan.matrix, matrix_mod.devlist_from_env(env) is not None, assemble.project_version(ROOT))
     image_set = gather.load_set(images_dir)  # every listed image against its sha256 and size
     doc = dict(image_set.doc)
     if doc.get("all_targets") != manifest.targets_doc(plan.matrix.all_targets()):
@@ -84,7 +88,7 @@ def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path)
         raise GatherError(f"{PREBUILT_ENV}={images_dir}: the portable JIT forms are missing")
     print(f"aotkernels backend: packing prebuilt images from {images_dir} (0 compile actions ran)", file=sys.stderr)
     env = env_with_epoch(env)
-    built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
+    built = assemble.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
     return built[0].wheel.name
 
 
@@ -97,15 +101,15 @@ def _build(wheel_directory: str) -> str:
     selected = matrix_mod.devlist_from_env(env) is not None
     options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
                                  remote_cache=bazel.remote_cache_option(None, env))
-    spec = _spec(m, selected, pipeline.project_version(ROOT))
+    spec = _spec(m, selected, assemble.project_version(ROOT))
     with tempfile.TemporaryDirectory(prefix="aotkernels-images-") as tmp:
         images_dir = Path(tmp) / "images"
         # Under the checkout lock, as build.py: one build at a time writes the generated files.
-        stats, _ = pipeline.build_images(plan, plan.targets(), options, env, images_dir)
+        stats, _ = collect.build_images(plan, plan.targets(), options, env, images_dir)
         print(f"aotkernels backend: {stats.executed} compile actions ran, {stats.cache_hits} cache hits",
               file=sys.stderr)
         env = env_with_epoch(env)
-        built = pipeline.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
+        built = assemble.make_wheels(plan, images_dir, Path(wheel_directory), [spec], env, repair_wheels=False)
     return built[0].wheel.name
 
 
@@ -139,7 +143,7 @@ def _sdist_files() -> list[Path]:
 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    version = pipeline.project_version(ROOT)
+    version = assemble.project_version(ROOT)
     base = f"{wheels.PROJECT.wheel_name}-{version}"  # PEP 625: the normalized name
     epoch = source_date_epoch(os.environ) or wheels.ZIP_EPOCH_MIN
     # The README is the long description (PyPI shows it; `twine check --strict` wants it).

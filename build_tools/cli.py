@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import bazel, matrix as matrix_mod, outdir, pipeline, proc, report as report_mod, sizes, wheels
-from .epoch import env_with_epoch
-from .errors import BuildToolError, ConfigError
-from .plan import Plan, make_plan
+from build_tools import outdir, proc, sizes
+from build_tools.compile import bazel, collect
+from build_tools.compile.plan import Plan, make_plan
+from build_tools.config import matrix as matrix_mod
+from build_tools.epoch import env_with_epoch
+from build_tools.errors import BuildToolError, ConfigError
+from build_tools.package import assemble, wheels
+from build_tools.sizes import render as report_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,14 +101,14 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print("dry run: would write build_tools/bazel/generated/ and .bazelrc.generated, then run:")
         print(proc.format_cmd(bazel.command(bazel_path, targets, options)))
         return 0
-    built: list[pipeline.BuiltWheel] = []
+    built: list[assemble.BuiltWheel] = []
     report: sizes.SizeReport | None = None
     # Staged before Bazel runs: an output folder that cannot be created fails before the long part.
     with outdir.staged(args.out, inputs=inputs) as stage:
-        stats, images = pipeline.build_images(plan, targets, options, build_env, stage / "images")  # checkout lock
+        stats, images = collect.build_images(plan, targets, options, build_env, stage / "images")  # checkout lock
         if not args.images_only:
-            specs = wheels.specs(plan.matrix, pipeline.project_version(ROOT), plan.matrix.wheels.naming)
-            built = pipeline.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
+            specs = wheels.specs(plan.matrix, assemble.project_version(ROOT), plan.matrix.wheels.naming)
+            built = assemble.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
                                          previous=previous, write_index=True)
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
@@ -130,13 +134,13 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 # Subcommands beside the default build: name -> module with configure_parser(p) and run(args, env).
 SUBCOMMANDS: dict[str, str] = {
-    "sizes": "build_tools.sizes_cmd",
-    "merge": "build_tools.merge",
-    "gather": "build_tools.gather",
-    "indexes": "build_tools.indexes",
-    "ci-matrix": "build_tools.ci_matrix",
-    "repair": "build_tools.repair",
-    "schema": "build_tools.matrix_schema",
+    "sizes": "build_tools.sizes.command",
+    "merge": "build_tools.release.merge",
+    "gather": "build_tools.release.gather",
+    "indexes": "build_tools.release.indexes",
+    "ci-matrix": "build_tools.release.ci_matrix",
+    "repair": "build_tools.package.repair",
+    "schema": "build_tools.config.schema",
 }
 
 

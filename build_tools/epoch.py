@@ -1,14 +1,14 @@
 """SOURCE_DATE_EPOCH: the one timestamp every zip member and auditwheel's output carries.
 
-Its own module because the wheel stages (pipeline.py) and the repair step (repair.py, also a
+Its own module because the wheel stages (package/assemble.py) and the repair step (repair.py, also a
 subcommand) both read it, and neither should import the other.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import wheels
-from .errors import ConfigError
+from build_tools.errors import ConfigError
+from build_tools.package import wheels
 
 # The last second a zip member's DOS date can say (2107-12-31 23:59:58; its seconds are even).
 ZIP_EPOCH_MAX = 4354819198

@@ -79,7 +79,7 @@ class HostBuildError(BuildToolError):
 
 
 class RehearsalError(BuildToolError):
-    """The release rehearsal (build_tools/rehearse/) failed; ``step`` names the release step that
+    """The release rehearsal (build_tools/release/rehearse/) failed; ``step`` names the release step that
     failed (an image build, the configuration check, or cibuildwheel's before-all, build, repair or
     test step, or a step after the container), ``log`` the file that holds its output."""
 

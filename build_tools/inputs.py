@@ -13,7 +13,7 @@ import reprlib
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
+from build_tools.errors import ConfigError
 
 # matrix.yaml and size-report.json are a few kB; a megabyte leaves room for generous comments
 # while a mistaken path (a log, an image, a disk) fails at once instead of filling memory.

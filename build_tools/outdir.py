@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import ConfigError
+from build_tools.errors import ConfigError
 
 MARKER = ".aotkernels-output"
 MARKER_TEXT = ("Written by aotkernels' build_tools/build.py. The next build with this folder as --out replaces\n"

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO
 
-from .errors import ToolchainMissingError
+from build_tools.errors import ToolchainMissingError
 
 
 def which(program: str, *, package: str, env: Mapping[str, str] | None = None, extra_dirs: Sequence[str] = ()) -> str:

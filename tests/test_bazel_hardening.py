@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from build_tools import bazel, matrix as matrix_mod, proc
-from build_tools.errors import ConfigError
-from build_tools.plan import plan_devices, unique_images
-from build_tools.toolchains import ImageSpec
 from conftest import ROOT
+
+from build_tools import proc
+from build_tools.compile import bazel
+from build_tools.compile.plan import plan_devices, unique_images
+from build_tools.compile.toolchains import ImageSpec
+from build_tools.config import matrix as matrix_mod
+from build_tools.errors import ConfigError
 
 SECRET = "s3cr3t-p@ss"
 

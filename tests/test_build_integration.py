@@ -25,7 +25,7 @@ from build_tools.cli import main
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-BAZEL_STARTUP = ("--max_idle_secs=300",)  # as build_tools/bazel.py starts it: same server, no restart
+BAZEL_STARTUP = ("--max_idle_secs=300",)  # as build_tools/compile/bazel.py starts it: same server, no restart
 SPIRV_MAGIC = 0x07230203
 EM_CUDA = 190
 ELFOSABI_CUDA = 0x41

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from build_tools import catalog
-from build_tools.catalog import CUDA, INTEL, Device, UnknownDeviceError, parse_device
+from build_tools.config import catalog
+from build_tools.config.catalog import (
+    CUDA,
+    INTEL,
+    Device,
+    UnknownDeviceError,
+    parse_device,
+)
 
 
 @pytest.mark.parametrize(("text", "backend"), [

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-from build_tools import catalog, matrix
-from build_tools.cli import main
-from build_tools.errors import ConfigError
 from conftest import ROOT
+
+from build_tools.cli import main
+from build_tools.config import catalog, matrix
+from build_tools.errors import ConfigError
 
 REPO = matrix.load(ROOT / "matrix.yaml")
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-
 from test_gpu import cuda_rows, expect, py, report, run, workdir  # noqa: F401 - fixtures and helpers
 
 pytestmark = pytest.mark.gpu

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from build_tools import catalog, inputs, matrix
-from build_tools.epoch import env_with_epoch, source_date_epoch
-from build_tools.cli import main
-from build_tools.errors import ConfigError
 from conftest import ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from build_tools import inputs
+from build_tools.cli import main
+from build_tools.config import catalog, matrix
+from build_tools.epoch import env_with_epoch, source_date_epoch
+from build_tools.errors import ConfigError
 
 GOOD = 'targets:\n  "NVIDIA H100": sm_90\n'
 

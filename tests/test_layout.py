@@ -25,14 +25,15 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-                for alias in node.names:
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:  # 'from pkg import submodule' depends on the submodule
                     sub = f"{target}.{alias.name}"
                     graph[name].add(sub if sub in modules else target)
-            elif isinstance(node, ast.ImportFrom) and node.module in modules:
-                graph[name].add(node.module)
             elif isinstance(node, ast.Import):
                 graph[name].update(a.name for a in node.names if a.name in modules)
         graph[name].discard(name)

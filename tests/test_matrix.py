@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from build_tools import catalog, matrix
+from build_tools.config import catalog, matrix
 from build_tools.errors import BuildToolError, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

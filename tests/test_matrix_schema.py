@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from build_tools import matrix, matrix_schema
-from build_tools.errors import ConfigError
 from conftest import ROOT
+
+from build_tools.config import matrix
+from build_tools.config import schema as matrix_schema
+from build_tools.errors import ConfigError
 
 
 def test_checked_in_schema_and_docs_are_up_to_date() -> None:
@@ -41,7 +42,7 @@ def test_every_described_key_exists_in_the_model() -> None:
 
 def test_repo_matrix_names_the_schema_for_editors() -> None:
     first = (ROOT / "matrix.yaml").read_text(encoding="utf-8").splitlines()[0]
-    assert first == "# yaml-language-server: $schema=build_tools/matrix.schema.json"
+    assert first == "# yaml-language-server: $schema=build_tools/config/matrix.schema.json"
 
 
 EXAMPLES = [
@@ -108,7 +109,7 @@ def test_schema_is_valid_draft7() -> None:
     ('[project]\nname = "other-pkg"\nversion = "1.0"\n', "src/other_pkg/, which has no __init__.py"),
 ])
 def test_pyproject_problems(table: str, words: str, tmp_path: Path) -> None:
-    from build_tools import project
+    from build_tools.config import project
 
     (tmp_path / "pyproject.toml").write_text(table)
     (tmp_path / "src" / "x").mkdir(parents=True)
@@ -118,7 +119,7 @@ def test_pyproject_problems(table: str, words: str, tmp_path: Path) -> None:
 
 
 def test_pyproject_version_is_normalized(tmp_path: Path) -> None:
-    from build_tools import project
+    from build_tools.config import project
 
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "My.Pkg"\nversion = "01.2.0-rc1"\n')
     (tmp_path / "src" / "my_pkg").mkdir(parents=True)

@@ -25,11 +25,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from build_tools import catalog, manifest, matrix as matrix_mod, merge as merge_mod, outdir, wheels
+from build_tools import outdir
 from build_tools.cli import main
+from build_tools.compile import manifest
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
 from build_tools.errors import MergeError
+from build_tools.package import wheels
+from build_tools.release import merge as merge_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = ROOT / "matrix.yaml"

@@ -1,7 +1,7 @@
 """Native CUDA C++ modules (kernels/*.cu) and the CUDA driver floor: unit tests, no processes.
 
 The plan, the manifest's module entries, the merge's completeness check, the driver-floor
-arithmetic of both sides (build: build_tools/driver_floor.py; run time: aotkernels.compat) and
+arithmetic of both sides (build: build_tools/compile/driver_floor.py; run time: aotkernels.compat) and
 the run-time refusal of a module on a backend it does not serve.
 """
 from __future__ import annotations
@@ -13,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_tools import catalog, driver_floor, manifest, matrix as matrix_mod, merge
+from build_tools.compile import driver_floor, manifest
+from build_tools.compile.plan import (
+    Plan,
+    kernel_sources,
+    module_backends,
+    unique_images,
+)
+from build_tools.compile.toolchains import ToolInfo
+from build_tools.compile.toolchains.cuda import CudaToolchain
+from build_tools.compile.toolchains.intel import IntelToolchain, source_image
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
 from build_tools.errors import ConfigError, MergeError
-from build_tools.plan import Plan, kernel_sources, module_backends, unique_images
-from build_tools.toolchains import ToolInfo
-from build_tools.toolchains.cuda import CudaToolchain
-from build_tools.toolchains.intel import IntelToolchain, source_image
+from build_tools.release import merge
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))

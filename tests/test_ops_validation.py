@@ -15,8 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from aotkernels import ops  # noqa: E402
-from aotkernels import runtime  # noqa: E402
+from aotkernels import (
+    ops,  # noqa: E402
+    runtime,  # noqa: E402
+)
 
 f32 = np.float32
 

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from build_tools import outdir
 from build_tools.cli import main
 from build_tools.errors import ConfigError
-from conftest import ROOT
 
 SKIP = {".git", ".venv", ".pytest_cache", "__pycache__"}
 

@@ -1,4 +1,4 @@
-"""The release rehearsal (build_tools/rehearse): the real cibuildwheel 4.3.5 in podman, against the
+"""The release rehearsal (build_tools/release/rehearse): the real cibuildwheel 4.3.5 in podman, against the
 Debian stand-in image, with the release's [tool.cibuildwheel] configuration.
 
 The image is built once per session (and kept: its tag is the hash of its recipe, so a later
@@ -13,17 +13,18 @@ import json
 import os
 import re
 import subprocess
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
+from conftest import wheel_of
 from elftools.elf.elffile import ELFFile
 
-from build_tools import wheels
 from build_tools.errors import RehearsalError
-from build_tools.rehearse import image as image_mod, run as run_mod
-from conftest import wheel_of
+from build_tools.package import wheels
+from build_tools.release.rehearse import image as image_mod
+from build_tools.release.rehearse import run as run_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -134,7 +135,7 @@ def test_the_containers_selftest_passed(rehearsal: run_mod.Rehearsal) -> None:
         log = job.log.read_text(encoding="utf-8")  # kept in the test's tmp folder
         test_step = log[log.index("\nTesting wheel...\n"):]
         assert "+ pip install pocl-binary-distribution==3.0" in test_step
-        assert "+ sh -c 'python /project/build_tools/pocl_selftest.py'" in test_step
+        assert "+ sh -c 'python /project/build_tools/release/pocl_selftest.py'" in test_step
         assert "pocl_selftest: OpenCL on the CPU from " in test_step and "JIT from opencl/source" in test_step
         checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
         assert len(checks) > 10 and set(checks) == {"ok"}, job.log

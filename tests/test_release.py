@@ -17,18 +17,21 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
-
-from build_tools import ci_matrix, matrix as matrix_mod, outdir, wheels
-from build_tools.cli import main
-from build_tools.errors import MergeError
 from conftest import run_outside, wheel_of
+
+from build_tools import outdir
+from build_tools.cli import main
+from build_tools.config import matrix as matrix_mod
+from build_tools.errors import MergeError
+from build_tools.package import wheels
+from build_tools.release import ci_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -235,7 +238,7 @@ def test_cibuildwheel_config_matches_its_schema_the_workflow_and_its_pinned_imag
     config = _cibw_config()
     jsonschema.validate(config, schema)
     assert config["repair-wheel-command"].startswith("python {project}/build_tools/build.py repair ")
-    assert "build_tools/before_all.sh" in config["before-all"]
+    assert "build_tools/release/before_all.sh" in config["before-all"]
     assert any(r.startswith("pocl-binary-distribution==") for r in config["test-requires"])
     # Every AOT_* variable the wheels job sets for cibuildwheel is passed into the container.
     jobs = _load_yaml(WORKFLOWS / "release.yml")["jobs"]
@@ -252,7 +255,7 @@ def test_cibuildwheel_config_matches_its_schema_the_workflow_and_its_pinned_imag
 def test_container_installs_no_device_compiler_and_no_pocl_package() -> None:
     """EL8 has no PoCL package (a dnf transaction naming it fails whole); nvcc, ocloc and Bazel
     never run in the container: the images come prebuilt."""
-    script = (ROOT / "build_tools" / "before_all.sh").read_text()
+    script = (ROOT / "build_tools" / "release" / "before_all.sh").read_text()
     commands = [ln.strip() for ln in script.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     for ln in commands:
         if ln.startswith("dnf install"):
@@ -275,7 +278,7 @@ def test_shellcheck_is_clean_on_scripts_and_run_blocks(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed; ./dev.sh setup installs it (apt-get install shellcheck)")
-    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "before_all.sh", ROOT / "bench" / "gpu_session.sh"]
+    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "release" / "before_all.sh", ROOT / "bench" / "gpu_session.sh"]
     blocks = []
     for label, text in _run_blocks():
         f = tmp_path / (re.sub(r"[^\w.-]", "_", label) + ".sh")
@@ -512,9 +515,9 @@ def test_refuses_repaired_wheels(jobs: dict[str, Path], tmp_path: Path, capsys: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Pinned toolchains (build_tools/toolchains/pins.toml)
+# Pinned toolchains (build_tools/compile/toolchains/pins.toml)
 
-from build_tools.toolchains import pins as pins_mod  # noqa: E402
+from build_tools.compile.toolchains import pins as pins_mod  # noqa: E402
 
 
 def test_apt_toolchains_are_at_their_pinned_versions() -> None:
@@ -528,7 +531,7 @@ def test_apt_toolchains_are_at_their_pinned_versions() -> None:
 
 def test_dev_sh_installs_from_the_pins_file() -> None:
     text = (ROOT / "dev.sh").read_text()
-    assert "python3 build_tools/toolchains/pins.py" in text
+    assert "python3 build_tools/compile/toolchains/pins.py" in text
     assert "< <(pins apt)" in text and "< <(pins pip)" in text and "pins cuda-home" in text
     # No toolchain version is written anywhere but pins.toml.
     for name, version in pins_mod.load().apt:
@@ -589,8 +592,9 @@ def test_pypi_nvcc_builds_the_same_images_as_the_machine_nvcc(tmp_path: Path) ->
 def test_nvcc_gets_an_absolute_host_compiler() -> None:
     """Under --incompatible_strict_action_env nvcc cannot find a gcc outside /bin:/usr/bin:/usr/local/bin
     (manylinux's gcc-toolset), so the builder passes the one it resolved, and stamps it."""
-    from build_tools import bazel as bazel_mod, matrix as m_mod
-    from build_tools.plan import make_plan
+    from build_tools.compile import bazel as bazel_mod
+    from build_tools.compile.plan import make_plan
+    from build_tools.config import matrix as m_mod
 
     plan = make_plan(m_mod.load(ROOT / "matrix.yaml"), ROOT, _env())
     nvcc = plan.tools["nvcc"]
@@ -928,7 +932,7 @@ def test_release_end_to_end(tmp_path: Path) -> None:
 def test_without_cuda_home_the_builder_finds_the_pinned_nvcc_of_its_python() -> None:
     """`.venv/bin/python build_tools/build.py` uses the pinned PyPI nvcc that set-up put into .venv,
     with no CUDA_HOME and whatever nvcc PATH holds; CUDA_HOME still wins when given."""
-    from build_tools.toolchains import cuda
+    from build_tools.compile.toolchains import cuda
 
     home = pinned_cuda_home()
     assert cuda.find_nvcc({"PATH": "/usr/local/bin:/usr/bin:/bin"}) == str(home / "bin" / "nvcc")

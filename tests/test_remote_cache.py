@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from build_tools.bazel import STARTUP_FLAGS, find_bazel, parse_remote_cache, remote_cache_problem
 from conftest import ROOT
+
+from build_tools.compile.bazel import (
+    STARTUP_FLAGS,
+    find_bazel,
+    parse_remote_cache,
+    remote_cache_problem,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from build_tools.bazel import find_bazel
 from conftest import ROOT, run_outside
+
+from build_tools.compile.bazel import find_bazel
 
 pytestmark = pytest.mark.integration
 

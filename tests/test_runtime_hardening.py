@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from aotkernels import runtime  # noqa: E402
-from aotkernels.runtime import ImageError, ManifestError, Manifest, SettingError  # noqa: E402
+from aotkernels.runtime import ImageError, Manifest, ManifestError, SettingError  # noqa: E402
 from aotkernels.selection import Device, Image  # noqa: E402
 
 DATA = b"\x7fELF pretend image bytes"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
 import pytest
-
 from conftest import has_cuda_gpu, run_outside, wheel_of
 
 pytestmark = pytest.mark.integration

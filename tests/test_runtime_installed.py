@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-
 from conftest import has_cuda_gpu, run_outside, wheel_of
 
 pytestmark = pytest.mark.integration

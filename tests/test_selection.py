@@ -10,7 +10,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from aotkernels import selection  # noqa: E402
-from aotkernels.selection import AOT, JIT, Device, Image, NoImageError, choose, decode_intel_ip  # noqa: E402
+from aotkernels.selection import (  # noqa: E402
+    AOT,
+    JIT,
+    Device,
+    Image,
+    NoImageError,
+    choose,
+    decode_intel_ip,
+)
 
 # --- helpers -------------------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from build_tools import catalog, matrix as matrix_mod
 from build_tools.cli import main
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
 from build_tools.errors import BudgetError, ConfigError
 from build_tools.sizes import REPORT_JSON, REPORT_MD, REPORT_SVG
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from build_tools import wheelcache
 from build_tools.cli import main
+from build_tools.package import wheelcache
 
 pytestmark = pytest.mark.integration
 

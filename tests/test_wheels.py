@@ -14,11 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from build_tools import catalog, matrix as matrix_mod, outdir
-from build_tools.bazel import find_bazel
-from build_tools.cli import main
 from conftest import ROOT, run_outside, wheel_of
+
+from build_tools import outdir
+from build_tools.cli import main
+from build_tools.compile.bazel import find_bazel
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
 
 pytestmark = pytest.mark.integration
 

@@ -62,7 +62,7 @@ def kernel_module(name, src, hdrs, backends = None, include_marker = None):
     """All images of one kernel module: `<name>__<key>` per entry of AOT_IMAGES.
 
     `backends` limits the images to those backends (a native CUDA module: ["cuda"]); the
-    Python side (build_tools/plan.py, MODULE_SUFFIXES) asks for exactly these targets.
+    Python side (build_tools/compile/plan.py, MODULE_SUFFIXES) asks for exactly these targets.
     `include_marker` is a file whose folder becomes -I (default: the first header).
     """
     targets = []

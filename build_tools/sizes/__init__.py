@@ -27,13 +27,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, matrix as matrix_mod
-from .model import (Baseline, BaselineWheel, Check, Comparison, Delta, DeviceCost, KIND_ORDER, PART_KINDS, Part, Projection,
-    REPORT_JSON, REPORT_MD, REPORT_SVG, RawSize, SCHEMA, SizeReport, TargetCost, WheelSize, group_bytes,
-    human, human_limit)
-from .measure import (device_costs, find_wheels, measure_dist, measure_wheel, target_costs)
-from .compare import (checks, compare, enforce, load_baseline)
-from .project import (parse_project, project)
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
+from build_tools.sizes.compare import checks, compare, enforce, load_baseline
+from build_tools.sizes.measure import (
+    device_costs,
+    find_wheels,
+    measure_dist,
+    measure_wheel,
+    target_costs,
+)
+from build_tools.sizes.model import (
+    KIND_ORDER,
+    PART_KINDS,
+    REPORT_JSON,
+    REPORT_MD,
+    REPORT_SVG,
+    SCHEMA,
+    Baseline,
+    BaselineWheel,
+    Check,
+    Comparison,
+    Delta,
+    DeviceCost,
+    Part,
+    Projection,
+    RawSize,
+    SizeReport,
+    TargetCost,
+    WheelSize,
+    group_bytes,
+    human,
+    human_limit,
+)
+from build_tools.sizes.project import parse_project, project
 
 __all__ = ["Baseline", "BaselineWheel", "Check", "Comparison", "Delta", "DeviceCost", "KIND_ORDER", "PART_KINDS",
            "Part", "Projection", "REPORT_JSON", "REPORT_MD", "REPORT_SVG", "RawSize", "SCHEMA", "SizeReport",

@@ -7,11 +7,27 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .. import inputs, matrix as matrix_mod, wheels
-from ..errors import BudgetError, ConfigError
-from .model import (group_bytes, Baseline, BaselineWheel, Check, Comparison, Delta, PART_KINDS, Part, REPORT_JSON, SCHEMA,
-    SizeReport, TargetCost, WheelSize, human, human_limit)
-
+from build_tools import inputs
+from build_tools.config import matrix as matrix_mod
+from build_tools.errors import BudgetError, ConfigError
+from build_tools.package import wheels
+from build_tools.sizes.model import (
+    PART_KINDS,
+    REPORT_JSON,
+    SCHEMA,
+    Baseline,
+    BaselineWheel,
+    Check,
+    Comparison,
+    Delta,
+    Part,
+    SizeReport,
+    TargetCost,
+    WheelSize,
+    group_bytes,
+    human,
+    human_limit,
+)
 
 # ----------------------------------------------------------------------------- baseline
 

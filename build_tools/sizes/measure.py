@@ -9,12 +9,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, wheels
-from ..errors import ConfigError
-from ..manifest import sha256_file
-from .model import (DeviceCost, KIND_ORDER, PART_KINDS, Part, RawSize, TargetCost, WheelSize, _IMAGES_PREFIX,
-    _MANIFEST_MEMBER)
-
+from build_tools.compile.manifest import sha256_file
+from build_tools.config import catalog
+from build_tools.errors import ConfigError
+from build_tools.package import wheels
+from build_tools.sizes.model import (
+    _IMAGES_PREFIX,
+    _MANIFEST_MEMBER,
+    KIND_ORDER,
+    PART_KINDS,
+    DeviceCost,
+    Part,
+    RawSize,
+    TargetCost,
+    WheelSize,
+)
 
 # ----------------------------------------------------------------------------- measuring one wheel
 

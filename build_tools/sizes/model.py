@@ -5,7 +5,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .. import matrix as matrix_mod, wheels
+from build_tools.config import matrix as matrix_mod
+from build_tools.package import wheels
 
 SCHEMA = 1
 REPORT_JSON = "size-report.json"

@@ -4,10 +4,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from .. import catalog
-from ..errors import ConfigError
-from .model import DeviceCost, Projection, WheelSize
-
+from build_tools.config import catalog
+from build_tools.errors import ConfigError
+from build_tools.sizes.model import DeviceCost, Projection, WheelSize
 
 # ----------------------------------------------------------------------------- projection
 

@@ -1,0 +1,69 @@
+"""The pinned toolchains of pins.toml, for ./dev.sh, the builder and the tests.
+
+``python3 build_tools/compile/toolchains/pins.py pip`` prints pip requirement lines
+(``nvidia-cuda-nvcc==13.0.88``), ``... apt`` prints apt-get arguments (``bazel-bootstrap=4.2.3+ds-9``),
+``... cuda-home PYTHON`` the folder that holds the pinned PyPI nvcc for that Python
+(``<site-packages>/nvidia/cu13``). Standard library only: dev.sh runs it with the system Python,
+before .venv exists.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the PEP 517 backend on 3.9/3.10 imports the toolchains (build-system requires tomli)
+    import tomli as tomllib
+
+PINS = Path(__file__).resolve().with_name("pins.toml")
+# Where the nvidia-cuda-nvcc wheel for CUDA 13 puts the toolkit, relative to site-packages.
+CUDA_SUBDIR = ("nvidia", "cu13")
+
+
+@dataclass(frozen=True)
+class Pins:
+    pypi: tuple[tuple[str, str], ...]  # (distribution, version)
+    apt: tuple[tuple[str, str], ...]  # (Debian package, version)
+
+    def pip_requirements(self) -> list[str]:
+        return [f"{name}=={version}" for name, version in self.pypi]
+
+    def apt_arguments(self) -> list[str]:
+        return [f"{name}={version}" for name, version in self.apt]
+
+
+def load(path: Path = PINS) -> Pins:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    unknown = set(data) - {"pypi", "apt"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; expected [pypi] and [apt]")
+    return Pins(pypi=tuple((str(k), str(v)) for k, v in data.get("pypi", {}).items()),
+                apt=tuple((str(k), str(v)) for k, v in data.get("apt", {}).items()))
+
+
+def cuda_home(python: str) -> Path:
+    """``<site-packages>/nvidia/cu13`` of ``python`` (where pip put the pinned nvcc)."""
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    return Path(purelib).joinpath(*CUDA_SUBDIR)
+
+
+def main(argv: list[str]) -> int:
+    pins = load()
+    if argv == ["pip"]:
+        print("\n".join(pins.pip_requirements()))
+    elif argv == ["apt"]:
+        print("\n".join(pins.apt_arguments()))
+    elif len(argv) == 2 and argv[0] == "cuda-home":
+        print(cuda_home(argv[1]))
+    else:
+        print("usage: pins.py pip | apt | cuda-home PYTHON", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Packaging: host extensions, wheel assembly, reuse of unchanged wheels, auditwheel repair."""

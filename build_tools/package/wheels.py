@@ -1,0 +1,230 @@
+"""Assemble wheels from one set of compiled images: per-target, fat and JIT-only.
+
+Every wheel holds the same abi3 host extensions and Python code; only the subset of
+images (and the manifest describing it) differs. Zip members are written in sorted order
+with fixed timestamps (``SOURCE_DATE_EPOCH``, else 1980-01-01) and permissions, so the
+same inputs give byte-identical wheels.
+
+Naming (``wheels.naming`` in matrix.yaml):
+- ``local-version`` (default): ``aotkernels-0.1.0+sm90-...whl`` per target, like PyTorch's
+  ``+cu121`` flavours; the fat wheel has the plain version, the JIT-only wheel ``+jit``.
+  Wheels coexist in one folder or per-target index folders; PyPI refuses local versions.
+- ``project-name``: ``aotkernels_sm90-0.1.0-...whl``, a distinct project per target, which
+  PyPI accepts, at the cost of users picking the project name themselves.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import sysconfig
+import time
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from build_tools.config import catalog, project
+from build_tools.config.matrix import Matrix, Target
+
+# The package is the user's: pyproject.toml's [project] name (the distribution) and the folder
+# src/<import name> it implies (project.py). Nothing below names it otherwise.
+PROJECT = project.load()
+PACKAGE = PROJECT.import_name
+DIST_NAME = PROJECT.name
+TAG_PYTHON = "cp39"
+TAG_ABI = "abi3"
+ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip member can carry
+KINDS = ("target", "fat", "jit")
+
+
+@dataclass(frozen=True)
+class WheelSpec:
+    kind: str  # "target" | "fat" | "jit"
+    name: str  # distribution name
+    version: str
+    devices: tuple[str, ...]  # AOT device keys whose images it holds
+    portable: bool  # holds the portable JIT forms
+    target: str | None = None  # hardware name, for kind "target"
+    targets: tuple[Target, ...] = ()
+
+
+def slug(devices: Iterable[str]) -> str:
+    """PEP 440 local-version label from device strings: sm_90 -> sm90, 12.55.8 -> ip12.55.8."""
+    parts = []
+    for d in devices:
+        d = d.lower()
+        parts.append(f"ip{d}" if d[:1].isdigit() else re.sub(r"[^a-z0-9]", "", d))
+    return ".".join(parts)
+
+
+def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[WheelSpec]:
+    out = []
+    for t in matrix.targets:
+        label = slug(d.key for d in t.devices)
+        if naming == "project-name":
+            name, ver = f"{DIST_NAME}_{label.replace('.', '_')}", version
+        else:
+            name, ver = DIST_NAME, f"{version}+{label}"
+        out.append(WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
+                             portable=t.jit, target=t.name, targets=(t,)))
+    out.append(WheelSpec(kind="fat", name=DIST_NAME, version=version, devices=tuple(d.key for d in matrix.devices()),
+                         portable=True, targets=matrix.targets))
+    jit_name, jit_ver = (f"{DIST_NAME}_jit", version) if naming == "project-name" else (DIST_NAME, f"{version}+jit")
+    out.append(WheelSpec(kind="jit", name=jit_name, version=jit_ver, devices=(), portable=True))
+    return out
+
+
+def select_images(doc: Mapping[str, Any], spec: WheelSpec) -> list[dict[str, Any]]:
+    keep = []
+    for img in doc["images"]:
+        if img["form"] in catalog.AOT_FORMS:
+            if img["device"] in spec.devices:
+                keep.append(img)
+        elif spec.portable:
+            keep.append(img)
+    return keep
+
+
+def platform_tag() -> str:
+    return re.sub(r"[-.]", "_", sysconfig.get_platform())
+
+
+def wheel_filename(spec: WheelSpec, plat: str | None = None) -> str:
+    name = canonicalize_name(spec.name).replace("-", "_")  # the binary distribution format's escaping
+    return f"{name}-{spec.version}-{TAG_PYTHON}-{TAG_ABI}-{plat or platform_tag()}.whl"
+
+
+def record_hash(data: bytes, algo: str = "sha256") -> str:
+    """A RECORD hash field (PEP 376/427): ``algo=`` and the urlsafe base64 digest without padding."""
+    return f"{algo}=" + base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
+
+
+def _metadata(spec: WheelSpec, targets_text: str) -> str:
+    """pyproject.toml's metadata (the README as description) under this wheel's name and version."""
+    return PROJECT.metadata(name=spec.name, version=spec.version,
+                            summary=f"GPU kernels with ahead-of-time images ({targets_text})")
+
+
+def _wheel_file(plat: str) -> str:
+    return (f"Wheel-Version: 1.0\nGenerator: aotkernels-build_tools\nRoot-Is-Purelib: false\n"
+            f"Tag: {TAG_PYTHON}-{TAG_ABI}-{plat}\n")
+
+
+def zip_date(epoch: int | None) -> tuple[int, int, int, int, int, int]:
+    t = time.gmtime(max(epoch if epoch is not None else ZIP_EPOCH_MIN, ZIP_EPOCH_MIN))
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def write_zip(path: Path, members: Sequence[tuple[str, bytes, bool | int]], epoch: int | None) -> None:
+    """Deterministic zip: members in the given order, fixed dates, deflate level 9.
+
+    The third field is True/False for modes 755/644, or a full ``external_attr`` to keep.
+    """
+    date = zip_date(epoch)
+    with zipfile.ZipFile(path, "w") as zf:
+        for arcname, data, mode in members:
+            info = zipfile.ZipInfo(arcname, date_time=date)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            if isinstance(mode, bool):
+                info.external_attr = (0o100755 if mode else 0o100644) << 16
+            else:
+                info.external_attr = mode
+            zf.writestr(info, data, compresslevel=9)
+
+
+def _normal_mode(info: zipfile.ZipInfo) -> int:
+    """The member's ``external_attr`` with its mode reduced to 755/644 (folders 755).
+
+    auditwheel takes modes from the files it unpacked, so a build under ``umask 077`` would ship
+    0700 folders and a 0600 SBOM: the wheel's bytes would depend on the builder's umask.
+    """
+    mode = info.external_attr >> 16
+    if info.is_dir() or stat.S_ISDIR(mode):
+        return (stat.S_IFDIR | 0o755) << 16 | (info.external_attr & 0x10)
+    return (0o100755 if mode & 0o111 else 0o100644) << 16
+
+
+def recompress(path: Path, epoch: int | None) -> None:
+    """Rewrite a wheel at deflate level 9, members, order and modes unchanged.
+
+    auditwheel rewrites every member at zlib's default level: about 2.6% bigger fat wheels.
+    Contents (and so RECORD) do not change, only how they are compressed.
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = [(i.filename, zf.read(i), _normal_mode(i)) for i in zf.infolist()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_zip(tmp, members, epoch)
+    os.replace(tmp, path)
+
+
+def wheel_files(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
+                all_targets: list[dict[str, Any]]) -> dict[str, tuple[bytes, bool]]:
+    """Every member of the wheel except the host extensions and RECORD: name -> (bytes, executable).
+
+    Separate from :func:`build_wheel` so a wheel's content key (wheelcache.py) is known before
+    the host extensions are compiled.
+    """
+    doc = json.loads((images_dir / "manifest.json").read_text())
+    images = select_images(doc, spec)
+    sub = dict(doc)
+    sub["images"] = images
+    sub["targets"] = [t for t in all_targets if t["name"] in {x.name for x in spec.targets}]
+    sub["all_targets"] = all_targets
+    sub["wheel"] = {"kind": spec.kind, "name": spec.name, "version": spec.version, "target": spec.target}
+    files: dict[str, tuple[bytes, bool]] = {}
+    for name, data in package_files.items():
+        files[f"{PACKAGE}/{name}"] = (data, False)
+    for img in images:
+        files[f"{PACKAGE}/images/{img['path']}"] = ((images_dir / img["path"]).read_bytes(), False)
+    files[f"{PACKAGE}/images/manifest.json"] = ((json.dumps(sub, indent=2, sort_keys=True) + "\n").encode(), False)
+    plat = platform_tag()
+    label = spec.target or ("all targets" if spec.kind == "fat" else "JIT only")
+    files[f"{dist_info_name(spec)}/METADATA"] = (_metadata(spec, label).encode(), False)
+    files[f"{dist_info_name(spec)}/WHEEL"] = (_wheel_file(plat).encode(), False)
+    return files
+
+
+def dist_info_name(spec: WheelSpec) -> str:
+    return f"{canonicalize_name(spec.name).replace('-', '_')}-{spec.version}.dist-info"
+
+
+def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str, bytes],
+                extensions: Mapping[str, bytes], all_targets: list[dict[str, Any]], out_dir: Path,
+                epoch: int | None, files: Mapping[str, tuple[bytes, bool]] | None = None) -> Path:
+    """Write one wheel; ``package_files``/``extensions`` map names inside the package to bytes.
+
+    ``files``: what :func:`wheel_files` returned for this spec, when the caller has it already.
+    """
+    members_by_name = dict(files if files is not None else
+                           wheel_files(spec, images_dir=images_dir, package_files=package_files,
+                                       all_targets=all_targets))
+    for name, data in extensions.items():
+        members_by_name[f"{PACKAGE}/{name}"] = (data, True)
+    dist_info = dist_info_name(spec)
+    ordered = sorted(members_by_name)
+    record = io.StringIO()
+    for name in ordered:
+        record.write(f"{name},{record_hash(members_by_name[name][0])},{len(members_by_name[name][0])}\n")
+    record.write(f"{dist_info}/RECORD,,\n")
+    members = [(n, members_by_name[n][0], members_by_name[n][1]) for n in ordered]
+    members.append((f"{dist_info}/RECORD", record.getvalue().encode(), False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / wheel_filename(spec, platform_tag())
+    write_zip(path, members, epoch)
+    return path
+
+
+def package_sources(root: Path) -> dict[str, bytes]:
+    """The pure-Python part of the package (what every wheel ships besides extensions and images)."""
+    src = root / "src" / PACKAGE
+    return {p.name: p.read_bytes() for p in sorted(src.glob("*.py"))} | (
+        {"py.typed": b""} if (src / "py.typed").exists() else {})

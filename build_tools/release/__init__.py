@@ -1,0 +1,1 @@
+"""Releasing from several machines: job lists, gathering image sets, merging wheels, indexes, the rehearsal."""

@@ -1,0 +1,179 @@
+"""Join image sets compiled on separate machines into one verified set, without recompiling.
+
+``python build_tools/build.py gather SET... --out DIR [--matrix matrix.yaml] [--require-all]``
+
+Each SET is the ``images/`` folder of ``build.py --images-only`` (with ``AOT_DEVLIST`` set to one
+target's devices: the release's images jobs), holding ``manifest.json``. The output is one
+images folder and manifest, the same bytes a single-machine build of the union writes, which the
+release's wheels jobs pack (``AOT_PREBUILT_IMAGES``, read by build_tools/backend.py).
+
+Nothing is trusted before it is checked, and any refusal names the set and the reason, exits
+with ``GatherError``'s code and writes nothing:
+
+- every image listed in a manifest exists, is a regular file inside its set (no ``..``, absolute
+  paths or links) and matches its sha256 and size; no image file is unlisted;
+- every set was made by the same toolchains (the manifest's ``toolchains``: each tool's version
+  and nvcc's ``-ccbin`` host compiler) from the same matrix (``all_targets``, also checked
+  against ``--matrix``) and kernel modules;
+- an image two sets both hold is the same image (same manifest entry and bytes): a conflict
+  means the sets were not built from one commit with one toolchain;
+- ``--require-all``: every target of the matrix and the portable forms are covered.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from build_tools import outdir
+from build_tools.compile import manifest
+from build_tools.config import catalog
+from build_tools.config import matrix as matrix_mod
+from build_tools.errors import GatherError
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    path: Path  # the folder holding manifest.json
+    doc: Mapping[str, Any]  # its manifest
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return list(self.doc.get("images", []))
+
+
+def _safe_rel(where: Path, rel: object) -> PurePosixPath:
+    if not isinstance(rel, str) or not rel:
+        raise GatherError(f"{where}: manifest image path {rel!r} is not a relative path")
+    p = PurePosixPath(rel)
+    if p.is_absolute():
+        raise GatherError(f"{where}: image path {rel!r} is an absolute path")
+    if ".." in p.parts or "\\" in rel:
+        raise GatherError(f"{where}: image path {rel!r} contains '..' or a backslash")
+    return p
+
+
+def load_set(folder: Path) -> ImageSet:
+    """Read one image set and verify every image against its manifest entry."""
+    folder = Path(folder)
+    doc_path = folder / manifest.MANIFEST_NAME
+    if not doc_path.is_file():
+        raise GatherError(f"{folder}: no {manifest.MANIFEST_NAME}; give the images/ folder of "
+                          "`build.py --images-only --out X` (X/images)")
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GatherError(f"{doc_path}: not a readable manifest ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != manifest.SCHEMA or not isinstance(doc.get("images"), list):
+        raise GatherError(f"{doc_path}: not an image manifest of schema {manifest.SCHEMA}")
+    listed = set()
+    for img in doc["images"]:
+        rel = _safe_rel(folder, img.get("path"))
+        listed.add(rel.as_posix())
+        f = folder / rel
+        if f.is_symlink() or not f.exists():
+            raise GatherError(f"{folder}: image {rel} is {'a link' if f.is_symlink() else 'missing'}")
+        if not stat.S_ISREG(f.lstat().st_mode):
+            raise GatherError(f"{folder}: image {rel} is not a regular file")
+        size = f.stat().st_size
+        if size != img.get("bytes"):
+            raise GatherError(f"{folder}: image {rel} has {size} bytes, its manifest says {img.get('bytes')}")
+        if manifest.sha256_file(f) != img.get("sha256"):
+            raise GatherError(f"{folder}: image {rel} does not match its manifest sha256 (damaged or replaced)")
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).as_posix()
+        if f.is_symlink():
+            raise GatherError(f"{folder}: {rel} is a link; an image set holds regular files only")
+        # The marker of a folder this tool wrote (outdir.MARKER) is not an image.
+        if f.is_file() and f.name != manifest.MANIFEST_NAME and rel not in listed and rel != outdir.MARKER:
+            raise GatherError(f"{folder}: {rel} is not listed in its manifest")
+    return ImageSet(path=folder, doc=doc)
+
+
+def _same(what: str, sets: Sequence[ImageSet], key: str, fix: str) -> Any:
+    first = sets[0].doc.get(key)
+    for s in sets[1:]:
+        if s.doc.get(key) != first:
+            raise GatherError(f"the image sets have different {what}: {sets[0].path} has "
+                              f"{json.dumps(first, sort_keys=True)}, {s.path} has "
+                              f"{json.dumps(s.doc.get(key), sort_keys=True)}; {fix}")
+    return first
+
+
+def gather(sets: Sequence[ImageSet], m: matrix_mod.Matrix, *, require_all: bool) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The joined manifest, and for each image path the file to copy."""
+    if not sets:
+        raise GatherError("gather: no image sets given")
+    toolchains = _same("toolchains", sets, "toolchains",
+                       "build every set with the toolchains of one pins.toml (and one host compiler)")
+    all_targets = _same("matrices (all_targets)", sets, "all_targets", "build every set from one commit's matrix.yaml")
+    want = manifest.targets_doc(m.all_targets())
+    if all_targets != want:
+        raise GatherError("the image sets were built from another matrix than --matrix: "
+                          f"their targets are {[t['name'] for t in all_targets]}, the matrix's {[t['name'] for t in want]}")
+    modules = _same("kernel modules", sets, "modules", "build every set from one commit")
+    chosen: dict[str, dict[str, Any]] = {}
+    source: dict[str, Path] = {}
+    for s in sets:
+        for img in s.images:
+            rel = img["path"]
+            if rel in chosen:
+                if chosen[rel] != img:
+                    raise GatherError(f"conflicting image {rel}: {source[rel].parent} and {s.path} hold different "
+                                      f"images ({chosen[rel]['sha256'][:12]} vs {img['sha256'][:12]}); the sets were "
+                                      "not built from one commit with one toolchain")
+                continue
+            chosen[rel], source[rel] = img, s.path
+    covered_devices = {i["device"] for i in chosen.values() if i["form"] not in catalog.PORTABLE_FORMS}
+    targets = [t for t in all_targets if set(t["devices"]) <= covered_devices]
+    if require_all:
+        missing = [t["name"] for t in all_targets if t not in targets]
+        if missing:
+            raise GatherError(f"--require-all: no images for {', '.join(missing)}; run their images jobs "
+                              "(or leave --require-all off)")
+        have_forms = {i["form"] for i in chosen.values()}
+        expected = {i["form"] for s in sets for i in s.images if i["form"] in catalog.PORTABLE_FORMS}
+        if not expected or not expected <= have_forms:
+            raise GatherError("--require-all: the portable JIT forms (PTX, SPIR-V, OpenCL C) are missing")
+    doc = manifest.assemble(toolchains=dict(toolchains), targets=targets, all_targets=all_targets,
+                            modules=dict(modules), images=chosen.values())
+    return doc, {rel: source[rel] / rel for rel in chosen}
+
+
+def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path) -> None:
+    with outdir.staged(out) as stage:
+        for rel, src in sorted(files.items()):
+            dst = stage / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        (stage / manifest.MANIFEST_NAME).write_text(manifest.dumps(dict(doc)), encoding="utf-8")
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sets", nargs="+", type=Path, metavar="SET",
+                   help="images/ folders of `build.py --images-only` runs (each with manifest.json)")
+    p.add_argument("--out", required=True, type=Path, help="output images folder, replaced atomically on success")
+    p.add_argument("--matrix", default="matrix.yaml", help="the matrix every set was built from (default: %(default)s)")
+    p.add_argument("--require-all", action="store_true",
+                   help="refuse unless every target of the matrix and the portable forms are covered")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    m = matrix_mod.load(args.matrix)
+    out = args.out.resolve()
+    for s in args.sets:
+        r = s.resolve()
+        if out == r or out in r.parents or r in out.parents:
+            raise GatherError(f"--out {args.out}: overlaps the input set {s}; write the gathered set elsewhere")
+    sets = [load_set(s) for s in args.sets]
+    doc, files = gather(sets, m, require_all=args.require_all)
+    write(doc, files, args.out)
+    n_aot = sum(1 for i in doc["images"] if i["form"] not in catalog.PORTABLE_FORMS)
+    print(f"gathered {len(sets)} image sets: {len(doc['images'])} images ({n_aot} AOT) for "
+          f"{len(doc['targets'])} of {len(doc['all_targets'])} targets -> {args.out}")
+    return 0

@@ -1,0 +1,50 @@
+"""``build.py sizes``: measure the wheels of an earlier build, compare, project, and write the reports.
+
+A module of its own so that the sizes package (model, measuring, comparison, projection) and report.py
+(rendering, which imports the sizes package) do not import each other.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+from build_tools import sizes
+from build_tools.config import matrix as matrix_mod
+from build_tools.sizes import render as report_mod
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dist", default="dist", help="output folder of a build (default: %(default)s)")
+    parser.add_argument("--matrix", help="matrix.yaml with the sizes: section (default: ./matrix.yaml if present, "
+                        "else default budgets)")
+    parser.add_argument("--baseline", metavar="PATH", help="size-report.json of an earlier build (or its folder)")
+    parser.add_argument("--project", metavar="DEVICES",
+                        help="estimate the fat wheel for this comma-separated device list, e.g. 'sm_80,sm_90,pvc'")
+    parser.add_argument("--fail-on-budget", action="store_true",
+                        help="exit 6 when a wheel is over budget or grew past sizes.max_growth")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave the reports in --dist as they are")
+
+
+def size_options(matrix_path: str | None) -> matrix_mod.SizeOptions:
+    if matrix_path is None:
+        if not Path("matrix.yaml").is_file():
+            return matrix_mod.SizeOptions()
+        matrix_path = "matrix.yaml"
+    return matrix_mod.load(matrix_path).sizes
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    # Every input is checked before anything is measured or written.
+    options = size_options(args.matrix)
+    baseline = sizes.load_baseline(args.baseline) if args.baseline else None
+    devices = sizes.parse_project(args.project) if args.project is not None else ()
+    dist = Path(args.dist)
+    report = sizes.build_report(dist, options, baseline, devices)
+    if not args.no_write:
+        report_mod.write_reports(report, dist)
+    print(report_mod.format_table(report))
+    if report.projection is not None:
+        print(report_mod.format_projection(report.projection))
+    sizes.enforce(report, fail=args.fail_on_budget or options.fail_on_budget)
+    return 0
