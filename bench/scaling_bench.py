@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"(+{per:,.0f} B per {'kernel module' if key == 'n' else 'device'}).")
     summary = "\n".join(f"- {x}" for x in lines)
     chart(args.chart, n_points, m_points, fixed_m, args.fixed_n)
-    from build_tools.config.matrix import CudaOptions
+    from build_tools.config.model import CudaOptions
     cuda_default = CudaOptions()
     mode = getattr(cuda_default, "compression", cuda_default.compress_mode)
     container = "cubin" if cuda_default.container == "cubin" else f"fatbin, --compress-mode={mode}"

@@ -149,7 +149,7 @@ def verdict(results: list[Measured]) -> str:
         lines.append(f"- `compress_mode: {' / '.join(idle)}` compressed nothing: with this nvcc a fatbin holding only "
                      "SASS comes out byte-for-byte the size of `none` in those modes; only `size` compresses unless "
                      "`-Xfatbin -compress-all` is passed (image-level table above), which the builder does not do.")
-    from build_tools.config.matrix import CudaOptions
+    from build_tools.config.model import CudaOptions
     default = CudaOptions()
     mode = getattr(default, "compression", default.compress_mode)
     current = "cubin" if default.container == "cubin" else f"fatbin, compress {mode}"

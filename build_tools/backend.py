@@ -33,8 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from build_tools.cli import load_plan  # noqa: E402
 from build_tools.compile import bazel, collect, manifest  # noqa: E402
 from build_tools.compile.plan import Plan, kernel_modules  # noqa: E402
-from build_tools.config import catalog  # noqa: E402
+from build_tools.config import (
+    catalog,  # noqa: E402
+    devlists,
+)
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
 from build_tools.package import assemble, wheels  # noqa: E402
@@ -47,7 +51,7 @@ SDIST_ROOTS = ("pyproject.toml", "README.md", "matrix.yaml", "requirements.txt",
 SDIST_SKIP = ("__pycache__", "generated", ".pyc")
 
 
-def _spec(m: matrix_mod.Matrix, selected: bool, version: str) -> wheels.WheelSpec:
+def _spec(m: matrix_model.Matrix, selected: bool, version: str) -> wheels.WheelSpec:
     all_specs = wheels.specs(m, version)
     if not selected:
         return next(s for s in all_specs if s.kind == "fat")
@@ -65,16 +69,16 @@ PREBUILT_ENV = "AOT_PREBUILT_IMAGES"
 def _prebuilt_plan(env: dict[str, str]) -> Plan:
     """The matrix (restricted to the device list) with no toolchain: nothing will be compiled."""
     m = matrix_mod.load(ROOT / "matrix.yaml")
-    chosen = matrix_mod.devlist_from_env(env)
+    chosen = devlists.devlist_from_env(env)
     if chosen is not None:
         print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
-        m = matrix_mod.select(m, chosen[1], source=chosen[0])
+        m = devlists.select(m, chosen[1], source=chosen[0])
     return Plan(matrix=m, root=ROOT, modules=kernel_modules(ROOT), tools={}, images=())
 
 
 def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path) -> str:
     plan = _prebuilt_plan(env)
-    spec = _spec(plan.matrix, matrix_mod.devlist_from_env(env) is not None, assemble.project_version(ROOT))
+    spec = _spec(plan.matrix, devlists.devlist_from_env(env) is not None, assemble.project_version(ROOT))
     image_set = gather.load_set(images_dir)  # every listed image against its sha256 and size
     doc = dict(image_set.doc)
     if doc.get("all_targets") != manifest.targets_doc(plan.matrix.all_targets()):
@@ -98,7 +102,7 @@ def _build(wheel_directory: str) -> str:
         return _build_prebuilt(wheel_directory, env, Path(env[PREBUILT_ENV]))
     plan = load_plan(ROOT / "matrix.yaml", env)
     m = plan.matrix
-    selected = matrix_mod.devlist_from_env(env) is not None
+    selected = devlists.devlist_from_env(env) is not None
     options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
                                  remote_cache=bazel.remote_cache_option(None, env))
     spec = _spec(m, selected, assemble.project_version(ROOT))

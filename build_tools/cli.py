@@ -18,6 +18,7 @@ from pathlib import Path
 from build_tools import outdir, proc, sizes
 from build_tools.compile import bazel, collect
 from build_tools.compile.plan import Plan, make_plan
+from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch
 from build_tools.errors import BuildToolError, ConfigError
@@ -62,10 +63,10 @@ def load_plan(matrix_path: str | os.PathLike[str], env: Mapping[str, str]) -> Pl
     Shared with the PEP 517 backend, so ``build.py`` and ``pip wheel .`` read a device list alike.
     """
     m = matrix_mod.load(matrix_path)
-    chosen = matrix_mod.devlist_from_env(env)
+    chosen = devlists.devlist_from_env(env)
     if chosen is not None:
         print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
-        m = matrix_mod.select(m, chosen[1], source=chosen[0])
+        m = devlists.select(m, chosen[1], source=chosen[0])
     return make_plan(m, ROOT, env)
 
 

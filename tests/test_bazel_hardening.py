@@ -21,6 +21,7 @@ from build_tools import proc
 from build_tools.compile import bazel
 from build_tools.compile.plan import plan_devices, unique_images
 from build_tools.compile.toolchains import ImageSpec
+from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import ConfigError
 
@@ -124,7 +125,7 @@ def test_redact(text: str, shown: str) -> None:
 def _devices(text: str, devlist: str | None = None) -> list[str]:
     m = matrix_mod.loads(text)
     if devlist is not None:
-        m = matrix_mod.select(m, devlist)
+        m = devlists.select(m, devlist)
     return [d.key for d in plan_devices(m)]
 
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT
 
 from build_tools.cli import main
-from build_tools.config import catalog, matrix
+from build_tools.config import catalog, devlists, matrix
+from build_tools.config import model as matrix_model
 from build_tools.errors import ConfigError
 
 REPO = matrix.load(ROOT / "matrix.yaml")
@@ -27,23 +28,23 @@ def test_expand_device(text: str, devices: list[str]) -> None:
     assert catalog.expand_device(text) == devices
 
 
-def _targets(m: matrix.Matrix) -> list[tuple[str, list[str]]]:
+def _targets(m: matrix_model.Matrix) -> list[tuple[str, list[str]]]:
     return [(t.name, [d.key for d in t.devices]) for t in m.targets]
 
 
 def test_torch_list_selects_matrix_targets_and_adds_the_rest() -> None:
-    got = matrix.select(REPO, "7.5;8.0;8.6;9.0+PTX", source="AOT_DEVLIST")
+    got = devlists.select(REPO, "7.5;8.0;8.6;9.0+PTX", source="AOT_DEVLIST")
     assert _targets(got) == [("NVIDIA T4", ["sm_75"]), ("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"]),
                              ("sm_86", ["sm_86"]), ("9.0+PTX", ["compute_90"])]
 
 
 @pytest.mark.parametrize("value", ["8.0 9.0", "8.0;9.0", "8.0,9.0", "sm_80, 9.0"])
 def test_separators(value: str) -> None:
-    assert _targets(matrix.select(REPO, value)) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"])]
+    assert _targets(devlists.select(REPO, value)) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"])]
 
 
 def test_named_architectures() -> None:
-    got = matrix.select(REPO, "Ampere;Hopper")
+    got = devlists.select(REPO, "Ampere;Hopper")
     assert _targets(got) == [("NVIDIA A100", ["sm_80"]), ("NVIDIA H100 and H200", ["sm_90"]),
                              ("Ampere", ["sm_86", "compute_86"]), ("Hopper", ["compute_90"])]
 
@@ -60,23 +61,23 @@ def test_in_matrix_yaml_too() -> None:
 ])
 def test_refusals(value: str, words: str | None) -> None:
     if words is None:  # sm_90a, compute_90 and sm_90: three devices, fine
-        assert [d.key for t in matrix.select(REPO, value).targets for d in t.devices] == ["sm_90", "sm_90a", "compute_90"]
+        assert [d.key for t in devlists.select(REPO, value).targets for d in t.devices] == ["sm_90", "sm_90a", "compute_90"]
         return
     with pytest.raises(ConfigError, match=words.replace("+", r"\+").replace(".", r"\.")):
-        matrix.select(REPO, value)
+        devlists.select(REPO, value)
 
 
 def test_torch_cuda_arch_list_is_read_only_when_ours_are_unset() -> None:
-    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0"}) == ("TORCH_CUDA_ARCH_LIST", "8.0")
-    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0", "AOT_DEVLIST": "pvc"}) == ("AOT_DEVLIST", "pvc")
-    assert matrix.devlist_from_env({"TORCH_CUDA_ARCH_LIST": ""}) is None
+    assert devlists.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0"}) == ("TORCH_CUDA_ARCH_LIST", "8.0")
+    assert devlists.devlist_from_env({"TORCH_CUDA_ARCH_LIST": "8.0", "AOT_DEVLIST": "pvc"}) == ("AOT_DEVLIST", "pvc")
+    assert devlists.devlist_from_env({"TORCH_CUDA_ARCH_LIST": ""}) is None
 
 
 @pytest.mark.integration
 def test_build_with_a_torch_arch_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's example: sm_75, sm_80, sm_86, sm_90 and the compute_90 PTX are built."""
-    env = {k: v for k, v in os.environ.items() if k not in matrix.DEVLIST_ENV}
-    env[matrix.TORCH_ENV] = "7.5;8.0;8.6;9.0+PTX"
+    env = {k: v for k, v in os.environ.items() if k not in devlists.DEVLIST_ENV}
+    env[devlists.TORCH_ENV] = "7.5;8.0;8.6;9.0+PTX"
     out = tmp_path / "out"
     assert main(["--matrix", str(ROOT / "matrix.yaml"), "--out", str(out), "--images-only"], env=env) == 0
     assert "device list: TORCH_CUDA_ARCH_LIST='7.5;8.0;8.6;9.0+PTX'" in capsys.readouterr().err
@@ -88,7 +89,7 @@ def test_build_with_a_torch_arch_list(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_a_bad_torch_list_says_where_it_came_from_and_how_to_override_it() -> None:
     with pytest.raises(ConfigError) as info:
-        matrix.select(REPO, "8.0;Fermi", source=matrix.TORCH_ENV)
+        devlists.select(REPO, "8.0;Fermi", source=devlists.TORCH_ENV)
     assert str(info.value) == ("TORCH_CUDA_ARCH_LIST: unknown device string 'Fermi'; see the device table in the README "
                                "(read because AOT_DEVLIST and USE_AOT_DEVLIST are unset; set AOT_DEVLIST to build "
                                "another list, or unset TORCH_CUDA_ARCH_LIST)")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from build_tools import inputs
 from build_tools.cli import main
-from build_tools.config import catalog, matrix
+from build_tools.config import catalog, devlists, matrix
 from build_tools.epoch import env_with_epoch, source_date_epoch
 from build_tools.errors import ConfigError
 
@@ -253,15 +253,15 @@ def test_property_device_parser(text: str) -> None:
 
 
 @PROPERTY
-@given(st.dictionaries(st.sampled_from(matrix.DEVLIST_ENV), st.one_of(st.text(max_size=40),
+@given(st.dictionaries(st.sampled_from(devlists.DEVLIST_ENV), st.one_of(st.text(max_size=40),
        st.lists(DEVICE_WORDS, max_size=4).map(",".join)), max_size=2))
 def test_property_environment_device_lists(env: dict[str, str]) -> None:
     m = matrix.loads(GOOD + '  "Intel Max": pvc\n')
 
     def go() -> None:
-        chosen = matrix.devlist_from_env(env)
+        chosen = devlists.devlist_from_env(env)
         if chosen is not None:
-            matrix.select(m, chosen[1], source=chosen[0])
+            devlists.select(m, chosen[1], source=chosen[0])
     _bounded(go)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from build_tools.config import catalog, matrix
+from build_tools.config import catalog, devlists, matrix
+from build_tools.config import model as matrix_model
 from build_tools.errors import BuildToolError, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,11 +61,11 @@ def test_backend_inferred_per_device() -> None:
 
 def test_options_defaults_and_overrides() -> None:
     m = matrix.loads("targets: {A: sm_90}\n")
-    assert m.cuda == matrix.CudaOptions() and m.cuda.ptx == "lowest"
+    assert m.cuda == matrix_model.CudaOptions() and m.cuda.ptx == "lowest"
     # measured default: compressed fatbin (bench/RESULTS.md); a plain cubin needs no compress_mode
     assert (m.cuda.container, m.cuda.compression) == ("fatbin", "size")
     assert matrix.loads("targets: {A: sm_90}\ncuda: {container: cubin}\n").cuda.container == "cubin"
-    assert m.opencl == matrix.OpenCLOptions(spirv=True, source=True)
+    assert m.opencl == matrix_model.OpenCLOptions(spirv=True, source=True)
     assert m.wheels.naming == "local-version"
     m = matrix.loads(
         "targets: {A: sm_90}\ncuda: {container: fatbin, compress_mode: size, ptx: compute_80}\n"
@@ -123,54 +124,54 @@ REPO_LIKE = (
 
 
 def test_devlist_from_env_one_list() -> None:
-    assert matrix.devlist_from_env({}) is None
-    assert matrix.devlist_from_env({"USE_AOT_DEVLIST": "dg2-g10-c0,pvc"}) == ("USE_AOT_DEVLIST", "dg2-g10-c0,pvc")
+    assert devlists.devlist_from_env({}) is None
+    assert devlists.devlist_from_env({"USE_AOT_DEVLIST": "dg2-g10-c0,pvc"}) == ("USE_AOT_DEVLIST", "dg2-g10-c0,pvc")
     # the same list under both names is one list, however it is written
-    assert matrix.devlist_from_env({"AOT_DEVLIST": "sm_90,pvc", "USE_AOT_DEVLIST": "PVC; sm_90"}) == (
+    assert devlists.devlist_from_env({"AOT_DEVLIST": "sm_90,pvc", "USE_AOT_DEVLIST": "PVC; sm_90"}) == (
         "AOT_DEVLIST", "sm_90,pvc")
     # only the empty string counts as unset (CI templates pass "" for "no list")
-    assert matrix.devlist_from_env({"AOT_DEVLIST": ""}) is None
-    assert matrix.devlist_from_env({"AOT_DEVLIST": "", "USE_AOT_DEVLIST": "pvc"}) == ("USE_AOT_DEVLIST", "pvc")
+    assert devlists.devlist_from_env({"AOT_DEVLIST": ""}) is None
+    assert devlists.devlist_from_env({"AOT_DEVLIST": "", "USE_AOT_DEVLIST": "pvc"}) == ("USE_AOT_DEVLIST", "pvc")
 
 
 def test_devlist_from_env_two_different_lists_is_an_error() -> None:
     with pytest.raises(ConfigError) as info:
-        matrix.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "pvc"})
+        devlists.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "pvc"})
     assert "AOT_DEVLIST='sm_90', USE_AOT_DEVLIST='pvc': two different device lists" in str(info.value)
 
 
 @pytest.mark.parametrize("value", ["   ", " , ", ";", "\t"])
 def test_blank_devlist_is_an_error_not_a_full_build(value: str) -> None:
-    got = matrix.devlist_from_env({"AOT_DEVLIST": value})
+    got = devlists.devlist_from_env({"AOT_DEVLIST": value})
     assert got == ("AOT_DEVLIST", value)
     with pytest.raises(ConfigError, match="AOT_DEVLIST: empty device list"):
-        matrix.select(matrix.loads(REPO_LIKE), value)
+        devlists.select(matrix.loads(REPO_LIKE), value)
 
 
 def test_select_subset_keeps_names_and_full_matrix_ptx() -> None:
     m = matrix.loads(REPO_LIKE)
-    sub = matrix.select(m, "dg2-g10-c0,pvc", source="USE_AOT_DEVLIST")
+    sub = devlists.select(m, "dg2-g10-c0,pvc", source="USE_AOT_DEVLIST")
     assert [t.name for t in sub.targets] == ["Flex", "Max"]
     assert [d.key for d in sub.devices()] == ["dg2-g10-c0", "pvc"]
     ptx = sub.ptx_device()
     assert ptx is not None and ptx.resolved == "compute_75"  # the full matrix's, though no sm_ is selected
-    sub = matrix.select(m, "sm_90;sm_75")
+    sub = devlists.select(m, "sm_90;sm_75")
     assert [t.name for t in sub.targets] == ["T4", "H100"]
     assert sub.ptx_device().resolved == "compute_75"  # type: ignore[union-attr]
 
 
 def test_select_multi_device_target_needs_all_its_devices() -> None:
     m = matrix.loads(REPO_LIKE)
-    assert [t.name for t in matrix.select(m, "sm_100,sm_100f").targets] == ["B200 family"]
+    assert [t.name for t in devlists.select(m, "sm_100,sm_100f").targets] == ["B200 family"]
     # only part of a target: the device becomes its own target, named after it
-    sub = matrix.select(m, "sm_100")
+    sub = devlists.select(m, "sm_100")
     assert [t.name for t in sub.targets] == ["sm_100"]
     assert [d.key for d in sub.devices()] == ["sm_100"]
 
 
 def test_select_device_outside_matrix_becomes_target() -> None:
     m = matrix.loads(REPO_LIKE)
-    sub = matrix.select(m, "sm_90, SM_120, sm_90")
+    sub = devlists.select(m, "sm_90, SM_120, sm_90")
     assert [t.name for t in sub.targets] == ["H100", "sm_120"]
     assert [d.key for d in sub.devices()] == ["sm_90", "sm_120"]
 
@@ -178,7 +179,7 @@ def test_select_device_outside_matrix_becomes_target() -> None:
 @pytest.mark.parametrize("value", ["none", "NONE", " none "])
 def test_select_none_means_jit_only_but_keeps_ptx(value: str) -> None:
     m = matrix.loads(REPO_LIKE)
-    sub = matrix.select(m, value)
+    sub = devlists.select(m, value)
     assert sub.targets == () and sub.devices() == ()
     ptx = sub.ptx_device()
     assert ptx is not None and ptx.resolved == "compute_75"
@@ -186,21 +187,21 @@ def test_select_none_means_jit_only_but_keeps_ptx(value: str) -> None:
 
 
 def test_select_none_without_cuda_has_no_ptx() -> None:
-    sub = matrix.select(matrix.loads("targets: {Max: pvc}\n"), "none")
+    sub = devlists.select(matrix.loads("targets: {Max: pvc}\n"), "none")
     assert sub.targets == () and sub.ptx_device() is None
 
 
 @pytest.mark.parametrize("value", ["", " , ;"])
 def test_select_empty_list(value: str) -> None:
     with pytest.raises(ConfigError) as info:
-        matrix.select(matrix.loads(REPO_LIKE), value, source="AOT_DEVLIST")
+        devlists.select(matrix.loads(REPO_LIKE), value, source="AOT_DEVLIST")
     assert info.value.exit_code == 2
     assert str(info.value).startswith("AOT_DEVLIST: empty device list")
 
 
 def test_select_bad_devices_all_reported_with_variable_name() -> None:
     with pytest.raises(ConfigError) as info:
-        matrix.select(matrix.loads(REPO_LIKE), "sm_91,pvc,sm_90f", source="USE_AOT_DEVLIST")
+        devlists.select(matrix.loads(REPO_LIKE), "sm_91,pvc,sm_90f", source="USE_AOT_DEVLIST")
     err = info.value
     assert err.exit_code == 2
     assert len(err.problems) == 2

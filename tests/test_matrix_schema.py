@@ -12,6 +12,7 @@ import yaml
 from conftest import ROOT
 
 from build_tools.config import matrix
+from build_tools.config import model as matrix_model
 from build_tools.config import schema as matrix_schema
 from build_tools.errors import ConfigError
 
@@ -28,15 +29,15 @@ def test_checked_in_schema_and_docs_are_up_to_date() -> None:
 @pytest.mark.parametrize("attr, key", [("CUDA_KEYS", "cuda.arch_list"), ("TOP_KEYS", "extras"),
                                        ("TARGET_KEYS", "targets.*.priority"), ("BUDGET_KEYS", "sizes.budgets.sdist")])
 def test_a_key_added_to_the_model_but_not_the_schema_fails(attr: str, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(matrix, attr, (*getattr(matrix, attr), key.rsplit(".", 1)[-1]))
+    monkeypatch.setattr(matrix_model, attr, (*getattr(matrix_model, attr), key.rsplit(".", 1)[-1]))
     with pytest.raises(KeyError, match="has no entry in matrix_schema.KEY_DOCS|have no schema"):
         matrix_schema.schema()
 
 
 def test_every_described_key_exists_in_the_model() -> None:
-    model = {*matrix.TOP_KEYS, *(f"targets.*.{k}" for k in matrix.TARGET_KEYS), *(f"cuda.{k}" for k in matrix.CUDA_KEYS),
-             *(f"opencl.{k}" for k in matrix.OPENCL_KEYS), *(f"wheels.{k}" for k in matrix.WHEEL_KEYS),
-             *(f"sizes.{k}" for k in matrix.SIZE_KEYS), *(f"sizes.budgets.{k}" for k in matrix.BUDGET_KEYS)}
+    model = {*matrix_model.TOP_KEYS, *(f"targets.*.{k}" for k in matrix_model.TARGET_KEYS), *(f"cuda.{k}" for k in matrix_model.CUDA_KEYS),
+             *(f"opencl.{k}" for k in matrix_model.OPENCL_KEYS), *(f"wheels.{k}" for k in matrix_model.WHEEL_KEYS),
+             *(f"sizes.{k}" for k in matrix_model.SIZE_KEYS), *(f"sizes.budgets.{k}" for k in matrix_model.BUDGET_KEYS)}
     assert set(matrix_schema.KEY_DOCS) == model
 
 

@@ -28,6 +28,7 @@ from conftest import run_outside, wheel_of
 
 from build_tools import outdir
 from build_tools.cli import main
+from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import MergeError
 from build_tools.package import wheels
@@ -297,7 +298,7 @@ def test_shellcheck_is_clean_on_scripts_and_run_blocks(tmp_path: Path) -> None:
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    for name in matrix_mod.DEVLIST_ENV:
+    for name in devlists.DEVLIST_ENV:
         env.pop(name, None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)

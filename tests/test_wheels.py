@@ -21,6 +21,7 @@ from build_tools.cli import main
 from build_tools.compile.bazel import find_bazel
 from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +55,11 @@ def expected_images(devices: list[catalog.Device], portable: bool, ptx: str) -> 
 
 
 @pytest.fixture(scope="module")
-def repo_matrix() -> matrix_mod.Matrix:
+def repo_matrix() -> matrix_model.Matrix:
     return matrix_mod.load(ROOT / "matrix.yaml")
 
 
-def test_one_wheel_per_target_plus_fat_and_jit(built_dist: Path, repo_matrix: matrix_mod.Matrix) -> None:
+def test_one_wheel_per_target_plus_fat_and_jit(built_dist: Path, repo_matrix: matrix_model.Matrix) -> None:
     repaired = sorted(built_dist.glob("*.whl"))
     raw = sorted((built_dist / "raw").glob("*.whl"))
     assert len(repaired) == len(raw) == len(repo_matrix.targets) + 2
@@ -68,7 +69,7 @@ def test_one_wheel_per_target_plus_fat_and_jit(built_dist: Path, repo_matrix: ma
         assert re.search(r"-cp39-abi3-manylinux_\d+_\d+_x86_64\.whl$", w.name), w.name
 
 
-def test_wheel_contents_match_the_matrix(built_dist: Path, repo_matrix: matrix_mod.Matrix) -> None:
+def test_wheel_contents_match_the_matrix(built_dist: Path, repo_matrix: matrix_model.Matrix) -> None:
     ptx = repo_matrix.ptx_device()
     assert ptx is not None
     for t in repo_matrix.targets:

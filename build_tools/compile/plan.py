@@ -17,7 +17,7 @@ from build_tools.compile.toolchains.intel import (
 )
 from build_tools.config import catalog
 from build_tools.config.catalog import Device
-from build_tools.config.matrix import Matrix
+from build_tools.config.model import Matrix
 from build_tools.errors import ConfigError
 
 

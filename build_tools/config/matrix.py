@@ -1,4 +1,4 @@
-"""matrix.yaml: read, validate (every problem at once, each tagged with its field), model.
+"""matrix.yaml: read and validate (every problem at once, each tagged with its field) into model.py's classes.
 
 The file maps hardware names to AOT device strings. Short form::
 
@@ -13,17 +13,15 @@ Long form, for options::
         backend: cuda              # optional; inferred from the device strings
         jit: true                  # ship the portable JIT forms in this target's wheel (default)
 
-Top-level sections other than ``targets`` hold options; see ``DEFAULTS`` and the README.
+Top-level sections other than ``targets`` hold options; model.py has their defaults, docs/matrix.md every key.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,131 +30,39 @@ import yaml
 from build_tools import inputs
 from build_tools.config import catalog
 from build_tools.config.catalog import Device
+from build_tools.config.devlists import device_problem
+from build_tools.config.model import (
+    BUDGET_KEYS,
+    COMPRESS_MODES,
+    CONTAINERS,
+    CUDA_KEYS,
+    LOADER_POLICIES,
+    NAME_MAX,
+    NAME_PATTERN,
+    NAMINGS,
+    OPENCL_KEYS,
+    PTX_CHOICES,
+    SCHEMA_VERSION,
+    SIZE_KEYS,
+    TARGET_KEYS,
+    TOP_KEYS,
+    WHEEL_KEYS,
+    CudaOptions,
+    Matrix,
+    OpenCLOptions,
+    SizeOptions,
+    Target,
+    WheelOptions,
+)
 from build_tools.errors import ConfigError
 from build_tools.inputs import excerpt
 
-SCHEMA_VERSION = 1
-# Hardware names end up in reports, wheel metadata and log lines, never in paths or shells;
-# the allowlist still keeps them boring so nobody has to reason about quoting.
-# "/" is allowed ("Arc A770 / Flex 170"): names are never paths. Single inner spaces only, so two
-# names cannot differ by whitespace alone.
-# Written without look-arounds so the JSON schema (matrix_schema.py) can carry the same pattern.
-NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._+()/-]| [A-Za-z0-9._+()/-])*"
-NAME_MAX = 80
-_NAME_RE = re.compile(NAME_PATTERN)  # used with fullmatch: "$" would let a final "\n" in
 # A YAML alias repeats a node; a few dozen serve any real matrix, and a bound stops "billion laughs".
 MAX_ALIASES = 64
-DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
-# Read only when neither of the above is set, and said in the build's output: PyTorch users often
-# have it in their environment already ("7.5;8.0;8.6;9.0+PTX").
-TORCH_ENV = "TORCH_CUDA_ARCH_LIST"
-
-TOP_KEYS = ("version", "targets", "cuda", "opencl", "wheels", "sizes")
-TARGET_KEYS = ("devices", "backend", "jit")
-CUDA_KEYS = ("container", "compress_mode", "ptx")
-OPENCL_KEYS = ("spirv", "source")
-WHEEL_KEYS = ("naming", "opencl_loader")
-SIZE_KEYS = ("budgets", "max_growth", "fail_on_budget")
-BUDGET_KEYS = ("default", "target", "fat", "jit")  # "default" covers every kind without its own budget
-# PyPI refuses files over 100 MiB unless the project asks for more (warehouse: MAX_FILESIZE = 100 * 1024 * 1024).
-PYPI_FILE_LIMIT = 100 * 1024 * 1024
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
-NAMINGS = ("local-version", "project-name")
-LOADER_POLICIES = ("graft", "exclude")
-CONTAINERS = ("cubin", "fatbin")
-COMPRESS_MODES = ("none", "speed", "balance", "size")
-PTX_CHOICES = ("lowest", "none")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One hardware entry of the matrix."""
-
-    name: str
-    devices: tuple[Device, ...]
-    jit: bool = True
-
-
-@dataclass(frozen=True)
-class CudaOptions:
-    # A fatbin compressed with nvcc's --compress-mode=size: 7.6% smaller fat wheel and 31% less on
-    # disk than raw cubins, for about 0.3 ms more load time (bench/RESULTS.md, "size" and "gpu").
-    container: str = "fatbin"
-    compress_mode: str | None = None  # fatbin only; None means "size" there
-
-    @property
-    def compression(self) -> str:
-        return self.compress_mode or "size"
-    ptx: str = "lowest"  # PTX for the lowest sm_ of the matrix, a given compute_XX, or "none"
-
-
-@dataclass(frozen=True)
-class OpenCLOptions:
-    spirv: bool = True
-    source: bool = True
-
-
-@dataclass(frozen=True)
-class WheelOptions:
-    naming: str = "local-version"  # see build_tools/package/wheels.py for the trade-offs
-    opencl_loader: str = "graft"  # graft libOpenCL.so.1 into wheels (as pyopencl does) or exclude it
-
-
-@dataclass(frozen=True)
-class SizeOptions:
-    """Size budgets in bytes (None: no budget) and the growth gate; see docs/sizes.md."""
-
-    default_budget: int | None = PYPI_FILE_LIMIT  # any kind without its own budget; warns at PyPI's limit
-    target_budget: int | None = None
-    fat_budget: int | None = None
-    jit_budget: int | None = None
-    max_growth: float | None = None  # percent growth of a wheel against --baseline; None: not checked
-    fail_on_budget: bool = False  # exceeded budget / growth -> exit 6 (else a warning)
-
-    def budget_for(self, kind: str) -> tuple[str, int | None]:
-        """(matrix field, limit) that applies to a wheel of ``kind``: its own budget, else the default."""
-        own = getattr(self, f"{kind}_budget", None)
-        if own is not None:
-            return f"sizes.budgets.{kind}", own
-        return "sizes.budgets.default", self.default_budget
-
-
-@dataclass(frozen=True)
-class Matrix:
-    targets: tuple[Target, ...]
-    cuda: CudaOptions = field(default_factory=CudaOptions)
-    opencl: OpenCLOptions = field(default_factory=OpenCLOptions)
-    wheels: WheelOptions = field(default_factory=WheelOptions)
-    sizes: SizeOptions = field(default_factory=SizeOptions)
-    path: str = "matrix.yaml"
-    # The whole file's targets when this is a device-list subset (``select``), else empty: a wheel
-    # built on one CI machine still names every target, so wheels from several can be merged.
-    universe: tuple[Target, ...] = ()
-
-    def all_targets(self) -> tuple[Target, ...]:
-        return self.universe or self.targets
-
-    def devices(self) -> tuple[Device, ...]:
-        """Every distinct AOT device, in matrix order (each is compiled once, however many names use it)."""
-        seen: dict[str, Device] = {}
-        for t in self.targets:
-            for d in t.devices:
-                seen.setdefault(d.key, d)
-        return tuple(seen.values())
-
-    def backends(self) -> set[str]:
-        return {d.backend for d in self.devices()}
-
-    def ptx_device(self) -> Device | None:
-        """The portable CUDA form: PTX for the lowest compute capability in the matrix."""
-        if self.cuda.ptx == "none":
-            return None
-        if self.cuda.ptx != "lowest":
-            return catalog.parse_device(self.cuda.ptx)
-        ccs = [d.cc for d in self.devices() if d.backend == catalog.CUDA and d.cc is not None]
-        return catalog.parse_device(f"compute_{min(ccs)}") if ccs else None
+_NAME_RE = re.compile(NAME_PATTERN)  # used with fullmatch: "$" would let a final "\n" in
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -200,15 +106,6 @@ def _check_keys(where: str, value: Mapping[str, Any], allowed: tuple[str, ...], 
             problems.append(f"{where}: unknown key {excerpt(key)}.{_did_you_mean(str(key)[:80], allowed)}")
 
 
-def _device_problem(where: str, text: str, backend: str | None) -> str | Device:
-    try:
-        return catalog.parse_device(text, backend)
-    except catalog.UnknownDeviceError as exc:
-        return f"{where}: {exc}; see the device table in the README"
-    except ValueError as exc:
-        return f"{where}: {exc}"
-
-
 def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     where = f"targets[{excerpt(name)}]"
     if not isinstance(name, str) or len(name) > NAME_MAX or not _NAME_RE.fullmatch(name):
@@ -250,7 +147,7 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     devices: list[Device] = []
     expanded = [d for text in texts for d in catalog.expand_device(text)]  # "9.0+PTX" -> sm_90, compute_90
     for text in expanded:
-        got = _device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
+        got = device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
         if isinstance(got, str):
             problems.append(got)
         elif got.key in {d.key for d in devices}:
@@ -385,7 +282,7 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     if cuda.compress_mode is not None:
         _choice("cuda.compress_mode", cuda.compress_mode, COMPRESS_MODES, problems)
     if cuda.ptx not in PTX_CHOICES:
-        got = _device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
+        got = device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
         if isinstance(got, str) or got.form != catalog.PTX:
             problems.append(f"cuda.ptx: {excerpt(cuda.ptx)} must be 'lowest', 'none' or a PTX target such as compute_75")
     if cuda.container == "cubin" and cuda.compress_mode not in (None, "none"):
@@ -434,69 +331,3 @@ def load(path: str | os.PathLike[str]) -> Matrix:
     if not p.exists() and not p.is_symlink():
         raise ConfigError(f"--matrix: {p} does not exist; pass the path of a matrix.yaml")
     return loads(inputs.read_text(p, "--matrix"), path=str(p))
-
-
-def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
-    """(variable name, value) of the device-list variable that is set, or None.
-
-    Unset and the empty string both mean "no list" (CI templates often pass an empty value); any
-    other value is a list, and one with no device in it (" ", " , ") is an error in ``select``.
-    Both names set to different lists is an error: neither may silently win.
-    """
-    given = {name: env[name] for name in DEVLIST_ENV if env.get(name, "") != ""}
-    if len(given) > 1 and len({_devlist_key(v) for v in given.values()}) > 1:
-        shown = ", ".join(f"{k}={excerpt(v)}" for k, v in given.items())
-        raise ConfigError(f"{shown}: two different device lists; set only one of {' or '.join(DEVLIST_ENV)}")
-    for name, value in given.items():
-        return name, value
-    if env.get(TORCH_ENV, "") != "":
-        return TORCH_ENV, env[TORCH_ENV]
-    return None
-
-
-def _devlist_key(devlist: str) -> tuple[str, ...]:
-    """A device list compared as written, ignoring separators, case and order."""
-    return tuple(sorted(t.lower() for t in catalog.split_devlist(devlist)))
-
-
-def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matrix:
-    """The matrix restricted to a comma-separated device list (``none`` = JIT-only).
-
-    Devices not in the matrix are accepted too (a maintainer may build for one extra GPU);
-    they become targets named after the device.
-    """
-    texts = catalog.split_devlist(devlist)
-    groups = [(text, catalog.expand_device(text)) for text in texts]  # "Hopper" -> sm_90, compute_90
-    # The portable forms stay those of the full matrix, whatever subset of AOT devices is built.
-    ptx = matrix.ptx_device()
-    matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
-    if [t.lower() for t in texts] == ["none"]:
-        return dataclasses.replace(matrix, targets=(), universe=matrix.all_targets())
-    if not texts:
-        raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
-    problems: list[str] = []
-    wanted: list[tuple[str, Device]] = []  # (entry as written, device)
-    for text, devices in groups:
-        for device_text in devices:
-            got = _device_problem(source, device_text, None)
-            if isinstance(got, str):
-                problems.append(got)
-            elif got.key not in {d.key for _, d in wanted}:
-                wanted.append((text, got))
-    if problems:
-        if source == TORCH_ENV:  # often set for PyTorch, not for this build: say how to override it
-            problems = [f"{p} (read because {' and '.join(DEVLIST_ENV)} are unset; set AOT_DEVLIST to build "
-                        "another list, or unset TORCH_CUDA_ARCH_LIST)" for p in problems]
-        raise ConfigError(problems)
-    keys = {d.key for _, d in wanted}
-    targets = [t for t in matrix.targets if {d.key for d in t.devices} <= keys]
-    covered = {d.key for t in targets for d in t.devices}
-    # Devices no hardware entry covers become targets named as written: "sm_86", or "9.0+PTX" holding
-    # sm_90 and compute_90 together.
-    by_entry: dict[str, list[Device]] = {}
-    for text, d in wanted:
-        if d.key not in covered:
-            several = len(catalog.expand_device(text)) > 1  # "9.0+PTX", "Hopper": one target, named as written
-            by_entry.setdefault(text.strip() if several else d.requested, []).append(d)
-    extra = [Target(name=name, devices=tuple(ds)) for name, ds in by_entry.items()]
-    return dataclasses.replace(matrix, targets=tuple(targets + extra), universe=(*matrix.all_targets(), *extra))

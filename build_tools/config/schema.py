@@ -1,10 +1,10 @@
-"""The JSON Schema of matrix.yaml and its key reference, both generated from the model in matrix.py.
+"""The JSON Schema of matrix.yaml and its key reference, both generated from the model in model.py.
 
-Every key the loader accepts (``matrix.TOP_KEYS``, ``TARGET_KEYS``, ``CUDA_KEYS``, ...) must have an
+Every key the loader accepts (``model.TOP_KEYS``, ``TARGET_KEYS``, ``CUDA_KEYS``, ...) must have an
 entry in ``KEY_DOCS`` below; :func:`schema` raises when one is missing, so a key added to the model
 but not described here fails the schema test instead of silently missing from editors. The
 choices (``CONTAINERS``, ``NAMINGS`` ...), defaults (the option dataclasses) and the hardware-name
-pattern come from matrix.py, not from here.
+pattern come from model.py, not from here.
 
 ``python build_tools/build.py schema`` prints it; ``--write`` rewrites the checked-in copies
 (``build_tools/config/matrix.schema.json`` and ``docs/matrix.md``), which a test keeps in sync.
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from build_tools import outdir
-from build_tools.config import catalog, matrix
+from build_tools.config import catalog
+from build_tools.config import model as matrix_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "build_tools" / "config" / "matrix.schema.json"
@@ -35,9 +36,9 @@ _SIZE = {"$ref": "#/definitions/size"}
 _BOOL: dict[str, Any] = {"type": "boolean"}
 
 # "section.key" -> (JSON Schema of the value, description). Choices and defaults are filled in from
-# matrix.py by ``_property``; descriptions say what a user needs to choose.
+# model.py by ``_property``; descriptions say what a user needs to choose.
 KEY_DOCS: dict[str, tuple[dict[str, Any], str]] = {
-    "version": ({"const": matrix.SCHEMA_VERSION}, "Format version of this file; this builder reads 1."),
+    "version": ({"const": matrix_model.SCHEMA_VERSION}, "Format version of this file; this builder reads 1."),
     "targets": ({}, "Hardware names mapped to device strings (short form) or to a mapping (long form)."),
     "cuda": ({}, "How CUDA images are packed, and which PTX ships for JIT."),
     "opencl": ({}, "Which portable OpenCL forms ship for JIT."),
@@ -47,17 +48,17 @@ KEY_DOCS: dict[str, tuple[dict[str, Any], str]] = {
                           "One device string or a list of them."),
     "targets.*.backend": ({"enum": list(catalog.BACKENDS)}, "Optional: inferred from the device strings."),
     "targets.*.jit": (_BOOL, "Ship the portable JIT forms (PTX, SPIR-V, OpenCL C) in this target's wheel."),
-    "cuda.container": ({"enum": list(matrix.CONTAINERS)},
+    "cuda.container": ({"enum": list(matrix_model.CONTAINERS)},
                        "fatbin: SASS in a fatbin compressed by nvcc; cubin: the raw ELF."),
-    "cuda.compress_mode": ({"enum": list(matrix.COMPRESS_MODES)},
+    "cuda.compress_mode": ({"enum": list(matrix_model.COMPRESS_MODES)},
                            "nvcc --compress-mode for fatbins (only 'size' compresses SASS-only fatbins with nvcc 13.0)."),
-    "cuda.ptx": ({"anyOf": [{"enum": list(matrix.PTX_CHOICES)}, {"type": "string", "pattern": r"^compute_[0-9]{2,3}$"}]},
+    "cuda.ptx": ({"anyOf": [{"enum": list(matrix_model.PTX_CHOICES)}, {"type": "string", "pattern": r"^compute_[0-9]{2,3}$"}]},
                  "PTX for the lowest sm_ of the matrix ('lowest'), a given compute_XY, or none."),
     "opencl.spirv": (_BOOL, "Ship SPIR-V (JIT on Intel GPUs and other drivers that take IL)."),
     "opencl.source": (_BOOL, "Ship preprocessed OpenCL C (JIT on any OpenCL device, PoCL included)."),
-    "wheels.naming": ({"enum": list(matrix.NAMINGS)},
+    "wheels.naming": ({"enum": list(matrix_model.NAMINGS)},
                       "local-version: aotkernels-0.1.0+sm90; project-name: aotkernels_sm90-0.1.0."),
-    "wheels.opencl_loader": ({"enum": list(matrix.LOADER_POLICIES)},
+    "wheels.opencl_loader": ({"enum": list(matrix_model.LOADER_POLICIES)},
                              "graft libOpenCL.so.1 into the wheels (as pyopencl does) or leave it to the system."),
     "sizes.budgets": ({}, "Largest allowed .whl per wheel kind; 'default' covers kinds without their own."),
     "sizes.max_growth": ({"anyOf": [{"type": "number", "minimum": 0},
@@ -71,13 +72,13 @@ KEY_DOCS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 _DEFAULTS: dict[str, Any] = {
-    **{f"cuda.{f.name}": f.default for f in dataclasses.fields(matrix.CudaOptions)},
-    **{f"opencl.{f.name}": f.default for f in dataclasses.fields(matrix.OpenCLOptions)},
-    **{f"wheels.{f.name}": f.default for f in dataclasses.fields(matrix.WheelOptions)},
-    "cuda.compress_mode": matrix.CudaOptions().compression,
+    **{f"cuda.{f.name}": f.default for f in dataclasses.fields(matrix_model.CudaOptions)},
+    **{f"opencl.{f.name}": f.default for f in dataclasses.fields(matrix_model.OpenCLOptions)},
+    **{f"wheels.{f.name}": f.default for f in dataclasses.fields(matrix_model.WheelOptions)},
+    "cuda.compress_mode": matrix_model.CudaOptions().compression,
     "targets.*.jit": True,
-    "sizes.fail_on_budget": matrix.SizeOptions().fail_on_budget,
-    "sizes.max_growth": matrix.SizeOptions().max_growth,
+    "sizes.fail_on_budget": matrix_model.SizeOptions().fail_on_budget,
+    "sizes.max_growth": matrix_model.SizeOptions().max_growth,
     "sizes.budgets.default": "100 MiB",
 }
 
@@ -101,23 +102,23 @@ def _section(prefix: str, keys: tuple[str, ...], extra: Mapping[str, dict[str, A
 
 def schema() -> dict[str, Any]:
     """The draft-07 schema (what the YAML language server reads best) of a matrix.yaml."""
-    budgets = _section("sizes.budgets.", matrix.BUDGET_KEYS)
-    sizes = _section("sizes.", matrix.SIZE_KEYS, {"budgets": {**budgets, **_property("sizes.budgets")}})
+    budgets = _section("sizes.budgets.", matrix_model.BUDGET_KEYS)
+    sizes = _section("sizes.", matrix_model.SIZE_KEYS, {"budgets": {**budgets, **_property("sizes.budgets")}})
     sizes["properties"]["budgets"]["type"] = "object"
-    long_form = {**_section("targets.*.", matrix.TARGET_KEYS), "required": ["devices"]}
+    long_form = {**_section("targets.*.", matrix_model.TARGET_KEYS), "required": ["devices"]}
     top_extra = {
         "targets": {**_property("targets"), "type": "object", "minProperties": 1,
-                    "propertyNames": {"pattern": f"^{matrix.NAME_PATTERN}$", "maxLength": matrix.NAME_MAX},
+                    "propertyNames": {"pattern": f"^{matrix_model.NAME_PATTERN}$", "maxLength": matrix_model.NAME_MAX},
                     "additionalProperties": {"anyOf": [_DEVICE, long_form]}},
-        "cuda": {**_section("cuda.", matrix.CUDA_KEYS), **_property("cuda")},
-        "opencl": {**_section("opencl.", matrix.OPENCL_KEYS), **_property("opencl")},
-        "wheels": {**_section("wheels.", matrix.WHEEL_KEYS), **_property("wheels")},
+        "cuda": {**_section("cuda.", matrix_model.CUDA_KEYS), **_property("cuda")},
+        "opencl": {**_section("opencl.", matrix_model.OPENCL_KEYS), **_property("opencl")},
+        "wheels": {**_section("wheels.", matrix_model.WHEEL_KEYS), **_property("wheels")},
         "sizes": {**sizes, **_property("sizes")},
     }
-    for key in matrix.TOP_KEYS:  # every top-level key: described, or the KeyError says so
+    for key in matrix_model.TOP_KEYS:  # every top-level key: described, or the KeyError says so
         _property(key)
-    top = {"version": _property("version"), **{k: top_extra[k] for k in matrix.TOP_KEYS if k in top_extra}}
-    missing = set(matrix.TOP_KEYS) - set(top)
+    top = {"version": _property("version"), **{k: top_extra[k] for k in matrix_model.TOP_KEYS if k in top_extra}}
+    missing = set(matrix_model.TOP_KEYS) - set(top)
     if missing:
         raise KeyError(f"matrix top-level keys {sorted(missing)} have no schema in matrix_schema.schema()")
     for section in ("cuda", "opencl", "wheels", "sizes"):

@@ -32,7 +32,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from build_tools.config import catalog, project
-from build_tools.config.matrix import Matrix, Target
+from build_tools.config.model import Matrix, Target
 
 # The package is the user's: pyproject.toml's [project] name (the distribution) and the folder
 # src/<import name> it implies (project.py). Nothing below names it otherwise.

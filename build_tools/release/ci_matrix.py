@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.errors import ConfigError
 from build_tools.package import wheels
 
@@ -51,7 +52,7 @@ class WheelJob:
     runner: str
 
 
-def jobs(m: matrix_mod.Matrix) -> list[Job]:
+def jobs(m: matrix_model.Matrix) -> list[Job]:
     """The images jobs: one per target, plus the portable forms alone (they feed every wheel,
     also when every target sets jit: false)."""
     out = [Job(target=t.name, devices=",".join(d.requested for d in t.devices), slug=wheels.slug(d.key for d in t.devices))
@@ -60,13 +61,13 @@ def jobs(m: matrix_mod.Matrix) -> list[Job]:
     return out
 
 
-def wheel_jobs(m: matrix_mod.Matrix) -> list[WheelJob]:
+def wheel_jobs(m: matrix_model.Matrix) -> list[WheelJob]:
     flavours = [*jobs(m), Job(target=FAT_ENTRY_NAME, devices=FAT_DEVLIST, slug="fat")]
     return [WheelJob(flavour=j.target, devices=j.devices, slug=j.slug, arch=arch, runner=runner)
             for j in flavours for arch, runner in PLATFORMS]
 
 
-def document(m: matrix_mod.Matrix) -> dict[str, list[dict[str, str]]]:
+def document(m: matrix_model.Matrix) -> dict[str, list[dict[str, str]]]:
     """Each value is what one ``strategy.matrix.include`` receives: a list of mappings."""
     return {"images": [asdict(j) for j in jobs(m)], "wheels": [asdict(j) for j in wheel_jobs(m)]}
 

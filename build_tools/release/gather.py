@@ -34,6 +34,7 @@ from build_tools import outdir
 from build_tools.compile import manifest
 from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.errors import GatherError
 
 
@@ -105,7 +106,7 @@ def _same(what: str, sets: Sequence[ImageSet], key: str, fix: str) -> Any:
     return first
 
 
-def gather(sets: Sequence[ImageSet], m: matrix_mod.Matrix, *, require_all: bool) -> tuple[dict[str, Any], dict[str, Path]]:
+def gather(sets: Sequence[ImageSet], m: matrix_model.Matrix, *, require_all: bool) -> tuple[dict[str, Any], dict[str, Path]]:
     """The joined manifest, and for each image path the file to copy."""
     if not sets:
         raise GatherError("gather: no image sets given")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from build_tools.config import catalog
-from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.sizes.compare import checks, compare, enforce, load_baseline
 from build_tools.sizes.measure import (
     device_costs,
@@ -71,7 +71,7 @@ __all__ = ["Baseline", "BaselineWheel", "Check", "Comparison", "Delta", "DeviceC
 
 # ----------------------------------------------------------------------------- the report
 
-def build_report(dist: Path, options: matrix_mod.SizeOptions, baseline: Baseline | None = None,
+def build_report(dist: Path, options: matrix_model.SizeOptions, baseline: Baseline | None = None,
                  project_devices: Sequence[catalog.Device] = ()) -> SizeReport:
     ws, all_targets, images = measure_dist(dist)
     costs = device_costs(ws, images)

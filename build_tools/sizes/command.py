@@ -11,6 +11,7 @@ from pathlib import Path
 
 from build_tools import sizes
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.sizes import render as report_mod
 
 
@@ -26,10 +27,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave the reports in --dist as they are")
 
 
-def size_options(matrix_path: str | None) -> matrix_mod.SizeOptions:
+def size_options(matrix_path: str | None) -> matrix_model.SizeOptions:
     if matrix_path is None:
         if not Path("matrix.yaml").is_file():
-            return matrix_mod.SizeOptions()
+            return matrix_model.SizeOptions()
         matrix_path = "matrix.yaml"
     return matrix_mod.load(matrix_path).sizes
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from build_tools import inputs
-from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.errors import BudgetError, ConfigError
 from build_tools.package import wheels
 from build_tools.sizes.model import (
@@ -105,7 +105,7 @@ def _top(groups: Mapping[str, int], n: int = 3) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
 
-def checks(ws: Sequence[WheelSize], options: matrix_mod.SizeOptions, base: Baseline | None) -> tuple[Check, ...]:
+def checks(ws: Sequence[WheelSize], options: matrix_model.SizeOptions, base: Baseline | None) -> tuple[Check, ...]:
     out = []
     for w in ws:
         field, limit = options.budget_for(w.kind)

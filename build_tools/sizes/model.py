@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.package import wheels
 
 SCHEMA = 1
@@ -206,7 +206,7 @@ class SizeReport:
     checks: tuple[Check, ...]
     comparison: Comparison | None
     projection: Projection | None
-    options: matrix_mod.SizeOptions
+    options: matrix_model.SizeOptions
 
     def wheel(self, kind: str) -> WheelSize | None:
         return next((w for w in self.wheels if w.kind == kind), None)

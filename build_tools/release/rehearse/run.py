@@ -47,6 +47,7 @@ import tomllib
 
 from build_tools import backend
 from build_tools.cli import main as build_main
+from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import BuildToolError, RehearsalError
 from build_tools.release import ci_matrix
@@ -56,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[3]
 IDENTIFIER = "cp311-manylinux_x86_64"  # the image's one CPython (recipe.toml)
 CONTAINER_PROJECT = "/project"
 # What the build reads from its environment: the only names worth passing into the container.
-KNOWN_PASS = frozenset({*matrix_mod.DEVLIST_ENV, backend.PREBUILT_ENV, "SOURCE_DATE_EPOCH"})
+KNOWN_PASS = frozenset({*devlists.DEVLIST_ENV, backend.PREBUILT_ENV, "SOURCE_DATE_EPOCH"})
 DEFAULT_FLAVOURS = ("", "none")  # the fat wheel (every device), the JIT-only wheel
 # cibuildwheel 4.3.5's step headings (logger.step) and the [tool.cibuildwheel] option each runs.
 STEPS = {
@@ -92,7 +93,7 @@ class Rehearsal:
 
 def _env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
     env = dict(base)
-    for name in matrix_mod.DEVLIST_ENV:
+    for name in devlists.DEVLIST_ENV:
         env.pop(name, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
