@@ -35,7 +35,8 @@ from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import MergeError
 from build_tools.package import wheels
-from build_tools.release import merge as merge_mod
+from build_tools.release.merge import limits
+from build_tools.release.merge.members import MANIFEST_MEMBER
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = ROOT / "matrix.yaml"
@@ -143,7 +144,7 @@ def rewrite(src: Path, dst_dir: Path, edit: Callable[[list[Entry]], None], *, fi
 def edit_manifest(change: Callable[[dict], object]) -> Callable[[list[Entry]], None]:
     """Edit the image manifest in place, or replace it by what ``change`` returns when not None."""
     def edit(entries: list[Entry]) -> None:
-        e = next(e for e in entries if e.name == merge_mod.MANIFEST_MEMBER)
+        e = next(e for e in entries if e.name == MANIFEST_MEMBER)
         doc = json.loads(e.data)
         result = change(doc)
         e.data = (json.dumps(doc if result is None else result) + "\n").encode()
@@ -259,7 +260,7 @@ def test_the_untouched_inputs_merge(valid: dict[str, Path], tmp_path: Path) -> N
                  "--no-repair"], env=_env()) == 0
     (fat,) = out.glob("*.whl")
     with zipfile.ZipFile(fat) as zf:
-        doc = json.loads(zf.read(merge_mod.MANIFEST_MEMBER))
+        doc = json.loads(zf.read(MANIFEST_MEMBER))
     assert [t["name"] for t in doc["targets"]] == [t.name for t in M.targets if t in (SM90, PVC)]
     # The helpers' copy of a wheel is still a valid input: the refusals below come from the edits.
     same = rewrite(valid["pvc"], tmp_path / "copy", lambda entries: None)
@@ -319,7 +320,7 @@ def test_a_high_compression_ratio_is_refused(valid: dict[str, Path], tmp_path: P
 def test_each_wheel_size_limit_holds(valid: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch, limit: str, words: str) -> None:
     # A limit lowered below the valid wheels' sizes: the same check refuses a real bomb above.
-    monkeypatch.setattr(merge_mod, limit, 1000)
+    monkeypatch.setattr(limits, limit, 1000)
     err = refused([valid["sm_90"], valid["pvc"]], tmp_path, capsys)
     assert str(valid["sm_90"]) in err and words in err
 
@@ -330,7 +331,7 @@ def test_the_inputs_together_are_limited(valid: dict[str, Path], tmp_path: Path,
     for w in (valid["sm_90"], valid["pvc"]):
         with zipfile.ZipFile(w) as zf:
             sizes.append(sum(i.file_size for i in zf.infolist()))
-    monkeypatch.setattr(merge_mod, "MAX_INPUTS_INFLATED", sum(sizes) - 1)  # each alone fits
+    monkeypatch.setattr(limits, "MAX_INPUTS_INFLATED", sum(sizes) - 1)  # each alone fits
     err = refused([valid["sm_90"], valid["pvc"]], tmp_path, capsys)
     assert f"the input wheels inflate to {sum(sizes)} bytes together" in err
 
@@ -338,10 +339,10 @@ def test_the_inputs_together_are_limited(valid: dict[str, Path], tmp_path: Path,
 def test_too_many_members_are_refused_from_the_end_record(valid: dict[str, Path], tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     def many(entries: list[Entry]) -> None:
-        entries += [Entry(f"aotkernels/m{i}.py", b"") for i in range(merge_mod.MAX_MEMBERS + 1 - len(entries))]
+        entries += [Entry(f"aotkernels/m{i}.py", b"") for i in range(limits.MAX_MEMBERS + 1 - len(entries))]
     bad = rewrite(valid["sm_90"], tmp_path / "bad", many, fix_record=False)
     err = refused([bad, valid["pvc"]], tmp_path, capsys)
-    assert f"{bad}: {merge_mod.MAX_MEMBERS + 1} members, over the {merge_mod.MAX_MEMBERS}" in err
+    assert f"{bad}: {limits.MAX_MEMBERS + 1} members, over the {limits.MAX_MEMBERS}" in err
 
 
 def test_overlapping_members_are_refused(valid: dict[str, Path], tmp_path: Path,
@@ -373,8 +374,8 @@ def _zip64_locator(data: bytearray, at: int) -> None:
 @pytest.mark.parametrize("change, words", [
     (_zip64_locator, "a ZIP64 archive"),
     (lambda data, at: struct.pack_into("<H", data, at + 4, 1), "a multi-volume zip archive"),
-    (lambda data, at: struct.pack_into("<L", data, at + 12, merge_mod.MAX_CENTRAL_DIRECTORY + 1),
-     f"a {merge_mod.MAX_CENTRAL_DIRECTORY + 1}-byte central directory, over 4 MiB"),
+    (lambda data, at: struct.pack_into("<L", data, at + 12, limits.MAX_CENTRAL_DIRECTORY + 1),
+     f"a {limits.MAX_CENTRAL_DIRECTORY + 1}-byte central directory, over 4 MiB"),
     (lambda data, at: data.__delitem__(slice(at, None)), "not a zip archive (no end of central directory record)"),
 ])
 def test_the_end_record_is_checked_before_the_central_directory_is_parsed(
@@ -490,7 +491,7 @@ def test_a_malformed_manifest_is_refused(valid: dict[str, Path], tmp_path: Path,
 def test_a_manifest_that_is_not_json(valid: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      text: bytes, words: str) -> None:
     def edit(entries: list[Entry]) -> None:
-        next(e for e in entries if e.name == merge_mod.MANIFEST_MEMBER).data = text
+        next(e for e in entries if e.name == MANIFEST_MEMBER).data = text
     bad = rewrite(valid["sm_90"], tmp_path / "bad", edit)
     err = refused([bad, valid["pvc"]], tmp_path, capsys)
     assert str(bad) in err and words in err
@@ -571,7 +572,7 @@ def _sparse(path: Path, size: int) -> None:
     (lambda p: p.mkdir(), "a folder, not a wheel file"),
     (lambda p: p.symlink_to("/dev/zero"), "a device, not a wheel file"),
     (lambda p: p.symlink_to(p.parent / "missing.whl"), "cannot open the wheel: No such file or directory"),
-    (lambda p: _sparse(p, merge_mod.MAX_WHEEL_BYTES + 1), f"{(512 << 20) + 1} bytes, over the 512 MiB an input "
+    (lambda p: _sparse(p, limits.MAX_WHEEL_BYTES + 1), f"{(512 << 20) + 1} bytes, over the 512 MiB an input "
                                                            "wheel may have"),
 ])
 def test_an_input_that_is_not_a_zip_file_is_refused(valid: dict[str, Path], tmp_path: Path,
@@ -769,7 +770,7 @@ def _merge_rc(inputs: list[Path], work: Path) -> int:
 @given(data=st.data())
 def test_any_manifest_is_merged_or_refused(valid: dict[str, Path], tmp_path: Path, data: st.DataObject) -> None:
     with zipfile.ZipFile(valid["sm_90"]) as zf:
-        doc = json.loads(zf.read(merge_mod.MANIFEST_MEMBER))
+        doc = json.loads(zf.read(MANIFEST_MEMBER))
     # Replace one value anywhere in the manifest (the whole document included) by arbitrary JSON.
     places: list[tuple[object, ...]] = []
 

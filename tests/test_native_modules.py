@@ -26,7 +26,7 @@ from build_tools.compile.toolchains.intel import IntelToolchain, source_image
 from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import ConfigError, MergeError
-from build_tools.release import merge
+from build_tools.release.merge import combine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -162,10 +162,10 @@ def test_merge_completeness_counts_only_modules_serving_the_backend() -> None:
         _entry("saxpy", "intel", "pvc", "intel-bin"),
         _entry("saxpy", "cuda", "sm_90", "sass"), _entry("softmax_f16", "cuda", "sm_90", "sass"))}
     covered = [{"name": "Intel Max", "devices": ["pvc"]}, {"name": "H100", "devices": ["sm_90"]}]
-    merge._check_complete(covered, entries, MODULES)  # the Intel device has every module it can have
+    combine._check_complete(covered, entries, MODULES)  # the Intel device has every module it can have
     del entries["sm_90/softmax_f16"]
     with pytest.raises(MergeError, match=r"'H100'.*expected \['saxpy', 'softmax_f16'\]"):
-        merge._check_complete(covered, entries, MODULES)
+        combine._check_complete(covered, entries, MODULES)
 
 
 # --- the driver floor, build side ----------------------------------------------------------------

@@ -148,7 +148,7 @@ def image_order(all_targets: list[dict[str, Any]]) -> Callable[[dict[str, Any]],
     """Sort key of image entries: backend, AOT before portable, matrix order of devices, module.
 
     The order depends on the matrix alone, not on which subset one machine built, so a fat
-    wheel merged from per-target wheels (build_tools/release/merge.py) lists its images exactly as a
+    wheel merged from per-target wheels (build_tools/release/merge/) lists its images exactly as a
     single-machine build does.
     """
     rank: dict[str, int] = {}
