@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from test_gpu import cuda_rows, expect, py, report, run, workdir  # noqa: F401 - fixtures and helpers
+import test_gpu
+from test_gpu import cuda_rows, report, run
+
+# test_gpu's fixtures, bound here so pytest finds them (an import would be 'redefined' by each parameter).
+py, expect, workdir = test_gpu.py, test_gpu.expect, test_gpu.workdir
 
 pytestmark = pytest.mark.gpu
 

@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 from build_tools import outdir
 from build_tools.cli import main
 from build_tools.compile import manifest
-from build_tools.config import catalog
+from build_tools.config import catalog, devlists
 from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.errors import MergeError
 from build_tools.package import wheels
 from build_tools.release.merge import limits
@@ -88,7 +89,7 @@ def build(spec: wheels.WheelSpec, out: Path, epoch: int = EPOCH, host: bytes = b
                               all_targets=all_targets, out_dir=out, epoch=epoch)
 
 
-def _target_spec(t: matrix_mod.Target) -> wheels.WheelSpec:
+def _target_spec(t: matrix_model.Target) -> wheels.WheelSpec:
     return next(s for s in wheels.specs(M, "0.1.0") if s.target == t.name)
 
 
@@ -199,7 +200,7 @@ def raw_members_of(wheel: Path) -> list[RawMember]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    for name in matrix_mod.DEVLIST_ENV:
+    for name in devlists.DEVLIST_ENV:
         env.pop(name, None)
     env.pop("SOURCE_DATE_EPOCH", None)
     return env

@@ -13,7 +13,7 @@ from typing import Any
 from build_tools import outdir
 from build_tools.compile import manifest
 from build_tools.config import catalog
-from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.epoch import source_date_epoch
 from build_tools.errors import MergeError
 from build_tools.package import repair, wheels
@@ -128,7 +128,7 @@ def _epoch(inputs: Sequence[InputWheel], env: Mapping[str, str]) -> int:
     return calendar.timegm((*date[0], 0, 0, 0))
 
 
-def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_mod.Matrix, env: Mapping[str, str],
+def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_model.Matrix, env: Mapping[str, str],
           require_all: bool = False, repair_wheel: bool = True) -> Merged:
     if not paths:
         raise MergeError("merge: no wheels given")
@@ -161,7 +161,7 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_mod.Matrix, env: M
     _check_complete(covered, entries, modules or {})
     epoch = _epoch(inputs, env)
 
-    targets = tuple(matrix_mod.Target(name=t["name"], jit=t["jit"],
+    targets = tuple(matrix_model.Target(name=t["name"], jit=t["jit"],
                                       devices=tuple(catalog.parse_device(d) for d in t["devices"]))
                     for t in covered)
     devices = tuple(dict.fromkeys(d.key for t in targets for d in t.devices))

@@ -11,7 +11,13 @@ from typing import Any
 from build_tools.errors import MergeError
 from build_tools.package import wheels
 from build_tools.release.merge.manifest_check import read_manifest
-from build_tools.release.merge.members import IMAGES_PREFIX, MANIFEST_MEMBER, Member, decode_text, verified_members
+from build_tools.release.merge.members import (
+    IMAGES_PREFIX,
+    MANIFEST_MEMBER,
+    Member,
+    decode_text,
+    verified_members,
+)
 from build_tools.release.merge.messages import excerpt, show_path
 from build_tools.release.merge.wheelzip import OpenedWheel, check_distinct, open_wheel
 
