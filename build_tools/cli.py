@@ -23,7 +23,7 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch
 from build_tools.errors import BuildToolError, ConfigError
 from build_tools.package import assemble, wheels
-from build_tools.sizes import render as report_mod
+from build_tools.sizes import render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                                          previous=previous, write_index=True)
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
-            report_mod.write_reports(report, stage, previous=previous)
+            render.write_reports(report, stage, previous=previous)
     total = sum(i.bytes for i in images)
     elapsed = time.monotonic() - started
     verdict = "nothing to compile, all cache hits" if stats.executed == 0 else f"{stats.executed} compiled"
@@ -124,7 +124,7 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"wheels: {len(built)} from one set of images (no image compiled twice); "
               f"{len(built) - reused} built, {reused} reused from the previous output (same content key); "
               f"platform {', '.join(sorted({b.platform_tag for b in built}))}")
-        print(report_mod.format_table(report))
+        print(render.format_table(report))
         print(f"reports: {args.out}/{sizes.REPORT_JSON}, {sizes.REPORT_MD}, {sizes.REPORT_SVG}")
     print(f"time {_fmt_seconds(elapsed)}", flush=True)
     if report is not None:

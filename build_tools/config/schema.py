@@ -87,7 +87,7 @@ def _property(key: str) -> dict[str, Any]:
     try:
         value, description = KEY_DOCS[key]
     except KeyError:
-        raise KeyError(f"matrix key {key!r} has no entry in matrix_schema.KEY_DOCS: describe it there") from None
+        raise KeyError(f"matrix key {key!r} has no entry in config/schema.py KEY_DOCS: describe it there") from None
     out = {**value, "description": description}
     if key in _DEFAULTS and _DEFAULTS[key] is not None:
         out["default"] = _DEFAULTS[key]
@@ -120,7 +120,7 @@ def schema() -> dict[str, Any]:
     top = {"version": _property("version"), **{k: top_extra[k] for k in matrix_model.TOP_KEYS if k in top_extra}}
     missing = set(matrix_model.TOP_KEYS) - set(top)
     if missing:
-        raise KeyError(f"matrix top-level keys {sorted(missing)} have no schema in matrix_schema.schema()")
+        raise KeyError(f"matrix top-level keys {sorted(missing)} have no schema in config/schema.py schema()")
     for section in ("cuda", "opencl", "wheels", "sizes"):
         top[section]["type"] = "object"
     return {

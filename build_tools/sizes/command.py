@@ -1,6 +1,6 @@
 """``build.py sizes``: measure the wheels of an earlier build, compare, project, and write the reports.
 
-A module of its own so that the sizes package (model, measuring, comparison, projection) and report.py
+A module of its own so that the sizes package (model, measuring, comparison, projection) and render.py
 (rendering, which imports the sizes package) do not import each other.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from build_tools import sizes
 from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
-from build_tools.sizes import render as report_mod
+from build_tools.sizes import render
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     dist = Path(args.dist)
     report = sizes.build_report(dist, options, baseline, devices)
     if not args.no_write:
-        report_mod.write_reports(report, dist)
-    print(report_mod.format_table(report))
+        render.write_reports(report, dist)
+    print(render.format_table(report))
     if report.projection is not None:
-        print(report_mod.format_projection(report.projection))
+        print(render.format_projection(report.projection))
     sizes.enforce(report, fail=args.fail_on_budget or options.fail_on_budget)
     return 0
