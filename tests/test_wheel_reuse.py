@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from build_tools.cli import main
-from build_tools.package import wheelcache
+from build_tools.package import wheelcache, wheels
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +95,18 @@ def test_a_damaged_index_means_build(first: tuple[Path, Path, dict[str, str]], c
         text = _build(m, out, capsys)
         assert "4 built, 0 reused" in text
         assert _hashes(out) == before
+
+
+def test_an_edited_native_header_changes_the_host_extension_key(tmp_path: Path) -> None:
+    # Both extensions #include _native_common.h: editing only the header must rebuild them.
+    root = Path(__file__).resolve().parent.parent
+    pkg = tmp_path / "src" / wheels.PACKAGE
+    shutil.copytree(root / "src" / wheels.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def key() -> str:
+        return wheelcache.context_key(tmp_path, os.environ, repaired=True, graft_opencl=True, epoch=None)
+
+    before = key()
+    header = pkg / "_native_common.h"
+    header.write_text(header.read_text() + "\n")
+    assert key() != before

@@ -240,7 +240,8 @@ def test_sdist_holds_everything_needed_to_build(tmp_path: Path) -> None:
         tar.extractall(tmp_path / "x", filter="data")
     for needed in ("pyproject.toml", "matrix.yaml", "WORKSPACE", "MODULE.bazel", ".bazelrc", "kernels/BUILD.bazel",
                    "kernels/aot_portable.h", "build_tools/bazel/kernels.bzl", "build_tools/backend.py",
-                   "src/aotkernels/_cuda.c", "src/aotkernels/_opencl.c", "src/aotkernels/__init__.py", "PKG-INFO"):
+                   "src/aotkernels/_cuda.c", "src/aotkernels/_opencl.c", "src/aotkernels/_native_common.h",
+                   "src/aotkernels/__init__.py", "PKG-INFO"):
         assert f"aotkernels-0.1.0/{needed}" in names, needed
     assert not any("generated" in n or "__pycache__" in n for n in names)
     unpacked = tmp_path / "x" / "aotkernels-0.1.0"

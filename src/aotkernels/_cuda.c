@@ -98,22 +98,26 @@ static int g_init_state = 0;
 static void *g_libcuda = NULL;
 static char g_status[1024] = "not initialised";
 
+/* What the driver calls error r, or `fallback` where it cannot say. */
+static const char *
+cu_err_text(PFN_cuGetErrorName query, CUresult r, const char *fallback)
+{
+    const char *s = NULL;
+    if (query == NULL || query(r, &s) != CUDA_SUCCESS || s == NULL)
+        return fallback;
+    return s;
+}
+
 static const char *
 cu_err_name(CUresult r)
 {
-    const char *s = NULL;
-    if (cu.cuGetErrorName == NULL || cu.cuGetErrorName(r, &s) != CUDA_SUCCESS || s == NULL)
-        return "CUDA_ERROR_UNKNOWN_CODE";
-    return s;
+    return cu_err_text(cu.cuGetErrorName, r, "CUDA_ERROR_UNKNOWN_CODE");
 }
 
 static const char *
 cu_err_string(CUresult r)
 {
-    const char *s = NULL;
-    if (cu.cuGetErrorString == NULL || cu.cuGetErrorString(r, &s) != CUDA_SUCCESS || s == NULL)
-        return "unrecognized error code";
-    return s;
+    return cu_err_text(cu.cuGetErrorString, r, "unrecognized error code");
 }
 
 /* Returns 0 if loaded and cuInit() succeeded; else -1 (no exception set). */
@@ -213,23 +217,11 @@ cu_require(void)
     return -1;
 }
 
-/* Raise RuntimeError "<call> failed[ for kernel 'x']: NAME (code): description". */
+/* RuntimeError "<call> failed[ for kernel 'x']: NAME (code): description[\n<log>]". */
 static PyObject *
-cu_raise(const char *call, CUresult r, const char *kernel, const char *log)
+cu_raise(const char *call, int r, const char *kernel, const char *log)
 {
-    if (kernel != NULL && log != NULL && log[0] != '\0')
-        PyErr_Format(PyExc_RuntimeError, "%s failed for kernel '%s': %s (%d): %s\n%s", call,
-                     kernel, cu_err_name(r), (int)r, cu_err_string(r), log);
-    else if (kernel != NULL)
-        PyErr_Format(PyExc_RuntimeError, "%s failed for kernel '%s': %s (%d): %s", call, kernel,
-                     cu_err_name(r), (int)r, cu_err_string(r));
-    else if (log != NULL && log[0] != '\0')
-        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d): %s\n%s", call, cu_err_name(r),
-                     (int)r, cu_err_string(r), log);
-    else
-        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d): %s", call, cu_err_name(r),
-                     (int)r, cu_err_string(r));
-    return NULL;
+    return ak_raise(call, kernel, cu_err_name(r), r, cu_err_string(r), log);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -239,68 +231,42 @@ cu_raise(const char *call, CUresult r, const char *kernel, const char *log)
 #define MOD_NAME "aotkernels._cuda.Module"
 #define BUF_NAME "aotkernels._cuda.Buffer"
 
+/* Modules and buffers are ak_obj capsules (h.p: CUmodule, h.d: CUdeviceptr;
+ * owner: CUcontext). */
 typedef struct {
+    ak_head head;
     CUdevice dev;
     int index;
     CUcontext ctx; /* retained primary context */
 } cu_ctx_t;
 
-typedef struct {
-    CUmodule mod;
-    CUcontext ctx;
-    PyObject *ctx_capsule; /* strong ref: context outlives the module */
-} cu_mod_t;
-
-typedef struct {
-    CUdeviceptr ptr;
-    size_t size; /* user-visible size (may be 0; 1 byte is allocated then) */
-    CUcontext ctx;
-    PyObject *ctx_capsule; /* strong ref */
-} cu_buf_t;
-
 static void
-ctx_destructor(PyObject *cap)
+cu_ctx_release(ak_head *p)
 {
-    cu_ctx_t *c = (cu_ctx_t *)PyCapsule_GetPointer(cap, CTX_NAME);
-    if (c == NULL) {
-        PyErr_Clear();
-        return;
-    }
+    cu_ctx_t *c = (cu_ctx_t *)p;
     if (c->ctx != NULL && cu.cuDevicePrimaryCtxRelease != NULL)
         (void)cu.cuDevicePrimaryCtxRelease(c->dev);
-    PyMem_Free(c);
+}
+
+/* The driver frees into the current context, which a destructor cannot assume. */
+static void
+cu_module_release(ak_head *p)
+{
+    ak_obj *m = (ak_obj *)p;
+    if (m->h.p != NULL) {
+        (void)cu.cuCtxSetCurrent((CUcontext)m->owner);
+        (void)cu.cuModuleUnload((CUmodule)m->h.p);
+    }
 }
 
 static void
-mod_destructor(PyObject *cap)
+cu_buf_release(ak_head *p)
 {
-    cu_mod_t *m = (cu_mod_t *)PyCapsule_GetPointer(cap, MOD_NAME);
-    if (m == NULL) {
-        PyErr_Clear();
-        return;
+    ak_obj *b = (ak_obj *)p;
+    if (b->h.d != 0) {
+        (void)cu.cuCtxSetCurrent((CUcontext)b->owner);
+        (void)cu.cuMemFree(b->h.d);
     }
-    if (m->mod != NULL) {
-        (void)cu.cuCtxSetCurrent(m->ctx);
-        (void)cu.cuModuleUnload(m->mod);
-    }
-    Py_XDECREF(m->ctx_capsule);
-    PyMem_Free(m);
-}
-
-static void
-buf_destructor(PyObject *cap)
-{
-    cu_buf_t *b = (cu_buf_t *)PyCapsule_GetPointer(cap, BUF_NAME);
-    if (b == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    if (b->ptr != 0) {
-        (void)cu.cuCtxSetCurrent(b->ctx);
-        (void)cu.cuMemFree(b->ptr);
-    }
-    Py_XDECREF(b->ctx_capsule);
-    PyMem_Free(b);
 }
 
 /* Validate ctx capsule and make its context current. */
@@ -322,44 +288,22 @@ get_ctx_current(PyObject *ctx_obj)
     return c;
 }
 
-static cu_buf_t *
-get_buf(PyObject *obj, cu_ctx_t *c, const char *what)
-{
-    cu_buf_t *b = (cu_buf_t *)ak_capsule_ptr(obj, BUF_NAME, what);
-    if (b == NULL)
-        return NULL;
-    if (b->ctx != c->ctx) {
-        PyErr_Format(PyExc_ValueError, "%s belongs to a different CUDA context", what);
-        return NULL;
-    }
-    return b;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Image sanity checks: cuModuleLoadDataEx takes no size, so reject inputs
  * whose headers would make the driver read past the end of our copy. */
 
+/* ELF and fatbin header fields are little-endian. */
 static uint64_t
-rd_u64(const unsigned char *p)
+rd_le(const unsigned char *p, size_t n)
 {
-    uint64_t v;
-    memcpy(&v, p, 8);
+    uint64_t v = 0;
+    while (n-- > 0)
+        v = (v << 8) | p[n];
     return v;
 }
-static uint32_t
-rd_u32(const unsigned char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static uint16_t
-rd_u16(const unsigned char *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
+#define rd_u64(p) rd_le((p), 8)
+#define rd_u32(p) ((uint32_t)rd_le((p), 4))
+#define rd_u16(p) ((uint16_t)rd_le((p), 2))
 
 static int
 range_ok(uint64_t off, uint64_t count, uint64_t each, uint64_t len)
@@ -548,8 +492,7 @@ py_create_context(PyObject *self, PyObject *args)
     CUdevice dev;
     CUcontext ctx = NULL;
     CUresult r;
-    cu_ctx_t *c;
-    PyObject *cap;
+    cu_ctx_t c;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "i:create_context", &index))
@@ -571,21 +514,8 @@ py_create_context(PyObject *self, PyObject *args)
         (void)cu.cuDevicePrimaryCtxRelease(dev);
         return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
     }
-    c = (cu_ctx_t *)PyMem_Malloc(sizeof *c);
-    if (c == NULL) {
-        (void)cu.cuDevicePrimaryCtxRelease(dev);
-        return PyErr_NoMemory();
-    }
-    c->dev = dev;
-    c->index = index;
-    c->ctx = ctx;
-    cap = PyCapsule_New(c, CTX_NAME, ctx_destructor);
-    if (cap == NULL) {
-        (void)cu.cuDevicePrimaryCtxRelease(dev);
-        PyMem_Free(c);
-        return NULL;
-    }
-    return cap;
+    c = (cu_ctx_t){.head.release = cu_ctx_release, .dev = dev, .index = index, .ctx = ctx};
+    return ak_capsule_new(&c.head, sizeof c, CTX_NAME, NULL);
 }
 
 #define JIT_LOG_SIZE 16384
@@ -593,13 +523,12 @@ py_create_context(PyObject *self, PyObject *args)
 static PyObject *
 py_load_module(PyObject *self, PyObject *args)
 {
-    PyObject *ctx_obj, *data_obj, *cap;
+    PyObject *ctx_obj, *data_obj;
     char *data;
     Py_ssize_t len;
     unsigned char *image;
     const char *bad;
     cu_ctx_t *c;
-    cu_mod_t *m;
     CUmodule mod = NULL;
     CUresult r;
     char *info_log, *error_log;
@@ -611,12 +540,8 @@ py_load_module(PyObject *self, PyObject *args)
         return NULL;
     if ((c = get_ctx_current(ctx_obj)) == NULL)
         return NULL;
-    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
+    if (ak_image_bytes(data_obj, &data, &len, "load_module: empty module image") < 0)
         return NULL;
-    if (len == 0) {
-        PyErr_SetString(PyExc_ValueError, "load_module: empty module image");
-        return NULL;
-    }
     bad = check_image((const unsigned char *)data, (size_t)len);
     if (bad != NULL) {
         PyErr_Format(PyExc_RuntimeError, "cuModuleLoadDataEx: rejected invalid module image: %s",
@@ -655,298 +580,191 @@ py_load_module(PyObject *self, PyObject *args)
     PyMem_Free(image);
     info_log[JIT_LOG_SIZE - 1] = '\0';
     error_log[JIT_LOG_SIZE - 1] = '\0';
-    if (r != CUDA_SUCCESS) {
-        const char *log = error_log[0] ? error_log : info_log;
-        char *msg = NULL;
-        if (log[0]) {
-            size_t n = strlen(log) + 32;
-            msg = (char *)PyMem_Malloc(n);
-            if (msg != NULL)
-                snprintf(msg, n, "JIT log:\n%s", log);
-        }
-        cu_raise("cuModuleLoadDataEx", r, NULL, msg ? msg : "");
-        PyMem_Free(msg);
-        PyMem_Free(info_log);
-        PyMem_Free(error_log);
-        return NULL;
-    }
+    if (r != CUDA_SUCCESS)
+        ak_raise_with_log(cu_raise, "cuModuleLoadDataEx", r, "JIT log",
+                          error_log[0] ? error_log : info_log, "");
     PyMem_Free(info_log);
     PyMem_Free(error_log);
-
-    m = (cu_mod_t *)PyMem_Malloc(sizeof *m);
-    if (m == NULL) {
-        (void)cu.cuModuleUnload(mod);
-        return PyErr_NoMemory();
-    }
-    m->mod = mod;
-    m->ctx = c->ctx;
-    m->ctx_capsule = ctx_obj;
-    Py_INCREF(ctx_obj);
-    cap = PyCapsule_New(m, MOD_NAME, mod_destructor);
-    if (cap == NULL) {
-        (void)cu.cuModuleUnload(mod);
-        Py_DECREF(ctx_obj);
-        PyMem_Free(m);
+    if (r != CUDA_SUCCESS)
         return NULL;
-    }
-    return cap;
+
+    return ak_obj_capsule(mod, cu_module_release, c->ctx, MOD_NAME, ctx_obj);
 }
 
-static PyObject *
-py_alloc(PyObject *self, PyObject *args)
+/* ------------------------------------------------------------------------ */
+/* The ak_backend calls: alloc, write, read and launch are _native_common.h's */
+
+static void *
+cu_ctx(PyObject *ctx_obj, void **owner)
 {
-    PyObject *ctx_obj, *cap;
-    Py_ssize_t nbytes;
-    cu_ctx_t *c;
-    cu_buf_t *b;
+    cu_ctx_t *c = get_ctx_current(ctx_obj);
+    if (c != NULL)
+        *owner = c->ctx;
+    return c;
+}
+
+/* cuMemcpy and cuLaunchKernel act in the current context, which cu_ctx set;
+ * hence no use of ctx below. */
+
+static int
+cu_alloc(void *ctx, size_t nbytes, ak_obj *buf)
+{
     CUdeviceptr ptr = 0;
     CUresult r;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "On:alloc", &ctx_obj, &nbytes))
-        return NULL;
-    if (ak_check_nbytes(nbytes, "nbytes") < 0)
-        return NULL;
-    if ((c = get_ctx_current(ctx_obj)) == NULL)
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    r = cu.cuMemAlloc(&ptr, nbytes > 0 ? (size_t)nbytes : 1);
-    Py_END_ALLOW_THREADS
-    if (r != CUDA_SUCCESS)
-        return cu_raise("cuMemAlloc_v2", r, NULL, NULL);
-    b = (cu_buf_t *)PyMem_Malloc(sizeof *b);
-    if (b == NULL) {
-        (void)cu.cuMemFree(ptr);
-        return PyErr_NoMemory();
-    }
-    b->ptr = ptr;
-    b->size = (size_t)nbytes;
-    b->ctx = c->ctx;
-    b->ctx_capsule = ctx_obj;
-    Py_INCREF(ctx_obj);
-    cap = PyCapsule_New(b, BUF_NAME, buf_destructor);
-    if (cap == NULL) {
-        (void)cu.cuMemFree(ptr);
-        Py_DECREF(ctx_obj);
-        PyMem_Free(b);
-        return NULL;
-    }
-    return cap;
+    (void)ctx;
+    r = cu.cuMemAlloc(&ptr, nbytes);
+    buf->h.d = ptr;
+    return r;
 }
 
-static PyObject *
-py_write(PyObject *self, PyObject *args)
+static int
+cu_write(void *ctx, const ak_obj *buf, const void *src, size_t n)
 {
-    PyObject *ctx_obj, *buf_obj, *data_obj;
-    char *data;
-    Py_ssize_t len;
-    cu_ctx_t *c;
-    cu_buf_t *b;
-    CUresult r;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOS:write", &ctx_obj, &buf_obj, &data_obj))
-        return NULL;
-    if ((c = get_ctx_current(ctx_obj)) == NULL)
-        return NULL;
-    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
-        return NULL;
-    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
-        return NULL;
-    if ((size_t)len > b->size) {
-        PyErr_Format(PyExc_ValueError, "write: %zd bytes do not fit in a %zu-byte buffer", len,
-                     b->size);
-        return NULL;
-    }
-    if (len == 0)
-        Py_RETURN_NONE;
-    Py_BEGIN_ALLOW_THREADS
-    r = cu.cuMemcpyHtoD(b->ptr, data, (size_t)len);
-    Py_END_ALLOW_THREADS
-    if (r != CUDA_SUCCESS)
-        return cu_raise("cuMemcpyHtoD_v2", r, NULL, NULL);
-    Py_RETURN_NONE;
+    (void)ctx;
+    return cu.cuMemcpyHtoD(buf->h.d, src, n);
 }
 
-static PyObject *
-py_read(PyObject *self, PyObject *args)
+static int
+cu_read(void *ctx, const ak_obj *buf, void *dst, size_t n)
 {
-    PyObject *ctx_obj, *buf_obj, *out;
-    Py_ssize_t nbytes;
-    char *dst;
-    cu_ctx_t *c;
-    cu_buf_t *b;
-    CUresult r;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOn:read", &ctx_obj, &buf_obj, &nbytes))
-        return NULL;
-    if (ak_check_nbytes(nbytes, "nbytes") < 0)
-        return NULL;
-    if ((c = get_ctx_current(ctx_obj)) == NULL)
-        return NULL;
-    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
-        return NULL;
-    if ((size_t)nbytes > b->size) {
-        PyErr_Format(PyExc_ValueError, "read: %zd bytes requested from a %zu-byte buffer",
-                     nbytes, b->size);
-        return NULL;
-    }
-    out = ak_new_bytes(nbytes, &dst);
-    if (out == NULL || nbytes == 0)
-        return out;
-    Py_BEGIN_ALLOW_THREADS
-    r = cu.cuMemcpyDtoH(dst, b->ptr, (size_t)nbytes);
-    Py_END_ALLOW_THREADS
-    if (r != CUDA_SUCCESS) {
-        Py_DECREF(out);
-        return cu_raise("cuMemcpyDtoH_v2", r, NULL, NULL);
-    }
-    return out;
+    (void)ctx;
+    return cu.cuMemcpyDtoH(dst, buf->h.d, n);
 }
 
+/* cuLaunchKernel takes one pointer per parameter, to storage that lives
+ * until the launch. */
 typedef union {
     int32_t i;
     float f;
     CUdeviceptr p;
 } cu_argval;
 
-static PyObject *
-py_launch(PyObject *self, PyObject *args)
+typedef struct {
+    CUfunction f;
+    cu_argval *vals;
+    void **params;
+    Py_ssize_t n;
+} cu_kernel_t;
+
+/* Check argument count/sizes against the kernel signature when the driver
+ * can tell us (cuFuncGetParamInfo, CUDA >= 12.4): a mismatch would otherwise
+ * launch with garbage parameters. */
+static int
+cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t n)
 {
-    PyObject *ctx_obj, *mod_obj, *grid_obj, *block_obj, *arg_list, *keep = NULL;
-    const char *kname;
-    unsigned long long grid[3], block[3];
-    cu_ctx_t *c;
-    cu_mod_t *m;
+    size_t off = 0, sz = 0, total;
+    Py_ssize_t k;
+    CUresult r;
+    if (cu.cuFuncGetParamInfo == NULL)
+        return 0;
+    for (k = 0; k < n; k++) {
+        size_t want = args[k].kind == 'b' ? sizeof(CUdeviceptr) : 4;
+        r = cu.cuFuncGetParamInfo(f, (size_t)k, &off, &sz);
+        if (r != CUDA_SUCCESS) {
+            if (r != CUDA_ERROR_INVALID_VALUE)
+                return 0; /* query not supported here: skip the check */
+            PyErr_Format(PyExc_ValueError,
+                         "kernel '%s' takes %zd parameter(s), but %zd argument(s) were given",
+                         kname, k, n);
+            return -1;
+        }
+        if (sz != want) {
+            PyErr_Format(PyExc_ValueError,
+                         "kernel '%s': parameter %zd is %zu bytes, but argument kind '%c' "
+                         "passes %zu bytes",
+                         kname, k, sz, args[k].kind, want);
+            return -1;
+        }
+    }
+    if (cu.cuFuncGetParamInfo(f, (size_t)n, &off, &sz) != CUDA_SUCCESS)
+        return 0;
+    total = (size_t)n + 1;
+    while (total < 65536 && cu.cuFuncGetParamInfo(f, total, &off, &sz) == CUDA_SUCCESS)
+        total++;
+    PyErr_Format(PyExc_ValueError,
+                 "kernel '%s' takes %zu parameter(s), but %zd argument(s) were given", kname,
+                 total, n);
+    return -1;
+}
+
+static void
+cu_kernel_free(void *kern)
+{
+    cu_kernel_t *kn = (cu_kernel_t *)kern;
+    PyMem_Free(kn->vals);
+    PyMem_Free(kn->params);
+    PyMem_Free(kn);
+}
+
+static void *
+cu_kernel(void *ctx, const ak_obj *mod, const char *kname, const ak_arg *args, Py_ssize_t n)
+{
     CUfunction f = NULL;
     CUresult r;
-    ak_arg *parsed = NULL;
-    Py_ssize_t n = 0, k;
-    cu_argval *vals = NULL;
-    void **params = NULL;
-    const char *failed_call = NULL;
-    (void)self;
+    cu_kernel_t *kn;
+    size_t slots = (size_t)(n > 0 ? n : 1);
+    (void)ctx;
 
-    if (!PyArg_ParseTuple(args, "OOsOOO:launch", &ctx_obj, &mod_obj, &kname, &grid_obj,
-                          &block_obj, &arg_list))
-        return NULL;
-    if ((c = get_ctx_current(ctx_obj)) == NULL)
-        return NULL;
-    if ((m = (cu_mod_t *)ak_capsule_ptr(mod_obj, MOD_NAME, "module")) == NULL)
-        return NULL;
-    if (m->ctx != c->ctx) {
-        PyErr_SetString(PyExc_ValueError, "module belongs to a different CUDA context");
-        return NULL;
-    }
-    if (ak_parse_dims(grid_obj, "grid", 1, 3, UINT_MAX, grid) < 0 ||
-        ak_parse_dims(block_obj, "block", 1, 3, UINT_MAX, block) < 0)
-        return NULL;
-    keep = ak_parse_args(arg_list, &parsed, &n);
-    if (keep == NULL)
-        return NULL;
-
-    r = cu.cuModuleGetFunction(&f, m->mod, kname);
+    r = cu.cuModuleGetFunction(&f, (CUmodule)mod->h.p, kname);
     if (r != CUDA_SUCCESS) {
         cu_raise("cuModuleGetFunction", r, kname, NULL);
-        goto done;
+        return NULL;
     }
-
-    /* Check argument count/sizes against the kernel signature when the
-     * driver can tell us (cuFuncGetParamInfo, CUDA >= 12.4). */
-    if (cu.cuFuncGetParamInfo != NULL) {
-        size_t off = 0, sz = 0;
-        int have_info = 1;
-        for (k = 0; k < n; k++) {
-            size_t want = parsed[k].kind == 'b' ? sizeof(CUdeviceptr) : 4;
-            r = cu.cuFuncGetParamInfo(f, (size_t)k, &off, &sz);
-            if (r != CUDA_SUCCESS) {
-                if (r != CUDA_ERROR_INVALID_VALUE) {
-                    have_info = 0; /* query not supported here: skip the check */
-                    break;
-                }
-                PyErr_Format(PyExc_ValueError,
-                             "kernel '%s' takes %zd parameter(s), but %zd argument(s) were given",
-                             kname, k, n);
-                goto done;
-            }
-            if (sz != want) {
-                PyErr_Format(PyExc_ValueError,
-                             "kernel '%s': parameter %zd is %zu bytes, but argument kind '%c' "
-                             "passes %zu bytes",
-                             kname, k, sz, parsed[k].kind, want);
-                goto done;
-            }
-        }
-        if (have_info && cu.cuFuncGetParamInfo(f, (size_t)n, &off, &sz) == CUDA_SUCCESS) {
-            size_t total = (size_t)n + 1;
-            while (total < 65536 && cu.cuFuncGetParamInfo(f, total, &off, &sz) == CUDA_SUCCESS)
-                total++;
-            PyErr_Format(PyExc_ValueError,
-                         "kernel '%s' takes %zu parameter(s), but %zd argument(s) were given",
-                         kname, total, n);
-            goto done;
-        }
-    }
-
-    vals = (cu_argval *)PyMem_Malloc(sizeof(cu_argval) * (size_t)(n > 0 ? n : 1));
-    params = (void **)PyMem_Malloc(sizeof(void *) * (size_t)(n > 0 ? n : 1));
-    if (vals == NULL || params == NULL) {
+    if (cu_check_params(f, kname, args, n) < 0)
+        return NULL;
+    kn = (cu_kernel_t *)PyMem_Malloc(sizeof *kn);
+    if (kn == NULL) {
         PyErr_NoMemory();
-        goto done;
+        return NULL;
     }
-    for (k = 0; k < n; k++) {
-        memset(&vals[k], 0, sizeof vals[k]);
-        switch (parsed[k].kind) {
-        case 'i':
-            vals[k].i = parsed[k].i;
-            break;
-        case 'f':
-            vals[k].f = parsed[k].f;
-            break;
-        default: {
-            char what[48];
-            cu_buf_t *b;
-            snprintf(what, sizeof what, "args[%zd]", k);
-            if ((b = get_buf(parsed[k].obj, c, what)) == NULL)
-                goto done;
-            vals[k].p = b->ptr;
-            break;
-        }
-        }
-        params[k] = &vals[k];
+    kn->f = f;
+    kn->n = n;
+    kn->vals = (cu_argval *)PyMem_Malloc(sizeof(cu_argval) * slots);
+    kn->params = (void **)PyMem_Malloc(sizeof(void *) * slots);
+    if (kn->vals == NULL || kn->params == NULL) {
+        cu_kernel_free(kn);
+        PyErr_NoMemory();
+        return NULL;
     }
-
-    Py_BEGIN_ALLOW_THREADS
-    r = cu.cuLaunchKernel(f, (unsigned)grid[0], (unsigned)grid[1], (unsigned)grid[2],
-                          (unsigned)block[0], (unsigned)block[1], (unsigned)block[2], 0, NULL,
-                          n > 0 ? params : NULL, NULL);
-    if (r != CUDA_SUCCESS) {
-        failed_call = "cuLaunchKernel";
-    } else {
-        r = cu.cuCtxSynchronize();
-        if (r != CUDA_SUCCESS)
-            failed_call = "cuCtxSynchronize";
-    }
-    Py_END_ALLOW_THREADS
-
-    if (failed_call != NULL) {
-        cu_raise(failed_call, r, kname, NULL);
-        goto done;
-    }
-    PyMem_Free(vals);
-    PyMem_Free(params);
-    PyMem_Free(parsed);
-    Py_DECREF(keep);
-    Py_RETURN_NONE;
-
-done:
-    PyMem_Free(vals);
-    PyMem_Free(params);
-    PyMem_Free(parsed);
-    Py_XDECREF(keep);
-    return NULL;
+    return kn;
 }
+
+static int
+cu_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *val, size_t size)
+{
+    cu_kernel_t *kn = (cu_kernel_t *)kern;
+    (void)kname;
+    (void)kind;
+    memset(&kn->vals[k], 0, sizeof kn->vals[k]);
+    memcpy(&kn->vals[k], val, size);
+    kn->params[k] = &kn->vals[k];
+    return 0;
+}
+
+static int
+cu_enqueue(void *ctx, void *kern, const ak_dims *d)
+{
+    cu_kernel_t *kn = (cu_kernel_t *)kern;
+    (void)ctx;
+    return cu.cuLaunchKernel(kn->f, (unsigned)d->grid[0], (unsigned)d->grid[1],
+                             (unsigned)d->grid[2], (unsigned)d->block[0], (unsigned)d->block[1],
+                             (unsigned)d->block[2], 0, NULL, kn->n > 0 ? kn->params : NULL, NULL);
+}
+
+static int
+cu_sync(void *ctx)
+{
+    (void)ctx;
+    return cu.cuCtxSynchronize();
+}
+
+static const ak_backend cu_backend = {
+    "CUDA", BUF_NAME, MOD_NAME, "module", cu_raise, cu_ctx,
+    "cuMemAlloc_v2", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2", cu_alloc, cu_buf_release, cu_write,
+    cu_read, "grid", "block", UINT_MAX, 0, sizeof(CUdeviceptr), cu_kernel, cu_set_arg,
+    "cuLaunchKernel", "cuCtxSynchronize", cu_enqueue, cu_sync, cu_kernel_free};
+
+AK_PY_FUNCTIONS(cu_backend)
 
 static PyMethodDef cuda_methods[] = {
     {"status", py_status, METH_NOARGS,
@@ -960,14 +778,9 @@ static PyMethodDef cuda_methods[] = {
      "create_context(index) -> context capsule (retained primary context)."},
     {"load_module", py_load_module, METH_VARARGS,
      "load_module(ctx, data: bytes) -> module capsule (cubin, fatbin or PTX)."},
-    {"alloc", py_alloc, METH_VARARGS, "alloc(ctx, nbytes) -> device buffer capsule."},
-    {"write", py_write, METH_VARARGS, "write(ctx, buf, data: bytes) -> None (host to device)."},
-    {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (device to host)."},
-    {"launch", py_launch, METH_VARARGS,
-     "launch(ctx, module, kernel_name, grid, block, args) -> None\n\n"
-     "grid/block: tuples of 1-3 ints; args: list of ('i', int), ('f', float), ('b', buffer).\n"
-     "Launches on the default stream, then synchronizes the context."},
-    {NULL, NULL, 0, NULL}};
+    AK_PY_METHODS("device buffer", "host to device", "device to host", "module", "grid", "block",
+                  "grid/block: tuples of 1-3 ints; ",
+                  "\nLaunches on the default stream, then synchronizes the context.")};
 
 static struct PyModuleDef cuda_module = {
     PyModuleDef_HEAD_INIT, "aotkernels._cuda",

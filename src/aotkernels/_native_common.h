@@ -6,6 +6,11 @@
  * first.  Only CPython limited-API (abi3, 3.9+) calls are used here.
  * All helpers are `static inline` so that unused ones do not trigger
  * -Wunused-function.
+ *
+ * The Python-facing alloc/write/read/launch live here once, behind an
+ * ak_backend: argument parsing, size checks, capsule ownership, error
+ * messages and GIL release are the same for both drivers, and a backend
+ * supplies only its raw driver calls.
  */
 #ifndef AOTKERNELS_NATIVE_COMMON_H
 #define AOTKERNELS_NATIVE_COMMON_H
@@ -16,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 /* One parsed kernel argument: ("i", int) / ("f", float) / ("b", capsule). */
@@ -44,6 +50,25 @@ ak_capsule_ptr(PyObject *obj, const char *name, const char *what)
     return p;
 }
 
+/* An index-like object as long long: 0, or -1 when it is no int, 1 when it
+ * does not fit; no exception is left set, so callers word their own. */
+static inline int
+ak_as_longlong(PyObject *o, long long *v)
+{
+    PyObject *idx = PyNumber_Index(o);
+    if (idx == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    *v = PyLong_AsLongLong(idx);
+    Py_DECREF(idx);
+    if (*v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
 /*
  * Parse a sequence of 1..maxn positive integers (launch grid/block/global/local
  * sizes) into out[0..2]; missing trailing entries are set to 1.
@@ -69,21 +94,17 @@ ak_parse_dims(PyObject *seq, const char *what, int minn, int maxn,
     }
     for (k = 0; k < n; k++) {
         PyObject *item = PySequence_GetItem(seq, k);
-        PyObject *idx;
-        long long v;
+        long long v = 0;
+        int rc;
         if (item == NULL)
             return -1;
-        idx = PyNumber_Index(item);
+        rc = ak_as_longlong(item, &v);
         Py_DECREF(item);
-        if (idx == NULL) {
-            PyErr_Clear();
+        if (rc < 0) {
             PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int", what, k);
             return -1;
         }
-        v = PyLong_AsLongLong(idx);
-        Py_DECREF(idx);
-        if (v == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
+        if (rc > 0) {
             PyErr_Format(PyExc_ValueError, "%s[%zd] is out of range", what, k);
             return -1;
         }
@@ -113,12 +134,59 @@ ak_str_eq(PyObject *s, const char *lit)
     return r == 0;
 }
 
+/* Fill *a from args[k], a (kind, value) pair; 0, or -1 with an exception set. */
+static inline int
+ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
+{
+    PyObject *kind, *val;
+    if (!PyTuple_Check(item) || PyTuple_Size(item) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f' or 'b'", k);
+        return -1;
+    }
+    kind = PyTuple_GetItem(item, 0);
+    val = PyTuple_GetItem(item, 1);
+    if (kind == NULL || val == NULL)
+        return -1;
+    if (ak_str_eq(kind, "i")) {
+        long long v = 0;
+        int rc = ak_as_longlong(val, &v);
+        if (rc < 0) {
+            PyErr_Format(PyExc_TypeError, "args[%zd]: 'i' value must be an int", k);
+            return -1;
+        }
+        if (rc > 0 || v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Format(PyExc_OverflowError, "args[%zd]: 'i' value does not fit in int32", k);
+            return -1;
+        }
+        a->kind = 'i';
+        a->i = (int32_t)v;
+    } else if (ak_str_eq(kind, "f")) {
+        double d = PyFloat_AsDouble(val);
+        if (d == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "args[%zd]: 'f' value must be a float", k);
+            return -1;
+        }
+        a->kind = 'f';
+        a->f = (float)d;
+    } else if (ak_str_eq(kind, "b")) {
+        a->kind = 'b';
+        a->obj = val;
+    } else {
+        PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f' or 'b'", k);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Parse the launch argument list: a sequence of ("i", int), ("f", float) or
  * ("b", capsule) tuples.  On success returns a new reference to a tuple that
  * keeps every argument object alive and stores a PyMem_Malloc'ed array in
  * *out (caller frees with PyMem_Free) and its length in *nout.  Buffer
- * capsules are not validated here (the backend checks the capsule name).
+ * capsules are not validated here (ak_launch checks them once the kernel is
+ * known, so that a missing kernel is reported first).
  * On failure returns NULL with an exception set.
  */
 static inline PyObject *
@@ -148,60 +216,15 @@ ak_parse_args(PyObject *args, ak_arg **out, Py_ssize_t *nout)
     memset(arr, 0, sizeof(ak_arg) * (size_t)(n > 0 ? n : 1));
     for (k = 0; k < n; k++) {
         PyObject *item = PyTuple_GetItem(tup, k); /* borrowed */
-        PyObject *kind, *val;
-        if (item == NULL)
-            goto fail;
-        if (!PyTuple_Check(item) || PyTuple_Size(item) != 2) {
-            PyErr_Format(PyExc_TypeError,
-                         "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f' or 'b'", k);
-            goto fail;
-        }
-        kind = PyTuple_GetItem(item, 0);
-        val = PyTuple_GetItem(item, 1);
-        if (kind == NULL || val == NULL)
-            goto fail;
-        if (ak_str_eq(kind, "i")) {
-            PyObject *idx = PyNumber_Index(val);
-            long long v;
-            if (idx == NULL) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "args[%zd]: 'i' value must be an int", k);
-                goto fail;
-            }
-            v = PyLong_AsLongLong(idx);
-            Py_DECREF(idx);
-            if ((v == -1 && PyErr_Occurred()) || v < INT32_MIN || v > INT32_MAX) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_OverflowError, "args[%zd]: 'i' value does not fit in int32", k);
-                goto fail;
-            }
-            arr[k].kind = 'i';
-            arr[k].i = (int32_t)v;
-        } else if (ak_str_eq(kind, "f")) {
-            double d = PyFloat_AsDouble(val);
-            if (d == -1.0 && PyErr_Occurred()) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "args[%zd]: 'f' value must be a float", k);
-                goto fail;
-            }
-            arr[k].kind = 'f';
-            arr[k].f = (float)d;
-        } else if (ak_str_eq(kind, "b")) {
-            arr[k].kind = 'b';
-            arr[k].obj = val;
-        } else {
-            PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f' or 'b'", k);
-            goto fail;
+        if (item == NULL || ak_parse_arg(item, k, &arr[k]) < 0) {
+            PyMem_Free(arr);
+            Py_DECREF(tup);
+            return NULL;
         }
     }
     *out = arr;
     *nout = n;
     return tup;
-
-fail:
-    PyMem_Free(arr);
-    Py_DECREF(tup);
-    return NULL;
 }
 
 /* Parse a Python int >= 0 given as Py_ssize_t into size_t (ValueError if < 0). */
@@ -230,5 +253,416 @@ ak_new_bytes(Py_ssize_t n, char **data)
     }
     return b;
 }
+
+/* The bytes of a module image or program; an empty one is refused here,
+ * where the message can say so, rather than by the driver. */
+static inline int
+ak_image_bytes(PyObject *obj, char **data, Py_ssize_t *len, const char *empty_msg)
+{
+    if (PyBytes_AsStringAndSize(obj, data, len) < 0)
+        return -1;
+    if (*len == 0) {
+        PyErr_SetString(PyExc_ValueError, empty_msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver errors */
+
+/*
+ * RuntimeError "<call> failed[ for kernel 'k']: NAME (code)[: description][\n<log>]",
+ * the one wording of a failed driver call in both backends.
+ */
+static inline PyObject *
+ak_raise(const char *call, const char *kernel, const char *name, int code, const char *desc,
+         const char *log)
+{
+    int has_log = log != NULL && log[0] != '\0';
+    PyErr_Format(PyExc_RuntimeError, "%s failed%s%s%s: %s (%d)%s%s%s%s", call,
+                 kernel != NULL ? " for kernel '" : "", kernel != NULL ? kernel : "",
+                 kernel != NULL ? "'" : "", name, code, desc != NULL ? ": " : "",
+                 desc != NULL ? desc : "", has_log ? "\n" : "", has_log ? log : "");
+    return NULL;
+}
+
+/* A backend's wrapper of ak_raise: it names the code (and describes it) itself. */
+typedef PyObject *(*ak_raise_fn)(const char *call, int code, const char *kernel, const char *log);
+
+/* Raise for a failed module load/build whose compiler log is the useful
+ * part: "<title>:\n<log>" after the code, or `none` when the log is empty. */
+static inline void
+ak_raise_with_log(ak_raise_fn raise_fn, const char *call, int code, const char *title,
+                  const char *log, const char *none)
+{
+    char *msg = NULL;
+    if (log != NULL && log[0] != '\0') {
+        size_t n = strlen(title) + strlen(log) + 3;
+        msg = (char *)PyMem_Malloc(n);
+        if (msg != NULL)
+            snprintf(msg, n, "%s:\n%s", title, log);
+    }
+    raise_fn(call, code, NULL, msg != NULL ? msg : none);
+    PyMem_Free(msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Capsules: contexts, and the buffers and modules/programs made in them */
+
+/* The start of every capsule payload, so that one destructor frees them all. */
+typedef struct ak_head {
+    void (*release)(struct ak_head *); /* frees the driver objects; no Python calls */
+    PyObject *ctx_capsule;             /* strong ref to the context's capsule; NULL in a context */
+} ak_head;
+
+/* A buffer, module or program.  The driver frees an object with the context
+ * it was made in, so its capsule holds the context's capsule. */
+typedef struct {
+    ak_head head;
+    union {
+        void *p;              /* cl_mem, cl_program, CUmodule */
+        unsigned long long d; /* CUdeviceptr */
+    } h;
+    size_t size;              /* buffers: the size asked for (0 allowed; 1 byte is allocated) */
+    void *owner;              /* the driver context (CUcontext, cl_context) it belongs to */
+} ak_obj;
+
+static inline void
+ak_capsule_destructor(PyObject *cap)
+{
+    ak_head *p = (ak_head *)PyCapsule_GetPointer(cap, PyCapsule_GetName(cap));
+    if (p == NULL) {
+        PyErr_Clear(); /* a destructor cannot report */
+        return;
+    }
+    p->release(p);
+    Py_XDECREF(p->ctx_capsule);
+    PyMem_Free(p);
+}
+
+/*
+ * A capsule named `name` that owns a PyMem copy of the `size`-byte payload
+ * *proto and holds ctx_obj (NULL for a context) alive.  On failure the
+ * driver objects are released and NULL is returned with an exception set.
+ */
+static inline PyObject *
+ak_capsule_new(ak_head *proto, size_t size, const char *name, PyObject *ctx_obj)
+{
+    PyObject *cap;
+    ak_head *p = (ak_head *)PyMem_Malloc(size);
+    if (p == NULL) {
+        proto->release(proto);
+        return PyErr_NoMemory();
+    }
+    memcpy(p, proto, size);
+    p->ctx_capsule = ctx_obj;
+    Py_XINCREF(ctx_obj);
+    cap = PyCapsule_New(p, name, ak_capsule_destructor);
+    if (cap == NULL) {
+        p->release(p);
+        Py_XDECREF(ctx_obj);
+        PyMem_Free(p);
+    }
+    return cap;
+}
+
+/* ak_capsule_new for an object whose handle is a pointer (module, program). */
+static inline PyObject *
+ak_obj_capsule(void *handle, void (*release)(ak_head *), void *owner, const char *name,
+               PyObject *ctx_obj)
+{
+    ak_obj proto;
+    memset(&proto, 0, sizeof proto);
+    proto.head.release = release;
+    proto.h.p = handle;
+    proto.owner = owner;
+    return ak_capsule_new(&proto.head, sizeof proto, name, ctx_obj);
+}
+
+/* The object behind a capsule named `name`, refused (ValueError) when it
+ * belongs to another context than `owner`: drivers do not share objects
+ * between contexts. */
+static inline ak_obj *
+ak_obj_get(PyObject *obj, const char *name, const char *what, const void *owner,
+           const char *api)
+{
+    ak_obj *o = (ak_obj *)ak_capsule_ptr(obj, name, what);
+    if (o == NULL)
+        return NULL;
+    if (o->owner != owner) {
+        PyErr_Format(PyExc_ValueError, "%s belongs to a different %s context", what, api);
+        return NULL;
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The backend interface */
+
+/* Launch sizes as given: grid/global size and block/local size. */
+typedef struct {
+    unsigned long long grid[3], block[3];
+    int ngrid;
+    int nblock; /* 0: none given, the runtime picks (OpenCL only) */
+} ak_dims;
+
+/*
+ * What a backend supplies.  The functions marked "no GIL" run with the GIL
+ * released, so they touch no Python object; they return 0 or the driver's
+ * error code (CUDA_SUCCESS and CL_SUCCESS are both 0).  The others hold the
+ * GIL and return NULL / -1 with an exception set on failure.  Backends
+ * initialise it positionally (designated initialisers would repeat this
+ * list in each), so a new field goes at the end of its group.
+ */
+typedef struct {
+    const char *api;      /* "CUDA" or "OpenCL", as messages name the driver */
+    const char *buf_name; /* buffer capsule name */
+    const char *mod_name; /* module/program capsule name */
+    const char *mod_what; /* "module" or "program", as messages name the argument */
+    ak_raise_fn raise;
+
+    /* The context behind a ctx capsule, ready for driver calls (CUDA makes it
+     * current), and in *owner the driver context that objects compare with. */
+    void *(*ctx)(PyObject *ctx_obj, void **owner);
+
+    const char *alloc_call, *write_call, *read_call; /* driver call names for messages */
+    int (*alloc)(void *ctx, size_t nbytes, ak_obj *buf); /* no GIL; sets buf->h */
+    void (*release_buf)(ak_head *buf);
+    int (*write)(void *ctx, const ak_obj *buf, const void *src, size_t n); /* no GIL */
+    int (*read)(void *ctx, const ak_obj *buf, void *dst, size_t n);        /* no GIL */
+
+    const char *grid_name, *block_name; /* "grid"/"block" or "global_size"/"local_size" */
+    unsigned long long dim_max;         /* largest launch size the driver takes */
+    /* OpenCL's rule: the block (local) size may be None, and otherwise has as
+     * many entries as the grid (global) size. */
+    int block_optional;
+    /* A buffer argument passes its handle: buf_arg_size bytes at &buf->h. */
+    size_t buf_arg_size;
+    /* The kernel to launch, with the arguments checked against its signature
+     * where the driver tells it; freed with kernel_free. */
+    void *(*kernel)(void *ctx, const ak_obj *mod, const char *kname, const ak_arg *args,
+                    Py_ssize_t n);
+    int (*set_arg)(void *kern, const char *kname, Py_ssize_t k, char kind, const void *val,
+                   size_t size);
+    const char *enqueue_call, *sync_call;
+    int (*enqueue)(void *ctx, void *kern, const ak_dims *dims); /* no GIL */
+    int (*sync)(void *ctx);                                     /* no GIL */
+    void (*kernel_free)(void *kern);
+} ak_backend;
+
+static inline PyObject *
+ak_alloc(const ak_backend *be, PyObject *args)
+{
+    PyObject *ctx_obj;
+    Py_ssize_t nbytes;
+    void *ctx, *owner = NULL;
+    ak_obj buf;
+    int r;
+
+    if (!PyArg_ParseTuple(args, "On:alloc", &ctx_obj, &nbytes))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0)
+        return NULL;
+    if ((ctx = be->ctx(ctx_obj, &owner)) == NULL)
+        return NULL;
+    memset(&buf, 0, sizeof buf);
+    Py_BEGIN_ALLOW_THREADS
+    /* drivers refuse a 0-byte allocation; an empty buffer still needs a handle */
+    r = be->alloc(ctx, nbytes > 0 ? (size_t)nbytes : 1, &buf);
+    Py_END_ALLOW_THREADS
+    if (r != 0)
+        return be->raise(be->alloc_call, r, NULL, NULL);
+    buf.head.release = be->release_buf;
+    buf.size = (size_t)nbytes;
+    buf.owner = owner;
+    return ak_capsule_new(&buf.head, sizeof buf, be->buf_name, ctx_obj);
+}
+
+static inline PyObject *
+ak_write(const ak_backend *be, PyObject *args)
+{
+    PyObject *ctx_obj, *buf_obj, *data_obj;
+    char *data;
+    Py_ssize_t len;
+    void *ctx, *owner = NULL;
+    const ak_obj *buf;
+    int r;
+
+    if (!PyArg_ParseTuple(args, "OOS:write", &ctx_obj, &buf_obj, &data_obj))
+        return NULL;
+    if ((ctx = be->ctx(ctx_obj, &owner)) == NULL)
+        return NULL;
+    if ((buf = ak_obj_get(buf_obj, be->buf_name, "buf", owner, be->api)) == NULL)
+        return NULL;
+    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
+        return NULL;
+    if ((size_t)len > buf->size) {
+        PyErr_Format(PyExc_ValueError, "write: %zd bytes do not fit in a %zu-byte buffer", len,
+                     buf->size);
+        return NULL;
+    }
+    if (len == 0)
+        Py_RETURN_NONE;
+    Py_BEGIN_ALLOW_THREADS
+    r = be->write(ctx, buf, data, (size_t)len);
+    Py_END_ALLOW_THREADS
+    if (r != 0)
+        return be->raise(be->write_call, r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+static inline PyObject *
+ak_read(const ak_backend *be, PyObject *args)
+{
+    PyObject *ctx_obj, *buf_obj, *out;
+    Py_ssize_t nbytes;
+    char *dst;
+    void *ctx, *owner = NULL;
+    const ak_obj *buf;
+    int r;
+
+    if (!PyArg_ParseTuple(args, "OOn:read", &ctx_obj, &buf_obj, &nbytes))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0)
+        return NULL;
+    if ((ctx = be->ctx(ctx_obj, &owner)) == NULL)
+        return NULL;
+    if ((buf = ak_obj_get(buf_obj, be->buf_name, "buf", owner, be->api)) == NULL)
+        return NULL;
+    if ((size_t)nbytes > buf->size) {
+        PyErr_Format(PyExc_ValueError, "read: %zd bytes requested from a %zu-byte buffer",
+                     nbytes, buf->size);
+        return NULL;
+    }
+    out = ak_new_bytes(nbytes, &dst);
+    if (out == NULL || nbytes == 0)
+        return out;
+    Py_BEGIN_ALLOW_THREADS
+    r = be->read(ctx, buf, dst, (size_t)nbytes);
+    Py_END_ALLOW_THREADS
+    if (r != 0) {
+        Py_DECREF(out);
+        return be->raise(be->read_call, r, NULL, NULL);
+    }
+    return out;
+}
+
+static inline int
+ak_launch_dims(const ak_backend *be, PyObject *grid_obj, PyObject *block_obj, ak_dims *dims)
+{
+    dims->nblock = 0;
+    dims->block[0] = dims->block[1] = dims->block[2] = 1;
+    dims->ngrid = ak_parse_dims(grid_obj, be->grid_name, 1, 3, be->dim_max, dims->grid);
+    if (dims->ngrid < 0)
+        return -1;
+    if (be->block_optional && block_obj == Py_None)
+        return 0;
+    dims->nblock = ak_parse_dims(block_obj, be->block_name, 1, 3, be->dim_max, dims->block);
+    if (dims->nblock < 0)
+        return -1;
+    if (be->block_optional && dims->nblock != dims->ngrid) {
+        PyErr_Format(PyExc_ValueError, "%s has %d entries but %s has %d", be->block_name,
+                     dims->nblock, be->grid_name, dims->ngrid);
+        return -1;
+    }
+    return 0;
+}
+
+static inline PyObject *
+ak_launch(const ak_backend *be, PyObject *args)
+{
+    PyObject *ctx_obj, *mod_obj, *grid_obj, *block_obj, *arg_list, *keep;
+    const char *kname, *failed_call = NULL;
+    void *ctx, *owner = NULL, *kern = NULL;
+    const ak_obj *mod;
+    ak_dims dims;
+    ak_arg *parsed = NULL;
+    Py_ssize_t n = 0, k;
+    int r;
+
+    if (!PyArg_ParseTuple(args, "OOsOOO:launch", &ctx_obj, &mod_obj, &kname, &grid_obj,
+                          &block_obj, &arg_list))
+        return NULL;
+    if ((ctx = be->ctx(ctx_obj, &owner)) == NULL)
+        return NULL;
+    if ((mod = ak_obj_get(mod_obj, be->mod_name, be->mod_what, owner, be->api)) == NULL)
+        return NULL;
+    if (ak_launch_dims(be, grid_obj, block_obj, &dims) < 0)
+        return NULL;
+    keep = ak_parse_args(arg_list, &parsed, &n);
+    if (keep == NULL)
+        return NULL;
+
+    if ((kern = be->kernel(ctx, mod, kname, parsed, n)) == NULL)
+        goto fail;
+    for (k = 0; k < n; k++) {
+        const void *val = &parsed[k].i;
+        size_t size = sizeof parsed[k].i;
+        if (parsed[k].kind == 'f') {
+            val = &parsed[k].f;
+            size = sizeof parsed[k].f;
+        } else if (parsed[k].kind == 'b') {
+            char what[48];
+            const ak_obj *buf;
+            snprintf(what, sizeof what, "args[%zd]", k);
+            if ((buf = ak_obj_get(parsed[k].obj, be->buf_name, what, owner, be->api)) == NULL)
+                goto fail;
+            val = &buf->h;
+            size = be->buf_arg_size;
+        }
+        if (be->set_arg(kern, kname, k, parsed[k].kind, val, size) < 0)
+            goto fail;
+    }
+
+    /* launch and wait: a kernel's faults surface here, named after the kernel */
+    Py_BEGIN_ALLOW_THREADS
+    r = be->enqueue(ctx, kern, &dims);
+    if (r != 0)
+        failed_call = be->enqueue_call;
+    else if ((r = be->sync(ctx)) != 0)
+        failed_call = be->sync_call;
+    Py_END_ALLOW_THREADS
+    if (failed_call != NULL) {
+        be->raise(failed_call, r, kname, NULL);
+        goto fail;
+    }
+    be->kernel_free(kern);
+    PyMem_Free(parsed);
+    Py_DECREF(keep);
+    Py_RETURN_NONE;
+
+fail:
+    if (kern != NULL)
+        be->kernel_free(kern);
+    PyMem_Free(parsed);
+    Py_DECREF(keep);
+    return NULL;
+}
+
+/* The Python functions py_alloc, py_write, py_read and py_launch of the
+ * backend `be` (an ak_backend defined above the use). */
+#define AK_PY_FUNCTION(name, be)                                                               \
+    static PyObject *py_##name(PyObject *self, PyObject *args)                                 \
+    {                                                                                          \
+        (void)self;                                                                            \
+        return ak_##name(&(be), args);                                                         \
+    }
+#define AK_PY_FUNCTIONS(be)                                                                    \
+    AK_PY_FUNCTION(alloc, be)                                                                  \
+    AK_PY_FUNCTION(write, be)                                                                  \
+    AK_PY_FUNCTION(read, be)                                                                   \
+    AK_PY_FUNCTION(launch, be)
+
+/* The end of a method table: their entries and the sentinel.  The
+ * docstrings differ by backend only in the words given. */
+#define AK_PY_METHODS(buf_kind, write_note, read_note, mod, grid, block, sizes_doc, wait_doc)    \
+    {"alloc", py_alloc, METH_VARARGS, "alloc(ctx, nbytes) -> " buf_kind " capsule."},            \
+    {"write", py_write, METH_VARARGS, "write(ctx, buf, data: bytes) -> None (" write_note ")."}, \
+    {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (" read_note ")."},         \
+    {"launch", py_launch, METH_VARARGS,                                                          \
+     "launch(ctx, " mod ", kernel_name, " grid ", " block ", args) -> None\n\n" sizes_doc        \
+     "args: list of ('i', int), ('f', float), ('b', buffer)." wait_doc},                         \
+    {NULL, NULL, 0, NULL}
 
 #endif /* AOTKERNELS_NATIVE_COMMON_H */

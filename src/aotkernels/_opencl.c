@@ -116,17 +116,9 @@ cl_err_name(cl_int e)
 
 /* RuntimeError "<call> failed[ for kernel 'k']: NAME (code)[\n<log>]". */
 static PyObject *
-cl_raise(const char *call, cl_int e, const char *kernel, const char *log)
+cl_raise(const char *call, int e, const char *kernel, const char *log)
 {
-    if (kernel != NULL)
-        PyErr_Format(PyExc_RuntimeError, "%s failed for kernel '%s': %s (%d)", call, kernel,
-                     cl_err_name(e), (int)e);
-    else if (log != NULL && log[0] != '\0')
-        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d)\n%s", call, cl_err_name(e), (int)e,
-                     log);
-    else
-        PyErr_Format(PyExc_RuntimeError, "%s failed: %s (%d)", call, cl_err_name(e), (int)e);
-    return NULL;
+    return ak_raise(call, kernel, cl_err_name(e), e, NULL, log);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -212,19 +204,37 @@ enumerate_devices(cl_devref **out)
     return total;
 }
 
-/* Query a string device/platform parameter into a PyMem_Malloc'ed,
- * NUL-terminated C string.  Returns NULL (no exception) on failure. */
+/* The clGet*Info calls that answer strings, behind one signature so that
+ * one function sizes, fetches and terminates them. */
+enum { INFO_DEVICE, INFO_PLATFORM, INFO_BUILD_LOG };
+
+static cl_int
+info_query(int which, void *obj, cl_device_id dev, cl_uint param, size_t size, void *value,
+           size_t *size_ret)
+{
+    switch (which) {
+    case INFO_DEVICE:
+        return clGetDeviceInfo((cl_device_id)obj, param, size, value, size_ret);
+    case INFO_PLATFORM:
+        return clGetPlatformInfo((cl_platform_id)obj, param, size, value, size_ret);
+    default:
+        return clGetProgramBuildInfo((cl_program)obj, dev, param, size, value, size_ret);
+    }
+}
+
+/* A string parameter as a PyMem_Malloc'ed, NUL-terminated C string;
+ * NULL (no exception) on failure. */
 static char *
-dev_info_cstr(cl_device_id dev, cl_device_info param)
+info_cstr(int which, void *obj, cl_device_id dev, cl_uint param)
 {
     size_t sz = 0;
     char *s;
-    if (clGetDeviceInfo(dev, param, 0, NULL, &sz) != CL_SUCCESS)
+    if (info_query(which, obj, dev, param, 0, NULL, &sz) != CL_SUCCESS)
         return NULL;
     s = (char *)PyMem_Malloc(sz + 1);
     if (s == NULL)
         return NULL;
-    if (sz > 0 && clGetDeviceInfo(dev, param, sz, s, NULL) != CL_SUCCESS) {
+    if (sz > 0 && info_query(which, obj, dev, param, sz, s, NULL) != CL_SUCCESS) {
         PyMem_Free(s);
         return NULL;
     }
@@ -233,21 +243,22 @@ dev_info_cstr(cl_device_id dev, cl_device_info param)
 }
 
 static char *
+dev_info_cstr(cl_device_id dev, cl_device_info param)
+{
+    return info_cstr(INFO_DEVICE, dev, NULL, param);
+}
+
+static char *
 plat_info_cstr(cl_platform_id plat, cl_platform_info param)
 {
-    size_t sz = 0;
-    char *s;
-    if (clGetPlatformInfo(plat, param, 0, NULL, &sz) != CL_SUCCESS)
-        return NULL;
-    s = (char *)PyMem_Malloc(sz + 1);
-    if (s == NULL)
-        return NULL;
-    if (sz > 0 && clGetPlatformInfo(plat, param, sz, s, NULL) != CL_SUCCESS) {
-        PyMem_Free(s);
-        return NULL;
-    }
-    s[sz] = '\0';
-    return s;
+    return info_cstr(INFO_PLATFORM, plat, NULL, param);
+}
+
+/* Build log for the context's device (or NULL). */
+static char *
+build_log(cl_program prog, cl_device_id dev)
+{
+    return info_cstr(INFO_BUILD_LOG, prog, dev, CL_PROGRAM_BUILD_LOG);
 }
 
 /* C string (may be NULL -> "") to str; the C string is freed. */
@@ -290,6 +301,7 @@ device_has_il(cl_device_id dev)
 #define BUF_NAME "aotkernels._opencl.Buffer"
 
 typedef struct {
+    ak_head head;
     cl_platform_id platform;
     cl_device_id device;
     cl_context context;
@@ -297,75 +309,35 @@ typedef struct {
     int index;
 } ocl_ctx_t;
 
-typedef struct {
-    cl_program program;
-    cl_context context;
-    PyObject *ctx_capsule; /* strong ref */
-} ocl_prog_t;
-
-typedef struct {
-    cl_mem mem;
-    size_t size; /* user-visible size (0 allowed; 1 byte allocated then) */
-    cl_context context;
-    PyObject *ctx_capsule; /* strong ref */
-} ocl_buf_t;
+/* Programs and buffers are ak_obj capsules (h.p: cl_program, cl_mem;
+ * owner: cl_context). */
 
 static void
-ctx_destructor(PyObject *cap)
+ocl_ctx_release(ak_head *p)
 {
-    ocl_ctx_t *c = (ocl_ctx_t *)PyCapsule_GetPointer(cap, CTX_NAME);
-    if (c == NULL) {
-        PyErr_Clear();
-        return;
-    }
+    ocl_ctx_t *c = (ocl_ctx_t *)p;
     if (c->queue != NULL) {
         (void)clFinish(c->queue);
         (void)clReleaseCommandQueue(c->queue);
     }
     if (c->context != NULL)
         (void)clReleaseContext(c->context);
-    PyMem_Free(c);
 }
 
 static void
-prog_destructor(PyObject *cap)
+ocl_prog_release(ak_head *p)
 {
-    ocl_prog_t *p = (ocl_prog_t *)PyCapsule_GetPointer(cap, PROG_NAME);
-    if (p == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    if (p->program != NULL)
-        (void)clReleaseProgram(p->program);
-    Py_XDECREF(p->ctx_capsule);
-    PyMem_Free(p);
+    cl_program prog = (cl_program)((ak_obj *)p)->h.p;
+    if (prog != NULL)
+        (void)clReleaseProgram(prog);
 }
 
 static void
-buf_destructor(PyObject *cap)
+ocl_buf_release(ak_head *p)
 {
-    ocl_buf_t *b = (ocl_buf_t *)PyCapsule_GetPointer(cap, BUF_NAME);
-    if (b == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    if (b->mem != NULL)
-        (void)clReleaseMemObject(b->mem);
-    Py_XDECREF(b->ctx_capsule);
-    PyMem_Free(b);
-}
-
-static ocl_buf_t *
-get_buf(PyObject *obj, ocl_ctx_t *c, const char *what)
-{
-    ocl_buf_t *b = (ocl_buf_t *)ak_capsule_ptr(obj, BUF_NAME, what);
-    if (b == NULL)
-        return NULL;
-    if (b->context != c->context) {
-        PyErr_Format(PyExc_ValueError, "%s belongs to a different OpenCL context", what);
-        return NULL;
-    }
-    return b;
+    cl_mem mem = (cl_mem)((ak_obj *)p)->h.p;
+    if (mem != NULL)
+        (void)clReleaseMemObject(mem);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -476,8 +448,7 @@ py_create_context(PyObject *self, PyObject *args)
     cl_command_queue queue;
     cl_context_properties props[3];
     cl_int e = CL_SUCCESS;
-    ocl_ctx_t *c;
-    PyObject *cap;
+    ocl_ctx_t c;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "i:create_context", &index))
@@ -511,56 +482,19 @@ py_create_context(PyObject *self, PyObject *args)
         clReleaseContext(context);
         return cl_raise("clCreateCommandQueue", e, NULL, NULL);
     }
-    c = (ocl_ctx_t *)PyMem_Malloc(sizeof *c);
-    if (c == NULL) {
-        clReleaseCommandQueue(queue);
-        clReleaseContext(context);
-        return PyErr_NoMemory();
-    }
-    c->platform = plat;
-    c->device = dev;
-    c->context = context;
-    c->queue = queue;
-    c->index = index;
-    cap = PyCapsule_New(c, CTX_NAME, ctx_destructor);
-    if (cap == NULL) {
-        clReleaseCommandQueue(queue);
-        clReleaseContext(context);
-        PyMem_Free(c);
-        return NULL;
-    }
-    return cap;
-}
-
-/* Build log for the context's device as a PyMem_Malloc'ed string (or NULL). */
-static char *
-build_log(cl_program prog, cl_device_id dev)
-{
-    size_t sz = 0;
-    char *s;
-    if (clGetProgramBuildInfo(prog, dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &sz) != CL_SUCCESS)
-        return NULL;
-    s = (char *)PyMem_Malloc(sz + 1);
-    if (s == NULL)
-        return NULL;
-    if (sz > 0 &&
-        clGetProgramBuildInfo(prog, dev, CL_PROGRAM_BUILD_LOG, sz, s, NULL) != CL_SUCCESS) {
-        PyMem_Free(s);
-        return NULL;
-    }
-    s[sz] = '\0';
-    return s;
+    c = (ocl_ctx_t){.head.release = ocl_ctx_release, .platform = plat, .device = dev,
+                    .context = context, .queue = queue, .index = index};
+    return ak_capsule_new(&c.head, sizeof c, CTX_NAME, NULL);
 }
 
 static PyObject *
 py_build_program(PyObject *self, PyObject *args)
 {
-    PyObject *ctx_obj, *kind_obj, *data_obj, *cap;
+    PyObject *ctx_obj, *kind_obj, *data_obj;
     const char *options = NULL;
     char *data;
     Py_ssize_t len;
     ocl_ctx_t *c;
-    ocl_prog_t *p;
     cl_program prog = NULL;
     cl_int e = CL_SUCCESS, binstatus = CL_SUCCESS;
     const char *create_call;
@@ -581,12 +515,8 @@ py_build_program(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "kind must be 'source', 'binary' or 'il'");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
+    if (ak_image_bytes(data_obj, &data, &len, "build_program: empty program data") < 0)
         return NULL;
-    if (len == 0) {
-        PyErr_SetString(PyExc_ValueError, "build_program: empty program data");
-        return NULL;
-    }
 
     if (kind == 0) {
         const char *src = data;
@@ -646,277 +576,130 @@ py_build_program(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (e != CL_SUCCESS) {
         char *log = build_log(prog, c->device);
-        char *msg = NULL;
-        if (log != NULL && log[0] != '\0') {
-            size_t n = strlen(log) + 32;
-            msg = (char *)PyMem_Malloc(n);
-            if (msg != NULL)
-                snprintf(msg, n, "Build log:\n%s", log);
-        }
-        cl_raise("clBuildProgram", e, NULL, msg ? msg : "(no build log)");
-        PyMem_Free(msg);
+        ak_raise_with_log(cl_raise, "clBuildProgram", e, "Build log", log, "(no build log)");
         PyMem_Free(log);
         clReleaseProgram(prog);
         return NULL;
     }
 
-    p = (ocl_prog_t *)PyMem_Malloc(sizeof *p);
-    if (p == NULL) {
-        clReleaseProgram(prog);
-        return PyErr_NoMemory();
-    }
-    p->program = prog;
-    p->context = c->context;
-    p->ctx_capsule = ctx_obj;
-    Py_INCREF(ctx_obj);
-    cap = PyCapsule_New(p, PROG_NAME, prog_destructor);
-    if (cap == NULL) {
-        clReleaseProgram(prog);
-        Py_DECREF(ctx_obj);
-        PyMem_Free(p);
-        return NULL;
-    }
-    return cap;
+    return ak_obj_capsule(prog, ocl_prog_release, c->context, PROG_NAME, ctx_obj);
 }
 
-static PyObject *
-py_alloc(PyObject *self, PyObject *args)
+/* ------------------------------------------------------------------------ */
+/* The ak_backend calls: alloc, write, read and launch are _native_common.h's */
+
+static void *
+ocl_ctx(PyObject *ctx_obj, void **owner)
 {
-    PyObject *ctx_obj, *cap;
-    Py_ssize_t nbytes;
-    ocl_ctx_t *c;
-    ocl_buf_t *b;
-    cl_mem mem;
+    ocl_ctx_t *c = (ocl_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx");
+    if (c != NULL)
+        *owner = c->context;
+    return c;
+}
+
+static int
+ocl_alloc(void *ctx, size_t nbytes, ak_obj *buf)
+{
     cl_int e = CL_SUCCESS;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "On:alloc", &ctx_obj, &nbytes))
-        return NULL;
-    if (ak_check_nbytes(nbytes, "nbytes") < 0)
-        return NULL;
-    if ((c = (ocl_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx")) == NULL)
-        return NULL;
-    mem = clCreateBuffer(c->context, CL_MEM_READ_WRITE, nbytes > 0 ? (size_t)nbytes : 1, NULL,
-                         &e);
-    if (mem == NULL || e != CL_SUCCESS) {
-        if (mem != NULL)
-            clReleaseMemObject(mem);
-        return cl_raise("clCreateBuffer", e, NULL, NULL);
+    cl_mem mem = clCreateBuffer(((ocl_ctx_t *)ctx)->context, CL_MEM_READ_WRITE, nbytes, NULL,
+                                &e);
+    if (mem != NULL && e == CL_SUCCESS) {
+        buf->h.p = mem;
+        return CL_SUCCESS;
     }
-    b = (ocl_buf_t *)PyMem_Malloc(sizeof *b);
-    if (b == NULL) {
+    if (mem != NULL)
         clReleaseMemObject(mem);
-        return PyErr_NoMemory();
-    }
-    b->mem = mem;
-    b->size = (size_t)nbytes;
-    b->context = c->context;
-    b->ctx_capsule = ctx_obj;
-    Py_INCREF(ctx_obj);
-    cap = PyCapsule_New(b, BUF_NAME, buf_destructor);
-    if (cap == NULL) {
-        clReleaseMemObject(mem);
-        Py_DECREF(ctx_obj);
-        PyMem_Free(b);
-        return NULL;
-    }
-    return cap;
+    /* the caller needs a failure code even from a runtime that reports none */
+    return e != CL_SUCCESS ? e : CL_MEM_OBJECT_ALLOCATION_FAILURE;
 }
 
-static PyObject *
-py_write(PyObject *self, PyObject *args)
+/* Blocking transfers: the caller's bytes are only borrowed for the call. */
+static int
+ocl_write(void *ctx, const ak_obj *buf, const void *src, size_t n)
 {
-    PyObject *ctx_obj, *buf_obj, *data_obj;
-    char *data;
-    Py_ssize_t len;
-    ocl_ctx_t *c;
-    ocl_buf_t *b;
-    cl_int e;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOS:write", &ctx_obj, &buf_obj, &data_obj))
-        return NULL;
-    if ((c = (ocl_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx")) == NULL)
-        return NULL;
-    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
-        return NULL;
-    if (PyBytes_AsStringAndSize(data_obj, &data, &len) < 0)
-        return NULL;
-    if ((size_t)len > b->size) {
-        PyErr_Format(PyExc_ValueError, "write: %zd bytes do not fit in a %zu-byte buffer", len,
-                     b->size);
-        return NULL;
-    }
-    if (len == 0)
-        Py_RETURN_NONE;
-    Py_BEGIN_ALLOW_THREADS
-    e = clEnqueueWriteBuffer(c->queue, b->mem, CL_TRUE, 0, (size_t)len, data, 0, NULL, NULL);
-    Py_END_ALLOW_THREADS
-    if (e != CL_SUCCESS)
-        return cl_raise("clEnqueueWriteBuffer", e, NULL, NULL);
-    Py_RETURN_NONE;
+    return clEnqueueWriteBuffer(((ocl_ctx_t *)ctx)->queue, (cl_mem)buf->h.p, CL_TRUE, 0, n, src,
+                                0, NULL, NULL);
 }
 
-static PyObject *
-py_read(PyObject *self, PyObject *args)
+static int
+ocl_read(void *ctx, const ak_obj *buf, void *dst, size_t n)
 {
-    PyObject *ctx_obj, *buf_obj, *out;
-    Py_ssize_t nbytes;
-    char *dst;
-    ocl_ctx_t *c;
-    ocl_buf_t *b;
-    cl_int e;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOn:read", &ctx_obj, &buf_obj, &nbytes))
-        return NULL;
-    if (ak_check_nbytes(nbytes, "nbytes") < 0)
-        return NULL;
-    if ((c = (ocl_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx")) == NULL)
-        return NULL;
-    if ((b = get_buf(buf_obj, c, "buf")) == NULL)
-        return NULL;
-    if ((size_t)nbytes > b->size) {
-        PyErr_Format(PyExc_ValueError, "read: %zd bytes requested from a %zu-byte buffer",
-                     nbytes, b->size);
-        return NULL;
-    }
-    out = ak_new_bytes(nbytes, &dst);
-    if (out == NULL || nbytes == 0)
-        return out;
-    Py_BEGIN_ALLOW_THREADS
-    e = clEnqueueReadBuffer(c->queue, b->mem, CL_TRUE, 0, (size_t)nbytes, dst, 0, NULL, NULL);
-    Py_END_ALLOW_THREADS
-    if (e != CL_SUCCESS) {
-        Py_DECREF(out);
-        return cl_raise("clEnqueueReadBuffer", e, NULL, NULL);
-    }
-    return out;
+    return clEnqueueReadBuffer(((ocl_ctx_t *)ctx)->queue, (cl_mem)buf->h.p, CL_TRUE, 0, n, dst,
+                               0, NULL, NULL);
 }
 
-static PyObject *
-py_launch(PyObject *self, PyObject *args)
+static void *
+ocl_kernel(void *ctx, const ak_obj *prog, const char *kname, const ak_arg *args, Py_ssize_t n)
 {
-    PyObject *ctx_obj, *prog_obj, *gsize_obj, *lsize_obj, *arg_list, *keep;
-    const char *kname;
-    unsigned long long g3[3], l3[3];
-    size_t gws[3], lws[3];
-    int gdim, ldim = 0, d;
-    ocl_ctx_t *c;
-    ocl_prog_t *p;
-    ak_arg *parsed = NULL;
-    Py_ssize_t n = 0, k;
-    cl_kernel kernel = NULL;
+    cl_int e = CL_SUCCESS;
     cl_uint nargs = 0;
-    cl_int e;
-    const char *failed_call = NULL;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOsOOO:launch", &ctx_obj, &prog_obj, &kname, &gsize_obj,
-                          &lsize_obj, &arg_list))
-        return NULL;
-    if ((c = (ocl_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx")) == NULL)
-        return NULL;
-    if ((p = (ocl_prog_t *)ak_capsule_ptr(prog_obj, PROG_NAME, "program")) == NULL)
-        return NULL;
-    if (p->context != c->context) {
-        PyErr_SetString(PyExc_ValueError, "program belongs to a different OpenCL context");
-        return NULL;
-    }
-    gdim = ak_parse_dims(gsize_obj, "global_size", 1, 3, (unsigned long long)SIZE_MAX, g3);
-    if (gdim < 0)
-        return NULL;
-    if (lsize_obj != Py_None) {
-        ldim = ak_parse_dims(lsize_obj, "local_size", 1, 3, (unsigned long long)SIZE_MAX, l3);
-        if (ldim < 0)
-            return NULL;
-        if (ldim != gdim) {
-            PyErr_Format(PyExc_ValueError,
-                         "local_size has %d entries but global_size has %d", ldim, gdim);
-            return NULL;
-        }
-    }
-    for (d = 0; d < 3; d++) {
-        gws[d] = (size_t)g3[d];
-        lws[d] = ldim ? (size_t)l3[d] : 1;
-    }
-    keep = ak_parse_args(arg_list, &parsed, &n);
-    if (keep == NULL)
-        return NULL;
-
-    kernel = clCreateKernel(p->program, kname, &e);
+    cl_kernel kernel = clCreateKernel((cl_program)prog->h.p, kname, &e);
+    (void)ctx;
+    (void)args;
     if (kernel == NULL || e != CL_SUCCESS) {
-        kernel = NULL;
+        if (kernel != NULL)
+            clReleaseKernel(kernel);
         cl_raise("clCreateKernel", e, kname, NULL);
-        goto fail;
+        return NULL;
     }
     e = clGetKernelInfo(kernel, CL_KERNEL_NUM_ARGS, sizeof nargs, &nargs, NULL);
     if (e != CL_SUCCESS) {
         cl_raise("clGetKernelInfo(CL_KERNEL_NUM_ARGS)", e, kname, NULL);
-        goto fail;
-    }
-    if ((Py_ssize_t)nargs != n) {
+    } else if ((Py_ssize_t)nargs != n) {
         PyErr_Format(PyExc_ValueError, "kernel '%s' takes %u argument(s), but %zd were given",
                      kname, (unsigned)nargs, n);
-        goto fail;
-    }
-    for (k = 0; k < n; k++) {
-        switch (parsed[k].kind) {
-        case 'i': {
-            cl_int v = (cl_int)parsed[k].i;
-            e = clSetKernelArg(kernel, (cl_uint)k, sizeof v, &v);
-            break;
-        }
-        case 'f': {
-            cl_float v = (cl_float)parsed[k].f;
-            e = clSetKernelArg(kernel, (cl_uint)k, sizeof v, &v);
-            break;
-        }
-        default: {
-            char what[48];
-            ocl_buf_t *b;
-            snprintf(what, sizeof what, "args[%zd]", k);
-            if ((b = get_buf(parsed[k].obj, c, what)) == NULL)
-                goto fail;
-            e = clSetKernelArg(kernel, (cl_uint)k, sizeof(cl_mem), &b->mem);
-            break;
-        }
-        }
-        if (e != CL_SUCCESS) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "clSetKernelArg failed for kernel '%s' argument %zd (kind '%c'): %s (%d)",
-                         kname, k, parsed[k].kind, cl_err_name(e), (int)e);
-            goto fail;
-        }
-    }
-
-    Py_BEGIN_ALLOW_THREADS
-    e = clEnqueueNDRangeKernel(c->queue, kernel, (cl_uint)gdim, NULL, gws, ldim ? lws : NULL, 0,
-                               NULL, NULL);
-    if (e != CL_SUCCESS) {
-        failed_call = "clEnqueueNDRangeKernel";
     } else {
-        e = clFinish(c->queue);
-        if (e != CL_SUCCESS)
-            failed_call = "clFinish";
-    }
-    Py_END_ALLOW_THREADS
-    if (failed_call != NULL) {
-        cl_raise(failed_call, e, kname, NULL);
-        goto fail;
+        return kernel;
     }
     clReleaseKernel(kernel);
-    PyMem_Free(parsed);
-    Py_DECREF(keep);
-    Py_RETURN_NONE;
-
-fail:
-    if (kernel != NULL)
-        clReleaseKernel(kernel);
-    PyMem_Free(parsed);
-    Py_DECREF(keep);
     return NULL;
 }
+
+static int
+ocl_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *val, size_t size)
+{
+    cl_int e = clSetKernelArg((cl_kernel)kern, (cl_uint)k, size, val);
+    if (e == CL_SUCCESS)
+        return 0;
+    PyErr_Format(PyExc_RuntimeError,
+                 "clSetKernelArg failed for kernel '%s' argument %zd (kind '%c'): %s (%d)", kname,
+                 k, kind, cl_err_name(e), (int)e);
+    return -1;
+}
+
+static int
+ocl_enqueue(void *ctx, void *kern, const ak_dims *d)
+{
+    size_t gws[3], lws[3];
+    int i;
+    for (i = 0; i < 3; i++) {
+        gws[i] = (size_t)d->grid[i];
+        lws[i] = (size_t)d->block[i];
+    }
+    return clEnqueueNDRangeKernel(((ocl_ctx_t *)ctx)->queue, (cl_kernel)kern, (cl_uint)d->ngrid,
+                                  NULL, gws, d->nblock ? lws : NULL, 0, NULL, NULL);
+}
+
+static int
+ocl_sync(void *ctx)
+{
+    return clFinish(((ocl_ctx_t *)ctx)->queue);
+}
+
+static void
+ocl_kernel_free(void *kern)
+{
+    clReleaseKernel((cl_kernel)kern);
+}
+
+static const ak_backend ocl_backend = {
+    "OpenCL", BUF_NAME, PROG_NAME, "program", cl_raise, ocl_ctx,
+    "clCreateBuffer", "clEnqueueWriteBuffer", "clEnqueueReadBuffer", ocl_alloc, ocl_buf_release,
+    ocl_write, ocl_read, "global_size", "local_size", (unsigned long long)SIZE_MAX, 1,
+    sizeof(cl_mem), ocl_kernel, ocl_set_arg, "clEnqueueNDRangeKernel", "clFinish", ocl_enqueue,
+    ocl_sync, ocl_kernel_free};
+
+AK_PY_FUNCTIONS(ocl_backend)
 
 static PyMethodDef opencl_methods[] = {
     {"devices", py_devices, METH_NOARGS,
@@ -927,14 +710,9 @@ static PyMethodDef opencl_methods[] = {
     {"build_program", py_build_program, METH_VARARGS,
      "build_program(ctx, kind, data: bytes, options: str|None) -> program capsule\n\n"
      "kind is 'source', 'binary' or 'il'."},
-    {"alloc", py_alloc, METH_VARARGS, "alloc(ctx, nbytes) -> buffer capsule."},
-    {"write", py_write, METH_VARARGS, "write(ctx, buf, data: bytes) -> None (blocking)."},
-    {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (blocking)."},
-    {"launch", py_launch, METH_VARARGS,
-     "launch(ctx, program, kernel_name, global_size, local_size, args) -> None\n\n"
-     "global_size: tuple of 1-3 ints; local_size: tuple of the same length or None;\n"
-     "args: list of ('i', int), ('f', float), ('b', buffer). Enqueues, then clFinish."},
-    {NULL, NULL, 0, NULL}};
+    AK_PY_METHODS("buffer", "blocking", "blocking", "program", "global_size", "local_size",
+                  "global_size: tuple of 1-3 ints; local_size: tuple of the same length or None;\n",
+                  " Enqueues, then clFinish.")};
 
 static struct PyModuleDef opencl_module = {
     PyModuleDef_HEAD_INIT, "aotkernels._opencl", "OpenCL backend (links libOpenCL.so.1).", -1,
