@@ -93,8 +93,9 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH
     env = env_with_epoch(env)
     targets = plan.targets()
+    # Not a product once a native CUDA module exists: it gets the CUDA image kinds only.
     print(f"matrix: {len(plan.matrix.targets)} hardware entries, {len(plan.matrix.devices())} AOT devices; "
-          f"{len(plan.modules)} kernel modules x {len(plan.images)} image kinds = {len(targets)} images", flush=True)
+          f"{len(targets)} images of {len(plan.modules)} kernel modules in {len(plan.images)} image kinds", flush=True)
     for tool in plan.tools.values():
         print(f"toolchain: {tool.name} {tool.version} ({tool.path})", flush=True)
     if args.dry_run:

@@ -1,6 +1,6 @@
 """Device toolchains behind one interface, found through a registry.
 
-A toolchain module (cuda.py, intel.py, opencl.py) provides a class with ``detect()``, which
+A toolchain module (cuda.py, intel.py) provides a class with ``detect()``, which
 finds the program and its version or names the package to install, ``check()``, which says
 why the installed version cannot target a device, and ``images()``, which describes the
 Bazel actions (argument lists with placeholders) for the devices it owns. Adding a vendor
