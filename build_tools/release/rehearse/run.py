@@ -256,7 +256,8 @@ def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str
     twine = shutil.which("twine", path=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     if twine is None:
         raise RehearsalError("twine check", "twine is not installed; pip install -r requirements.txt")
-    r = subprocess.run([twine, "check", *map(str, sorted(wheelhouse.glob("*.whl")))], capture_output=True, text=True)
+    r = subprocess.run([twine, "check", "--strict", *map(str, sorted(wheelhouse.glob("*.whl")))], capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise RehearsalError("twine check", r.stdout[-2000:] + r.stderr[-2000:])
     site = work / "site"
