@@ -1,4 +1,5 @@
-"""Device lists as users already write them: PyTorch's TORCH_CUDA_ARCH_LIST forms (issue 13, item 3)."""
+"""Device lists as users already write them: PyTorch's TORCH_CUDA_ARCH_LIST forms and Intel's family names
+(issue 13, item 3)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ REPO = matrix.load(ROOT / "matrix.yaml")
     ("9.0a", ["sm_90a"]), ("10.0", ["sm_100"]), ("12.0a", ["sm_120a"]), ("12.1+PTX", ["sm_121", "compute_121"]),
     ("Ampere", ["sm_80", "sm_86", "compute_86"]), ("hopper", ["sm_90", "compute_90"]), ("Ampere+Tegra", ["sm_87"]),
     ("Blackwell", ["sm_100", "sm_103", "sm_120", "sm_121", "compute_121"]),
-    # not PyTorch forms: left as written for parse_device
+    # Intel families: their members, as ocloc 22.43 builds them for the release name
+    ("dg2", ["acm-g10", "acm-g11", "acm-g12"]), ("XE-HPG", ["acm-g10", "acm-g11", "acm-g12"]), ("xe-hpc", ["pvc"]),
+    # not PyTorch forms or families: left as written for parse_device
     ("sm_90", ["sm_90"]), ("12.55.8", ["12.55.8"]), ("pvc", ["pvc"]), ("\u0669.\u0660", ["\u0669.\u0660"]),
 ])
 def test_expand_device(text: str, devices: list[str]) -> None:
@@ -93,3 +96,42 @@ def test_a_bad_torch_list_says_where_it_came_from_and_how_to_override_it() -> No
     assert str(info.value) == ("TORCH_CUDA_ARCH_LIST: unknown device string 'Fermi'; see the device table in the README "
                                "(read because AOT_DEVLIST and USE_AOT_DEVLIST are unset; set AOT_DEVLIST to build "
                                "another list, or unset TORCH_CUDA_ARCH_LIST)")
+
+
+def test_intel_family_in_a_device_list_is_one_target_of_its_members() -> None:
+    got = devlists.select(REPO, "dg2,sm_90")
+    assert _targets(got) == [("NVIDIA H100 and H200", ["sm_90"]), ("dg2", ["acm-g10", "acm-g11", "acm-g12"])]
+    assert [d.resolved for d in got.targets[1].devices] == ["12.55.8", "12.56.5", "12.57.0"]
+
+
+def test_intel_family_in_matrix_yaml() -> None:
+    m = matrix.loads('targets:\n  "Intel Arc A-series": dg2\n  "Intel Max": {devices: [xe-hpc]}\n')
+    assert _targets(m) == [("Intel Arc A-series", ["acm-g10", "acm-g11", "acm-g12"]), ("Intel Max", ["pvc"])]
+    with pytest.raises(ConfigError, match=r"targets\['A'\]\.devices: device 'acm-g10' is listed twice|"
+                                          r"targets\['A'\]: device 'acm-g10' is listed twice"):
+        matrix.loads('targets:\n  "A": {devices: [dg2, acm-g10]}\n')
+
+
+@pytest.mark.parametrize("where", ["matrix", "devlist"])
+def test_arc_is_a_brand_not_a_device(where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        if where == "matrix":
+            matrix.loads('targets:\n  "Intel Arc": arc\n')
+        else:
+            devlists.select(REPO, "Arc")
+    message = str(info.value)
+    assert "spans several GPU generations" in message and "dg2" in message and "bmg" in message, message
+    assert message.count("\n") == 0, "one problem, one line"
+
+
+@pytest.mark.integration
+def test_build_for_an_intel_family(tmp_path: Path) -> None:
+    """ocloc compiles each member for its own IP version: three intel-bin images per kernel module."""
+    env = {k: v for k, v in os.environ.items() if k not in devlists.DEVLIST_ENV}
+    env["AOT_DEVLIST"] = "dg2"
+    out = tmp_path / "out"
+    assert main(["--matrix", str(ROOT / "matrix.yaml"), "--out", str(out), "--images-only"], env=env) == 0
+    doc = json.loads((out / "images" / "manifest.json").read_text())
+    intel = {(i["device"], i["resolved"]) for i in doc["images"] if i["backend"] == "intel"}
+    assert intel == {("acm-g10", "12.55.8"), ("acm-g11", "12.56.5"), ("acm-g12", "12.57.0")}
+    assert not [i for i in doc["images"] if i["form"] == "sass"]

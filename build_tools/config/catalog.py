@@ -117,6 +117,24 @@ INTEL_NAMES: dict[str, IntelName] = {n.name: n for n in (
     IntelName(name="lnl", ip="20.4.4", hardware="Core Ultra 200V (Lunar Lake)", since="24.22"),
 )}
 
+# Names for several Intel GPUs at once, expanded into their members before parsing (one image each,
+# as for every device). Members as Debian 12's ocloc 22.43 builds them for the release name:
+# `ocloc compile -device xe-hpg` prints "Build succeeded for : acm-g10 / acm-g11 / acm-g12" and
+# `-device xe-hpc` "pvc-sdv / pvc" (pvc-sdv, a pre-production software development vehicle, is left
+# out). `dg2` is the product family of the Arc A-series and Data Center GPU Flex (compute-runtime's
+# IGFX_DG2); ocloc 22.43 compiles it as one default configuration whose IP
+# version `ocloc ids dg2` cannot name, so it is read as the xe-hpg members, each with its own IP.
+INTEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "xe-hpg": ("acm-g10", "acm-g11", "acm-g12"),
+    "dg2": ("acm-g10", "acm-g11", "acm-g12"),
+    "xe-hpc": ("pvc",),
+}
+# Brands that span GPU generations: no one ISA to compile for, so each is refused with the choices.
+INTEL_BRANDS: dict[str, str] = {
+    "arc": "'Arc' spans several GPU generations; write dg2 (or xe-hpg) for the Arc A-series (Alchemist: acm-g10, "
+           "acm-g11, acm-g12) or bmg for the B-series (Battlemage, ocloc 24.39 or newer)",
+}
+
 _CUDA_RE = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
 _IP_RE = re.compile(r"^(\d{1,2})\.(\d{1,3})\.(\d{1,3})$")
 
@@ -141,7 +159,7 @@ class Device:
 def known_device_strings() -> list[str]:
     names = [f"sm_{a.cc}{v}" for a in CUDA_ARCHS.values() for v in ("", *a.variants)]
     names += [f"compute_{a.cc}" for a in CUDA_ARCHS.values()]
-    return names + list(INTEL_NAMES)
+    return names + list(INTEL_NAMES) + list(INTEL_FAMILIES)
 
 
 def suggest(word: str, choices: list[str], n: int = 3) -> list[str]:
@@ -187,6 +205,8 @@ def parse_device(text: str, backend: str | None = None) -> Device:
         raise ValueError(f"device {_short(text)}: {len(text.strip())} characters; device strings are at most "
                          f"{MAX_DEVICE_LEN} (sm_90, dg2-g10-c0, 12.55.8)")
     t = text.strip().lower()
+    if t in INTEL_BRANDS:
+        raise ValueError(f"device {text!r}: {INTEL_BRANDS[t]}")
     inferred = infer_backend(t)
     if inferred is None:
         raise UnknownDeviceError(text, suggest(t, known_device_strings()))
@@ -230,11 +250,14 @@ def expand_device(text: str) -> list[str]:
     """The device strings one written entry stands for.
 
     A TORCH_CUDA_ARCH_LIST form (``8.6``, ``9.0+PTX``, ``9.0a``, ``Hopper``) becomes ``sm_``/``compute_``
-    strings; anything else is returned as written, for :func:`parse_device` to judge.
+    strings, an Intel family (``dg2``, ``xe-hpg``, ``xe-hpc``) its members; anything else is returned
+    as written, for :func:`parse_device` to judge.
     """
     if not isinstance(text, str):
         return [text]
     t = text.strip().lower()
+    if t in INTEL_FAMILIES:
+        return list(INTEL_FAMILIES[t])
     if t in TORCH_NAMED_ARCHES:
         return [d for part in TORCH_NAMED_ARCHES[t].split(";") for d in expand_device(part)]
     m = _TORCH_ARCH_RE.fullmatch(t)

@@ -136,7 +136,8 @@ def schema() -> dict[str, Any]:
         "definitions": {
             "device": {"type": ["string", "number"],
                        "description": "sm_XY, sm_XYa, sm_XYf, compute_XY, a TORCH_CUDA_ARCH_LIST entry (8.6, "
-                                      "9.0+PTX, Hopper), an ocloc name (pvc, dg2-g10-c0) or an IP version (12.55.8)."},
+                                      "9.0+PTX, Hopper), an ocloc name (pvc, dg2-g10-c0), an Intel family (dg2, xe-hpg, "
+                                      "xe-hpc) or an IP version (12.55.8)."},
             "size": {"anyOf": [{"type": "integer", "minimum": 1},
                                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgG][iI]?[bB]|[bB])?\s*$"},
                                {"type": "string", "pattern": "^[Nn][Oo][Nn][Ee]$"}, {"type": "null"}],
