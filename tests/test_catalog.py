@@ -134,3 +134,11 @@ def test_known_device_strings_cover_suffixes_and_intel_names() -> None:
 ])
 def test_split_devlist(value: str, parts: list[str]) -> None:
     assert catalog.split_devlist(value) == parts
+
+
+def test_a_family_where_one_device_is_required_names_its_members() -> None:
+    with pytest.raises(ValueError, match=r"device 'xe-hpg': a family of 3 devices \(acm-g10, acm-g11, acm-g12\)"):
+        parse_device("xe-hpg")
+    with pytest.raises(catalog.UnknownDeviceError) as info:
+        parse_device("xe-hp")
+    assert {"xe-hpg", "xe-hpc"} <= set(info.value.suggestions)

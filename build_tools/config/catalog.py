@@ -159,7 +159,7 @@ class Device:
 def known_device_strings() -> list[str]:
     names = [f"sm_{a.cc}{v}" for a in CUDA_ARCHS.values() for v in ("", *a.variants)]
     names += [f"compute_{a.cc}" for a in CUDA_ARCHS.values()]
-    return names + list(INTEL_NAMES) + list(INTEL_FAMILIES)
+    return names + list(INTEL_NAMES)
 
 
 def suggest(word: str, choices: list[str], n: int = 3) -> list[str]:
@@ -207,9 +207,13 @@ def parse_device(text: str, backend: str | None = None) -> Device:
     t = text.strip().lower()
     if t in INTEL_BRANDS:
         raise ValueError(f"device {text!r}: {INTEL_BRANDS[t]}")
+    if t in INTEL_FAMILIES:  # expand_device's job; reaching here means a single device was required
+        raise ValueError(f"device {text!r}: a family of {len(INTEL_FAMILIES[t])} devices "
+                         f"({', '.join(INTEL_FAMILIES[t])}); name one of them here")
     inferred = infer_backend(t)
     if inferred is None:
-        raise UnknownDeviceError(text, suggest(t, known_device_strings()))
+        # Families are suggested too: "dg" -> dg2, which expand_device turns into its members.
+        raise UnknownDeviceError(text, suggest(t, known_device_strings() + list(INTEL_FAMILIES)))
     if backend is not None and backend != inferred:
         raise ValueError(f"device {text!r} is a {inferred} device, but backend is {backend!r}")
     if inferred == CUDA:
