@@ -328,6 +328,14 @@ def test_saxpy_at_int32_max_elements(py: str, workdir: Path) -> None:
     assert out["alive"] == 1000.0, out
 
 
+def test_every_op_from_eight_threads_at_once(py: str, workdir: Path) -> None:
+    """The CUDA extension releases the GIL around cuMemAlloc, copies, module loads and launches."""
+    r = run(py, workdir, str(Path(__file__).with_name("threads_workload.py")))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["errors"] == [] and out["calls"] == 8 * 6 * 4 and out["backend"] == "cuda", out
+
+
 def test_a_chosen_device_is_the_only_one_judged(py: str, workdir: Path, expect: str) -> None:
     """AOTKERNELS_DEVICE=cuda:0 with AOTKERNELS_REQUIRE_AOT=1: a PoCL CPU device beside the GPU (no AOT form)
     must not fail the report; it is listed under left_out. OpenCL is visible here, unlike the other tests."""

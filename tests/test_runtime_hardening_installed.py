@@ -280,3 +280,14 @@ def test_report_with_a_device_that_is_not_there(fat_py: Path, value: str, rc: in
     out = call(fat_py, """print(json.dumps({"err": attempt(lambda: aotkernels.sum(x))}))""",
                env={"AOTKERNELS_DEVICE": value})
     assert out["err"] and out["err"]["message"].startswith(message), out
+
+
+# --- the native extensions release the GIL: several threads in them at once ------------------------
+
+def test_every_op_from_eight_threads_at_once(fat_py: Path) -> None:
+    script = Path(__file__).with_name("threads_workload.py")
+    r = subprocess.run([str(fat_py), str(script)], cwd=str(fat_py.parent), text=True, capture_output=True, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["errors"] == [] and out["calls"] == 8 * 6 * 4, out
+    assert out["backend"] == ("cuda" if has_cuda_gpu() else "opencl"), out
