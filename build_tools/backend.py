@@ -30,15 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Imported after the path is set: pip runs this backend with only backend-path on sys.path.
 from build_tools.cli import load_plan  # noqa: E402
 from build_tools.compile import bazel, collect, manifest  # noqa: E402
 from build_tools.compile.plan import Plan, kernel_modules  # noqa: E402
-from build_tools.config import (
-    catalog,  # noqa: E402
-    devlists,
-)
-from build_tools.config import matrix as matrix_mod
-from build_tools.config import model as matrix_model
+from build_tools.config import catalog, devlists  # noqa: E402
+from build_tools.config import matrix as matrix_mod  # noqa: E402
+from build_tools.config import model as matrix_model  # noqa: E402
 from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
 from build_tools.package import assemble, wheels  # noqa: E402
