@@ -124,11 +124,8 @@ INTEL_NAMES: dict[str, IntelName] = {n.name: n for n in (
 # out). `dg2` is the product family of the Arc A-series and Data Center GPU Flex (compute-runtime's
 # IGFX_DG2); ocloc 22.43 compiles it as one default configuration whose IP
 # version `ocloc ids dg2` cannot name, so it is read as the xe-hpg members, each with its own IP.
-INTEL_FAMILIES: dict[str, tuple[str, ...]] = {
-    "xe-hpg": ("acm-g10", "acm-g11", "acm-g12"),
-    "dg2": ("acm-g10", "acm-g11", "acm-g12"),
-    "xe-hpc": ("pvc",),
-}
+_XE_HPG = ("acm-g10", "acm-g11", "acm-g12")
+INTEL_FAMILIES: dict[str, tuple[str, ...]] = {"xe-hpg": _XE_HPG, "dg2": _XE_HPG, "xe-hpc": ("pvc",)}
 # Brands that span GPU generations: no one ISA to compile for, so each is refused with the choices.
 INTEL_BRANDS: dict[str, str] = {
     "arc": "'Arc' spans several GPU generations; write dg2 (or xe-hpg) for the Arc A-series (Alchemist: acm-g10, "
@@ -234,6 +231,16 @@ def parse_device(text: str, backend: str | None = None) -> Device:
     if t in INTEL_NAMES:
         return Device(requested=t, backend=INTEL, resolved=INTEL_NAMES[t].ip, form=INTEL_BIN)
     return Device(requested=t, backend=INTEL, resolved=t, form=INTEL_BIN)
+
+
+def device_problem(where: str, text: str, backend: str | None) -> str | Device:
+    """The parsed device, or the problem as one line tagged with ``where`` (for collecting every problem)."""
+    try:
+        return parse_device(text, backend)
+    except UnknownDeviceError as exc:
+        return f"{where}: {exc}; see the device table in the README"
+    except ValueError as exc:
+        return f"{where}: {exc}"
 
 
 # PyTorch's TORCH_CUDA_ARCH_LIST forms, read as PyTorch reads them (torch/utils/cpp_extension.py,

@@ -18,15 +18,6 @@ DEVLIST_ENV = ("AOT_DEVLIST", "USE_AOT_DEVLIST")
 TORCH_ENV = "TORCH_CUDA_ARCH_LIST"
 
 
-def device_problem(where: str, text: str, backend: str | None) -> str | Device:
-    try:
-        return catalog.parse_device(text, backend)
-    except catalog.UnknownDeviceError as exc:
-        return f"{where}: {exc}; see the device table in the README"
-    except ValueError as exc:
-        return f"{where}: {exc}"
-
-
 def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
     """(variable name, value) of the device-list variable that is set, or None.
 
@@ -69,7 +60,7 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     wanted: list[tuple[str, Device]] = []  # (entry as written, device)
     for text, devices in groups:
         for device_text in devices:
-            got = device_problem(source, device_text, None)
+            got = catalog.device_problem(source, device_text, None)
             if isinstance(got, str):
                 problems.append(got)
             elif got.key not in {d.key for _, d in wanted}:

@@ -30,7 +30,6 @@ import yaml
 from build_tools import inputs
 from build_tools.config import catalog
 from build_tools.config.catalog import Device
-from build_tools.config.devlists import device_problem
 from build_tools.config.model import (
     BUDGET_KEYS,
     COMPRESS_MODES,
@@ -147,7 +146,7 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
     devices: list[Device] = []
     expanded = [d for text in texts for d in catalog.expand_device(text)]  # "9.0+PTX" -> sm_90, compute_90
     for text in expanded:
-        got = device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
+        got = catalog.device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
         if isinstance(got, str):
             problems.append(got)
         elif got.key in {d.key for d in devices}:
@@ -282,7 +281,7 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
     if cuda.compress_mode is not None:
         _choice("cuda.compress_mode", cuda.compress_mode, COMPRESS_MODES, problems)
     if cuda.ptx not in PTX_CHOICES:
-        got = device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
+        got = catalog.device_problem("cuda.ptx", str(cuda.ptx), catalog.CUDA)
         if isinstance(got, str) or got.form != catalog.PTX:
             problems.append(f"cuda.ptx: {excerpt(cuda.ptx)} must be 'lowest', 'none' or a PTX target such as compute_75")
     if cuda.container == "cubin" and cuda.compress_mode not in (None, "none"):
