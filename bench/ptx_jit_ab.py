@@ -3,9 +3,9 @@
 
     CUDA_CACHE_DISABLE=1 python3 bench/ptx_jit_ab.py A.ptx B.ptx [--rounds 5] [--json-out F]
 
-Each round loads every file once with cuModuleLoadDataEx (ctypes, libcuda.so.1 only) in a fresh
-context-current process state, in turn, and unloads it; with the driver's JIT cache disabled every
-load compiles. Alternating the files inside each round keeps drift of the machine (clocks, other
+Each round loads every file once with cuModuleLoadDataEx (ctypes, libcuda.so.1 only), in turn, in
+one process and one context, and unloads it; with the driver's JIT cache disabled every load
+compiles. Alternating the files inside each round keeps drift of the machine (clocks, other
 tenants) out of the comparison. Prints the median and the range per file.
 """
 from __future__ import annotations
