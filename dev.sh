@@ -55,13 +55,13 @@ setup_python() {
   fi
   local stamp="$VENV/.requirements.sha256"
   local want
-  want=$(cat requirements.txt "$PINS" | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements.txt "$PINS" pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     step "python: $VENV is up to date with requirements.txt and $PINS"
   else
-    step "python: installing requirements.txt and the pinned nvcc ($PINS [pypi]) into $VENV"
+    step "python: installing requirements.txt, the pinned nvcc ($PINS [pypi]) and the CPU OpenCL runtime (pyproject.toml [dependency-groups] cpu-opencl) into $VENV"
     local reqs
-    mapfile -t reqs < <(pins pip)
+    mapfile -t reqs < <(pins pip; pins cpu-opencl)
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt "${reqs[@]}"
     echo "$want" >"$stamp"
   fi

@@ -21,6 +21,7 @@ import tomllib
 from conftest import wheel_of
 from elftools.elf.elffile import ELFFile
 
+from build_tools.compile.toolchains import pins
 from build_tools.errors import RehearsalError
 from build_tools.package import wheels
 from build_tools.release.rehearse import image as image_mod
@@ -134,9 +135,11 @@ def test_the_containers_selftest_passed(rehearsal: run_mod.Rehearsal) -> None:
     for job in rehearsal.jobs:
         log = job.log.read_text(encoding="utf-8")  # kept in the test's tmp folder
         test_step = log[log.index("\nTesting wheel...\n"):]
-        assert "+ pip install pocl-binary-distribution==3.0" in test_step
-        assert "+ sh -c 'python /project/build_tools/release/pocl_selftest.py'" in test_step
-        assert "pocl_selftest: OpenCL on the CPU from " in test_step and "JIT from opencl/source" in test_step
+        # cibuildwheel's test-groups: the pinned CPU OpenCL runtime of pyproject's dependency group.
+        assert "+ pip install " + " ".join(pins.cpu_opencl()) in test_step
+        assert "+ sh -c 'python /project/build_tools/release/cpu_selftest.py'" in test_step
+        assert "cpu_selftest: OpenCL on the CPU from " in test_step and "JIT from opencl/spirv" in test_step
+        assert "cpu_selftest: passed on libintelocl.so" in test_step
         checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
         assert len(checks) > 10 and set(checks) == {"ok"}, job.log
 

@@ -240,7 +240,9 @@ def test_cibuildwheel_config_matches_its_schema_the_workflow_and_its_pinned_imag
     jsonschema.validate(config, schema)
     assert config["repair-wheel-command"].startswith("python {project}/build_tools/build.py repair ")
     assert "build_tools/release/before_all.sh" in config["before-all"]
-    assert any(r.startswith("pocl-binary-distribution==") for r in config["test-requires"])
+    # The test step's CPU OpenCL runtime is the dependency group set-up installs for the tests (one pin).
+    assert config["test-groups"] == [pins_mod.CPU_OPENCL_GROUP] and "test-requires" not in config
+    assert [r.split("==")[0] for r in pins_mod.cpu_opencl()][0] == "intel-opencl-rt"
     # Every AOT_* variable the wheels job sets for cibuildwheel is passed into the container.
     jobs = _load_yaml(WORKFLOWS / "release.yml")["jobs"]
     step = next(s for s in jobs["wheels"]["steps"] if "cibuildwheel --platform" in s.get("run", ""))
@@ -533,7 +535,10 @@ def test_apt_toolchains_are_at_their_pinned_versions() -> None:
 def test_dev_sh_installs_from_the_pins_file() -> None:
     text = (ROOT / "dev.sh").read_text()
     assert "python3 build_tools/compile/toolchains/pins.py" in text
-    assert "< <(pins apt)" in text and "< <(pins pip)" in text and "pins cuda-home" in text
+    assert "< <(pins apt)" in text and "< <(pins pip; pins cpu-opencl)" in text and "pins cuda-home" in text
+    # The CPU OpenCL runtime's pins live in pyproject's dependency group only (also the release's test-groups).
+    reqs = (ROOT / "requirements.txt").read_text()
+    assert not any(r.split("==")[0] in reqs for r in pins_mod.cpu_opencl())
     # No toolchain version is written anywhere but pins.toml.
     for name, version in pins_mod.load().apt:
         assert version not in text and version not in (ROOT / ".github/workflows/ci.yml").read_text()
@@ -768,11 +773,9 @@ def test_wheel_from_prebuilt_images_refuses_missing_or_damaged_images(image_sets
     assert f"image {SAXPY_SM90} does not match its manifest sha256" in build(bad, "sm_90")
 
 
-@pytest.mark.integration
-def test_container_test_step_runs_the_selftest_on_pocl_from_pypi(image_sets: dict[str, Path], tmp_path: Path,
-                                                                 make_venv) -> None:  # type: ignore[no-untyped-def]
-    """cibuildwheel's test-requires and test-command, on the repaired JIT-only wheel: PoCL from PyPI
-    (EL8 has none) behind the wheel's grafted ICD loader, every kernel checked against NumPy."""
+def _test_step_venv(image_sets: dict[str, Path], tmp_path: Path, make_venv) -> Path:  # type: ignore[no-untyped-def]
+    """The repaired JIT-only wheel, as cibuildwheel's build and repair steps make it, installed with
+    the test step's requirements (cibuildwheel's test-groups: pyproject's dependency groups)."""
     config = _cibw_config()
     built = tmp_path / "built"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
@@ -783,14 +786,67 @@ def test_container_test_step_runs_the_selftest_on_pocl_from_pypi(image_sets: dic
     subprocess.run([sys.executable, *repair_cmd[1:]], check=True, capture_output=True, env=_env(), cwd=tmp_path)
     (fixed,) = (tmp_path / "fixed").glob("*.whl")
     py = make_venv(fixed)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *config["test-requires"]],
-                   check=True)
-    cmd = config["test-command"].format(project=ROOT).split()
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    reqs = [r for g in config["test-groups"] for r in groups[g]]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs], check=True)
+    return py
+
+
+def _test_step(py: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = _cibw_config()["test-command"].format(project=ROOT).split()
     assert cmd[0] == "python"
-    result = run_outside(py, *cmd[1:])
+    return run_outside(py, *cmd[1:], *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def test_step_venv(image_sets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, make_venv) -> Path:  # type: ignore[no-untyped-def]
+    return _test_step_venv(image_sets, tmp_path_factory.mktemp("test-step"), make_venv)
+
+
+@pytest.mark.integration
+def test_container_test_step_runs_the_selftest_on_intels_cpu_runtime(test_step_venv: Path) -> None:
+    """cibuildwheel's test-groups and test-command, on the repaired JIT-only wheel: Intel's CPU
+    OpenCL runtime from PyPI (any x86-64 CPU; EL8 has no PoCL and PyPI's PoCL 3.0 fails on CPUs its
+    LLVM cannot name) behind the wheel's grafted ICD loader; SPIR-V JIT, every kernel checked against NumPy."""
+    result = _test_step(test_step_venv)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "OpenCL on the CPU from " in result.stdout and "pyopencl/.libs/libpocl" in result.stdout
-    assert "JIT from opencl/source" in result.stdout and " FAIL " not in result.stdout
+    assert "OpenCL on the CPU from " in result.stdout and "/lib/libintelocl.so" in result.stdout
+    assert "JIT from opencl/spirv" in result.stdout and " FAIL " not in result.stdout
+    checks = re.findall(r"^    (ok|FAIL) ", result.stdout, re.M)
+    assert len(checks) > 10 and set(checks) == {"ok"}
+    assert "cpu_selftest: passed on libintelocl.so" in result.stdout
+
+
+@pytest.mark.integration
+def test_container_test_step_fails_with_the_build_log_on_a_device_that_builds_nothing(test_step_venv: Path) -> None:
+    """The failure mode of pocl/pocl#1049 (every clBuildProgram fails: CL_BUILD_PROGRAM_FAILURE) without
+    a CPU that LLVM cannot name: the same step on Debian's PoCL, with POCL_EXTRA_BUILD_FLAGS defining
+    __kernel away so that the compiler rejects every program. The step must fail, naming the step and
+    the exit code, with the device's build log, and without a Python traceback."""
+    icd = Path("/etc/OpenCL/vendors/pocl.icd")
+    assert icd.is_file(), f"{icd} is missing: install pocl-opencl-icd (./dev.sh setup does)"
+    lib = icd.read_text().strip()
+    lib_path = Path(lib) if Path(lib).is_absolute() else next(
+        p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib") if (p := Path(d) / lib).is_file())
+    result = _test_step(test_step_venv, "--opencl-library", str(lib_path),
+                        env={"POCL_EXTRA_BUILD_FLAGS": "-D__kernel=not_a_kernel"})
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out[-3000:]
+    assert "clBuildProgram failed: CL_BUILD_PROGRAM_FAILURE (-11)" in result.stdout
+    assert "Build log:" in result.stdout and "unknown type name 'not_a_kernel'" in result.stdout
+    assert "cpu_selftest: FAILED: python -m aotkernels --selftest exited 2 on " in result.stderr
+    assert "Traceback" not in out and "passed" not in out
+
+
+def test_test_step_without_a_cpu_runtime_says_what_to_install(tmp_path: Path) -> None:
+    """No intel-opencl-rt in the environment: exit 3 with the install line, not a traceback."""
+    venv = tmp_path / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    step = ROOT / "build_tools" / "release" / "cpu_selftest.py"
+    r = subprocess.run([str(venv / "bin" / "python"), str(step)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "intel-opencl-rt is not installed" in r.stderr and "[dependency-groups] cpu-opencl" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

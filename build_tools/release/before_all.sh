@@ -9,8 +9,8 @@
 # what the abi3 host extension needs to be built and repaired:
 #   - the OpenCL headers and the ICD loader (libOpenCL.so.1, which `build.py repair` grafts),
 #     from EPEL and PowerTools.
-# The CPU OpenCL device of the test step is PoCL from PyPI (pocl-binary-distribution, in
-# test-requires): EL8 has no PoCL package.
+# The CPU OpenCL device of the test step is Intel's CPU runtime from PyPI (intel-opencl-rt, the
+# dependency group cpu-opencl in cibuildwheel's test-groups): EL8 has no PoCL package.
 #
 # The release runs it in manylinux_2_28 (dnf); build_tools/release/rehearse runs it in a Debian stand-in
 # image with podman on every CI run (the dnf branch runs only on GitHub). Idempotent.

@@ -3,8 +3,10 @@
 ``python3 build_tools/compile/toolchains/pins.py pip`` prints pip requirement lines
 (``nvidia-cuda-nvcc==13.0.88``), ``... apt`` prints apt-get arguments (``bazel-bootstrap=4.2.3+ds-9``),
 ``... cuda-home PYTHON`` the folder that holds the pinned PyPI nvcc for that Python
-(``<site-packages>/nvidia/cu13``). Standard library only: dev.sh runs it with the system Python,
-before .venv exists.
+(``<site-packages>/nvidia/cu13``), ``... cpu-opencl`` the requirement lines of the CPU OpenCL runtime
+(``pyproject.toml``'s ``[dependency-groups] cpu-opencl``, which the release's test step installs
+through cibuildwheel's ``test-groups``). Standard library only: dev.sh runs it with the system
+Python, before .venv exists.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ else:  # pragma: no cover - the PEP 517 backend on 3.9/3.10 imports the toolchai
     import tomli as tomllib
 
 PINS = Path(__file__).resolve().with_name("pins.toml")
+PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
+CPU_OPENCL_GROUP = "cpu-opencl"
 # Where the nvidia-cuda-nvcc wheel for CUDA 13 puts the toolkit, relative to site-packages.
 CUDA_SUBDIR = ("nvidia", "cu13")
 
@@ -51,16 +55,33 @@ def cuda_home(python: str) -> Path:
     return Path(purelib).joinpath(*CUDA_SUBDIR)
 
 
+def cpu_opencl(path: Path = PYPROJECT) -> list[str]:
+    """The pinned CPU OpenCL runtime: ``[dependency-groups] cpu-opencl`` of ``pyproject.toml``.
+
+    Plain requirement strings only (no ``include-group``), each pinned with ``==``, so set-up, the
+    tests and the release's test step install the same bytes."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    group = data.get("dependency-groups", {}).get(CPU_OPENCL_GROUP)
+    if not isinstance(group, list) or not group:
+        raise ValueError(f"{path}: [dependency-groups] {CPU_OPENCL_GROUP} is missing or empty")
+    for req in group:
+        if not isinstance(req, str) or req.count("==") != 1 or any(c in req for c in " ;<>~!,["):
+            raise ValueError(f"{path}: [dependency-groups] {CPU_OPENCL_GROUP}: {req!r} is not 'name==version'")
+    return list(group)
+
+
 def main(argv: list[str]) -> int:
     pins = load()
     if argv == ["pip"]:
         print("\n".join(pins.pip_requirements()))
     elif argv == ["apt"]:
         print("\n".join(pins.apt_arguments()))
+    elif argv == ["cpu-opencl"]:
+        print("\n".join(cpu_opencl()))
     elif len(argv) == 2 and argv[0] == "cuda-home":
         print(cuda_home(argv[1]))
     else:
-        print("usage: pins.py pip | apt | cuda-home PYTHON", file=sys.stderr)
+        print("usage: pins.py pip | apt | cpu-opencl | cuda-home PYTHON", file=sys.stderr)
         return 2
     return 0
 
