@@ -16,6 +16,7 @@ from typing import Any
 
 from build_tools.compile import driver_floor
 from build_tools.compile.plan import Plan
+from build_tools.compile.sources import cuda_entry_names
 from build_tools.config import catalog
 
 SCHEMA = 1
@@ -89,19 +90,6 @@ _KERNEL = re.compile(r"__kernel\s+(?:__attribute__\s*\(\(.*?\)\)\s*)?void\s+(\w+
 def kernel_names(source: str) -> list[str]:
     """Kernel entry points of a preprocessed OpenCL C module, in source order."""
     return _KERNEL.findall(source)
-
-
-# Entry points of a native CUDA module: its extern "C" __global__ functions (templates are
-# instantiated behind them; a mangled C++ name could not be looked up by the host anyway).
-_CUDA_ENTRY = re.compile(
-    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
-    r'(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
-_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-
-
-def cuda_entry_names(source: str) -> list[str]:
-    """Kernel entry points of a native CUDA C++ module, in source order (comments ignored)."""
-    return _CUDA_ENTRY.findall(_COMMENT.sub(" ", source))
 
 
 def modules_doc(images_dir: Path, images: Iterable[Image]) -> dict[str, Any]:

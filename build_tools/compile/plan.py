@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build_tools.compile.sources import module_name_problem, source_problems
 from build_tools.compile.toolchains import ImageSpec, ToolInfo, registry
 from build_tools.compile.toolchains.intel import (
     IntelToolchain,
@@ -105,9 +106,16 @@ def kernel_sources(root: Path) -> dict[str, str]:
     globs the same). One name in two languages (``x.cl`` and ``x.cu``) is refused: both would
     write ``images/cuda/<device>/x.fatbin``."""
     found: dict[str, list[str]] = {}
+    bad_names: list[str] = []
     for suffix in MODULE_SUFFIXES:
-        for p in (root / "kernels").glob(f"*{suffix}"):
-            found.setdefault(p.stem, []).append(p.name)
+        for p in sorted((root / "kernels").glob(f"*{suffix}")):
+            problem = module_name_problem(p.name)  # before any tool sees the name
+            if problem is not None:
+                bad_names.append(problem)
+            else:
+                found.setdefault(p.stem, []).append(p.name)
+    if bad_names:
+        raise ConfigError(bad_names)
     if not found:
         raise ConfigError(f"kernels/: no kernel modules (*.cl portable, *.cu native CUDA) found under {root / 'kernels'}")
     twice = [f"kernels/: module {name!r} exists as {' and '.join(sorted(files))}; rename one (a module has one source)"
@@ -152,8 +160,9 @@ def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices:
         chain = chains[catalog.INTEL]
         assert isinstance(chain, IntelToolchain)
         images.append(chain.spirv(tools["ocloc"]))
+    found = kernel_sources(root)
+    problems += source_problems(root, found)  # no entry point, an include Bazel cannot see
     if problems:
         raise ConfigError(problems)
-    sources = kernel_sources(root)
-    return Plan(matrix=matrix, root=root, modules=tuple(sources), tools=tools, images=unique_images(images),
-                sources=sources)
+    return Plan(matrix=matrix, root=root, modules=tuple(found), tools=tools, images=unique_images(images),
+                sources=found)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from build_tools.compile import manifest
+from build_tools.compile.sources import MODULE_NAME, MODULE_RULE
 from build_tools.config import catalog
 from build_tools.errors import MergeError
 from build_tools.release.merge.members import MANIFEST_MEMBER, decode_text
@@ -72,6 +73,8 @@ def manifest_problems(doc: Any, version: str) -> list[str]:
     if not (isinstance(modules, dict) and all(isinstance(v, dict) and _str_list(v.get("kernels"))
                                               for v in modules.values())):
         problems.append("modules is not a mapping of module names to {kernels: [...]}")
+    else:
+        problems += [f"modules: {excerpt(k, 40)}: {MODULE_RULE}" for k in modules if not MODULE_NAME.fullmatch(k)]
     for key in ("targets", "all_targets"):
         value = doc.get(key)
         if not isinstance(value, list):
@@ -96,6 +99,8 @@ def manifest_problems(doc: Any, version: str) -> list[str]:
         parts = rel.split("/")
         if rel == manifest.MANIFEST_NAME or not all(NAME_PART.fullmatch(p) for p in parts):
             problems.append(f"images[{i}]: path {excerpt(rel, 60)} is not a path inside the images folder")
+        if not MODULE_NAME.fullmatch(img["module"]):
+            problems.append(f"images[{i}]: module {excerpt(img['module'], 40)}: {MODULE_RULE}")
         if img["form"] not in (*catalog.AOT_FORMS, *catalog.PORTABLE_FORMS):
             problems.append(f"images[{i}]: form {excerpt(img['form'], 40)} is not one of "
                             f"{', '.join((*catalog.AOT_FORMS, *catalog.PORTABLE_FORMS))}")
