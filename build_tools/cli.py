@@ -86,8 +86,8 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, baz
 def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     started = time.monotonic()
     plan, options = prepare(args, env)
-    baseline = sizes.load_baseline(args.baseline) if args.baseline else None  # a bad file fails before any work
-    inputs = [args.matrix, *([args.baseline] if args.baseline else [])]
+    baseline = sizes.load_baseline(args.baseline) if args.baseline is not None else None  # a bad file fails before any work
+    inputs = [args.matrix, *([args.baseline] if args.baseline is not None else [])]
     out = outdir.check(args.out, inputs=inputs)  # a folder the tool may not replace fails before any work, dry run too
     previous = None if args.no_reuse else outdir.previous_output(out)
     build_env = env  # Bazel gets the caller's environment; the wheel stages get SOURCE_DATE_EPOCH

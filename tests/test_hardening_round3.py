@@ -102,3 +102,35 @@ def test_an_outside_include_stops_make_plan(tmp_path: Path) -> None:
     root = kernels_dir(tmp_path / "co", {"saxpy.cl": SAXPY, "val.cu": f'#include "{inc}/val.h"\n{NATIVE}'})
     with pytest.raises(ConfigError, match=r"kernels/val.cu: line 1: .*outside kernels/"):
         make_plan(matrix_mod.loads('targets:\n  "NVIDIA H100": sm_90\n'), root, dict(os.environ))
+
+
+# --- item 20: --baseline '' and a baseline that would turn the growth gate off ------------------
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from build_tools.cli import main
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["sizes", "--dist", "D"], ["--out", "D"]])
+def test_an_empty_baseline_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           command: list[str]) -> None:
+    (tmp_path / "D").mkdir()
+    argv = [str(tmp_path / a) if a == "D" else a for a in command]
+    rc, err = _main(capsys, *argv, "--matrix", str(ROOT / "matrix.yaml"), "--baseline", "")
+    assert rc == 2 and "--baseline: an empty path" in err, err
+    assert list((tmp_path / "D").iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "is not JSON"),
+    ('{"schema": 1, "wheels": [{"file": "a.whl", "kind": "fat", "bytes": 0, "installed_bytes": 0}]}',
+     "wheels[0].bytes: 0 is not the size of a wheel"),
+])
+def test_a_zero_byte_baseline_is_an_error_not_a_disabled_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              content: str, message: str) -> None:
+    base = tmp_path / "old.json"
+    base.write_text(content)
+    rc, err = _main(capsys, "sizes", "--dist", str(tmp_path), "--matrix", str(ROOT / "matrix.yaml"),
+                    "--baseline", str(base))
+    assert rc == 2 and message in err, err

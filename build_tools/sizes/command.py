@@ -38,7 +38,7 @@ def size_options(matrix_path: str | None) -> matrix_model.SizeOptions:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # Every input is checked before anything is measured or written.
     options = size_options(args.matrix)
-    baseline = sizes.load_baseline(args.baseline) if args.baseline else None
+    baseline = sizes.load_baseline(args.baseline) if args.baseline is not None else None
     devices = sizes.parse_project(args.project) if args.project is not None else ()
     dist = Path(args.dist)
     report = sizes.build_report(dist, options, baseline, devices)

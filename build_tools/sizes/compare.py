@@ -38,6 +38,9 @@ def _want(cond: bool, where: str, what: str) -> None:
 
 def load_baseline(path_text: str) -> Baseline:
     """Read an earlier size-report.json (or a folder holding one); every problem is a ConfigError (exit 2)."""
+    if not path_text.strip():  # Path("") is ".", the current folder: an empty value must not mean that
+        raise ConfigError(f"--baseline: an empty path; pass the {REPORT_JSON} of an earlier build (or its output "
+                          "folder), or leave --baseline out")
     path = Path(path_text)
     if path.is_dir():
         path = path / REPORT_JSON
@@ -65,6 +68,8 @@ def load_baseline(path_text: str) -> Baseline:
         for k in ("bytes", "installed_bytes"):
             _want(isinstance(w[k], int) and not isinstance(w[k], bool) and w[k] >= 0, f"{where}.{k}",
                   f"{w[k]!r} is not a byte count")
+        # No wheel is empty, and growth from 0 bytes has no percentage: a 0 here would turn the gate off.
+        _want(w["bytes"] > 0, f"{where}.bytes", "0 is not the size of a wheel; pass the report of a real build")
         _want(w["kind"] != "target" or isinstance(w.get("target"), str), f"{where}.target",
               "a target wheel needs its hardware name")
         parts = w.get("parts", [])
