@@ -22,6 +22,7 @@ from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch
 from build_tools.errors import BuildToolError, ConfigError
+from build_tools.inputs import excerpt
 from build_tools.package import assemble, wheels
 from build_tools.sizes import render
 
@@ -65,9 +66,15 @@ def load_plan(matrix_path: str | os.PathLike[str], env: Mapping[str, str]) -> Pl
     m = matrix_mod.load(matrix_path)
     chosen = devlists.devlist_from_env(env)
     if chosen is not None:
-        print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
+        print(f"device list: {chosen[0]}={excerpt(chosen[1])}", file=sys.stderr, flush=True)
         m = devlists.select(m, chosen[1], source=chosen[0])
-    return make_plan(m, ROOT, env)
+    try:
+        return make_plan(m, ROOT, env)
+    except ConfigError as exc:
+        if chosen is not None and chosen[0] == devlists.TORCH_ENV:  # e.g. a device the installed nvcc dropped
+            raise ConfigError([*exc.problems, f"(the device list came from {devlists.TORCH_ENV}: "
+                               f"{devlists.torch_hint()})"]) from None
+        raise
 
 
 def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:

@@ -16,6 +16,16 @@ class BuildToolError(Exception):
         self.message = message
 
 
+# A message lists at most this many problems, each cut to PROBLEM_CHARS: 10,000 bad devices or 60,000
+# unknown keys must not print megabytes (the first ones say what is wrong; ``problems`` keeps them all).
+MAX_LISTED = 20
+PROBLEM_CHARS = 500
+
+
+def _bounded(problem: str) -> str:
+    return problem if len(problem) <= PROBLEM_CHARS else problem[:PROBLEM_CHARS] + f"... ({len(problem):,} characters)"
+
+
 class ConfigError(BuildToolError):
     """Bad input: matrix.yaml, a device list, a command-line value. Nothing has been written."""
 
@@ -24,9 +34,12 @@ class ConfigError(BuildToolError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         if len(self.problems) == 1:
-            text = self.problems[0]
+            text = _bounded(self.problems[0])
         else:
-            text = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            shown = [f"  - {_bounded(p)}" for p in self.problems[:MAX_LISTED]]
+            if len(self.problems) > MAX_LISTED:
+                shown.append(f"  ... and {len(self.problems) - MAX_LISTED:,} more (fix these first)")
+            text = f"{len(self.problems):,} problems:\n" + "\n".join(shown)
         super().__init__(text)
 
 

@@ -134,3 +134,99 @@ def test_a_zero_byte_baseline_is_an_error_not_a_disabled_gate(tmp_path: Path, ca
     rc, err = _main(capsys, "sizes", "--dist", str(tmp_path), "--matrix", str(ROOT / "matrix.yaml"),
                     "--baseline", str(base))
     assert rc == 2 and message in err, err
+
+
+# --- item 11: Intel aliases of one IP version are one device -------------------------------------
+
+def _bad_matrix(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        matrix_mod.loads(text, path="m.yaml")
+    return err.value
+
+
+def test_intel_aliases_of_one_ip_version_are_duplicates() -> None:
+    err = _bad_matrix("targets:\n  A: dg2-g10\n  B: acm-g10\n  C: 12.55.8\n")
+    assert err.problems[:2] == [
+        "targets['B']: device 'acm-g10' is 12.55.8, which targets['A'] writes as 'dg2-g10'; one device, one "
+        "spelling: write 'dg2-g10' in both",
+        "targets['C']: device '12.55.8' is 12.55.8, which targets['A'] writes as 'dg2-g10'; one device, one "
+        "spelling: write 'dg2-g10' in both"]
+    assert any("targets['B']: same devices as 'A'" in p for p in err.problems)
+
+
+def test_intel_aliases_in_one_target_are_listed_twice() -> None:
+    err = _bad_matrix("targets:\n  A: {devices: [dg2-g10, 12.55.8]}\n")
+    assert err.problems == ["targets['A']: device '12.55.8' is listed twice"]
+
+
+def test_one_spelling_of_a_device_in_two_targets_is_fine() -> None:
+    m = matrix_mod.loads("targets:\n  A: [pvc, dg2-g10]\n  B: pvc\n".replace("A: [pvc, dg2-g10]",
+                                                                               "A: {devices: [pvc, dg2-g10]}"))
+    assert [t.name for t in m.targets] == ["A", "B"]
+
+
+# --- item 18: every message is bounded -----------------------------------------------------------
+
+def test_ten_thousand_bad_devices_print_a_short_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from build_tools.cli import main
+    devlist = ",".join(f"bad{i}" for i in range(10_000))
+    rc = main(["--dry-run", "--out", "/nonexistent/o"], env={**os.environ, "AOT_DEVLIST": devlist})
+    captured = capsys.readouterr()
+    assert rc == 2 and "... and 9,980 more (fix these first)" in captured.err
+    assert len(captured.err) + len(captured.out) < 10_000
+
+
+def test_sixty_thousand_unknown_keys_print_a_short_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_text("targets:\n  A: sm_90\n" + "".join(f"k{i}: 1\n" for i in range(60_000)), encoding="utf-8")
+    rc, err = _main(capsys, "--dry-run", "--matrix", str(m), "--out", str(tmp_path / "o"))
+    assert rc == 2 and "60,000 problems:" in err and "... and 59,980 more" in err and len(err) < 5_000
+
+
+def test_a_file_that_is_not_a_matrix_is_not_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "".join(f"user{i}:$6$saltsalt$hashhashhashhash{i}:19000:0:99999:7:::\n" for i in range(30))
+    m = tmp_path / "shadow"
+    m.write_text(secret, encoding="utf-8")
+    rc, err = _main(capsys, "--dry-run", "--matrix", str(m), "--out", str(tmp_path / "o"))
+    assert rc == 2 and "not a matrix file: none of its 30 top-level keys is one of version, targets" in err
+    assert "hashhash" not in err and "user1" not in err
+
+
+def test_one_huge_problem_is_cut() -> None:
+    err = ConfigError("x" * 100_000)
+    assert len(err.message) < 600 and err.message.endswith("... (100,000 characters)")
+    assert err.problems == ["x" * 100_000]  # kept whole for callers
+
+
+# --- item 19: device lists compared as devices; clearer messages -----------------------------------
+
+def test_the_same_list_under_both_names_is_one_list() -> None:
+    from build_tools.config import devlists
+    assert devlists.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "9.0"}) == ("AOT_DEVLIST", "sm_90")
+    assert devlists.devlist_from_env({"AOT_DEVLIST": "dg2-g10,sm_90", "USE_AOT_DEVLIST": "9.0;12.55.8"})
+    with pytest.raises(ConfigError, match="two different device lists"):
+        devlists.devlist_from_env({"AOT_DEVLIST": "sm_90", "USE_AOT_DEVLIST": "8.0"})
+
+
+@pytest.mark.parametrize("value", ["none,none", "none,sm_90", "NONE;none"])
+def test_none_in_a_list_is_reported_once(value: str) -> None:
+    from build_tools.config import devlists
+    with pytest.raises(ConfigError) as err:
+        devlists.select(matrix_mod.load(ROOT / "matrix.yaml"), value)
+    assert err.value.problems == ["AOT_DEVLIST: 'none' (JIT-only, no AOT device) stands alone; write "
+                                  "AOT_DEVLIST=none, or list devices without it"]
+
+
+def test_a_device_named_twice_is_one_problem() -> None:
+    from build_tools.config import devlists
+    with pytest.raises(ConfigError) as err:
+        devlists.select(matrix_mod.load(ROOT / "matrix.yaml"), "bad,bad,sm_90")
+    assert len(err.value.problems) == 1
+
+
+def test_a_torch_list_the_toolchain_refuses_says_why_it_was_read(capsys: pytest.CaptureFixture[str]) -> None:
+    from build_tools.cli import main
+    rc = main(["--dry-run", "--out", "/nonexistent/o"], env={**os.environ, "TORCH_CUDA_ARCH_LIST": "5.2"})
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot target it" in err
+    assert "the device list came from TORCH_CUDA_ARCH_LIST: read because AOT_DEVLIST and USE_AOT_DEVLIST are unset" in err

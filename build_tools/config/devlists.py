@@ -37,8 +37,21 @@ def devlist_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def _devlist_key(devlist: str) -> tuple[str, ...]:
-    """A device list compared as written, ignoring separators, case and order."""
-    return tuple(sorted(t.lower() for t in catalog.split_devlist(devlist)))
+    """A device list compared as the devices it resolves to, ignoring separators, case, order and
+    spelling: ``sm_90`` and ``9.0`` are one list, and so are ``dg2-g10`` and ``12.55.8``. An entry
+    that does not parse compares as written (``select`` reports it)."""
+    out: set[str] = set()
+    for text in catalog.split_devlist(devlist):
+        for device_text in catalog.expand_device(text):
+            got = catalog.device_problem("", device_text, None)
+            out.add(f"{got.backend}:{got.resolved}" if isinstance(got, Device) else device_text.lower())
+    return tuple(sorted(out))
+
+
+def torch_hint() -> str:
+    """What a problem found in a list read from TORCH_CUDA_ARCH_LIST adds: why it was read, how to avoid it."""
+    return (f"read because {' and '.join(DEVLIST_ENV)} are unset; set AOT_DEVLIST to build another list, "
+            "or unset TORCH_CUDA_ARCH_LIST")
 
 
 def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matrix:
@@ -52,8 +65,12 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     # The portable forms stay those of the full matrix, whatever subset of AOT devices is built.
     ptx = matrix.ptx_device()
     matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
-    if [t.lower() for t in texts] == ["none"]:
+    lowered = [t.lower() for t in texts]
+    if lowered == ["none"]:
         return dataclasses.replace(matrix, targets=(), universe=matrix.all_targets())
+    if "none" in lowered:  # reported once, whatever else the list holds
+        raise ConfigError(f"{source}: 'none' (JIT-only, no AOT device) stands alone; write {source}=none, or list "
+                          "devices without it")
     if not texts:
         raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
     problems: list[str] = []
@@ -62,7 +79,8 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
         for device_text in devices:
             got = catalog.device_problem(source, device_text, None)
             if isinstance(got, str):
-                problems.append(got)
+                if got not in problems:  # "x,x" is one problem
+                    problems.append(got)
             elif got.key not in {d.key for _, d in wanted}:
                 wanted.append((text, got))
     if problems:

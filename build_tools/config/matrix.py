@@ -149,7 +149,7 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
         got = catalog.device_problem(f"{where}.devices" if not isinstance(spec, str) else where, text, backend)
         if isinstance(got, str):
             problems.append(got)
-        elif got.key in {d.key for d in devices}:
+        elif (got.backend, got.resolved) in {(d.backend, d.resolved) for d in devices}:
             problems.append(f"{where}: device {excerpt(text)} is listed twice")
         else:
             devices.append(got)
@@ -160,16 +160,26 @@ def _parse_target(name: Any, spec: Any, problems: list[str]) -> Target | None:
 
 def _same_devices(targets: list[Target], problems: list[str]) -> None:
     """Two hardware entries with one device set would be one wheel under two names (its file name
-    comes from the devices): refuse rather than lose one of them."""
-    first: dict[frozenset[str], str] = {}
+    comes from the devices): refuse rather than lose one of them. Devices compare as resolved:
+    ``dg2-g10``, ``acm-g10`` and ``12.55.8`` are one Intel IP version, one binary; written two ways in
+    one matrix they would be compiled twice and shipped twice in the fat wheel."""
+    spelled: dict[tuple[str, str], tuple[str, str]] = {}  # (backend, resolved) -> (first spelling, its target)
     for t in targets:
-        key = frozenset(d.key for d in t.devices)
-        if key in first:
-            problems.append(f"targets[{excerpt(t.name)}]: same devices as {excerpt(first[key])} "
-                            f"({', '.join(sorted(key))}); one wheel serves both: merge them into one name "
-                            "(e.g. \"NVIDIA H100 and H200\") or give each its own devices")
+        for d in t.devices:
+            first = spelled.setdefault((d.backend, d.resolved), (d.key, t.name))
+            if first[0] != d.key:
+                problems.append(f"targets[{excerpt(t.name)}]: device {excerpt(d.key)} is {d.resolved}, which "
+                                f"targets[{excerpt(first[1])}] writes as {excerpt(first[0])}; one device, one "
+                                f"spelling: write {first[0]!r} in both")
+    first_set: dict[frozenset[tuple[str, str]], str] = {}
+    for t in targets:
+        key = frozenset((d.backend, d.resolved) for d in t.devices)
+        if key in first_set:
+            problems.append(f"targets[{excerpt(t.name)}]: same devices as {excerpt(first_set[key])} "
+                            f"({', '.join(sorted(d.key for d in t.devices))}); one wheel serves both: merge them into one "
+                            "name (e.g. \"NVIDIA H100 and H200\") or give each its own devices")
         else:
-            first[key] = t.name
+            first_set[key] = t.name
 
 
 def _parse_section(name: str, raw: Any, keys: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
@@ -253,6 +263,10 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
         raise ConfigError(f"{path}: the matrix is empty; add a 'targets:' mapping of hardware names to device strings")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping at the top level with a 'targets:' key, got {type(data).__name__}")
+    if data and not any(k in TOP_KEYS for k in data):
+        # Not a matrix at all (--matrix /etc/shadow): its keys are its lines, so none is echoed.
+        raise ConfigError(f"{path}: not a matrix file: none of its {len(data):,} top-level keys is one of "
+                          f"{', '.join(TOP_KEYS)}; check --matrix (a matrix.yaml maps 'targets:' to devices)")
     _check_keys(path, data, TOP_KEYS, problems)
     version = data.get("version", SCHEMA_VERSION)
     # type() check: True == 1 in Python, and "version: true" is not version 1.
