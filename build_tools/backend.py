@@ -33,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Imported after the path is set: pip runs this backend with only backend-path on sys.path.
 from build_tools.cli import load_plan  # noqa: E402
 from build_tools.compile import bazel, collect, manifest  # noqa: E402
-from build_tools.compile.plan import Plan, kernel_modules  # noqa: E402
+from build_tools.compile.plan import Plan, kernel_sources  # noqa: E402
 from build_tools.config import catalog, devlists  # noqa: E402
 from build_tools.config import matrix as matrix_mod  # noqa: E402
 from build_tools.config import model as matrix_model  # noqa: E402
 from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
+from build_tools.inputs import excerpt  # noqa: E402
 from build_tools.package import assemble, wheels  # noqa: E402
 from build_tools.release import gather  # noqa: E402
 
@@ -69,9 +70,10 @@ def _prebuilt_plan(env: dict[str, str]) -> Plan:
     m = matrix_mod.load(ROOT / "matrix.yaml")
     chosen = devlists.devlist_from_env(env)
     if chosen is not None:
-        print(f"device list: {chosen[0]}={chosen[1]!r}", file=sys.stderr, flush=True)
+        print(f"device list: {chosen[0]}={excerpt(chosen[1])}", file=sys.stderr, flush=True)
         m = devlists.select(m, chosen[1], source=chosen[0])
-    return Plan(matrix=m, root=ROOT, modules=kernel_modules(ROOT), tools={}, images=())
+    sources = kernel_sources(ROOT)  # which backends each module serves: a native module only CUDA
+    return Plan(matrix=m, root=ROOT, modules=tuple(sources), tools={}, images=(), sources=sources)
 
 
 def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path) -> str:
@@ -81,6 +83,8 @@ def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path)
     doc = dict(image_set.doc)
     if doc.get("all_targets") != manifest.targets_doc(plan.matrix.all_targets()):
         raise GatherError(f"{PREBUILT_ENV}={images_dir}: its images were built from another matrix.yaml")
+    # Only the images this checkout's plan calls for: an extra, sha-correct image would ship in the wheel.
+    gather.check_plan(f"{PREBUILT_ENV}={images_dir}", doc, plan.matrix, {m: plan.backends(m) for m in plan.modules})
     have = {i["device"] for i in doc["images"]}
     missing = [d for d in spec.devices if d not in have]
     if missing:

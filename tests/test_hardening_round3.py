@@ -230,3 +230,85 @@ def test_a_torch_list_the_toolchain_refuses_says_why_it_was_read(capsys: pytest.
     err = capsys.readouterr().err
     assert rc == 2 and "cannot target it" in err
     assert "the device list came from TORCH_CUDA_ARCH_LIST: read because AOT_DEVLIST and USE_AOT_DEVLIST are unset" in err
+
+
+# --- item 9: gather and AOT_PREBUILT_IMAGES take only the images the plan calls for ---------------
+
+_DATA: dict[str, bytes] = {}  # path -> the made-up bytes of that image
+
+
+def _image(module: str, backend: str, device: str, resolved: str, form: str, path: str, data: bytes
+           ) -> dict[str, object]:
+    import hashlib
+    _DATA[path] = data
+    return {"module": module, "backend": backend, "device": device, "resolved": resolved, "form": form,
+            "path": path, "toolchain": "nvcc", "toolchain_version": "13.0.88", "flags": [],
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def fake_set(folder: Path, m: matrix_mod.Matrix, extra: list[dict[str, object]] = (),  # type: ignore[assignment]
+             modules: tuple[str, ...] = ("saxpy",)) -> Path:
+    """An image set as ``build.py --images-only`` lays it out, for the sm_90 target of ``m``, with
+    made-up image bytes (gather checks sha256 and size, not what the bytes compile from)."""
+    images = [_image("saxpy", "cuda", "sm_90", "sm_90", "sass", "cuda/sm_90/saxpy.fatbin", b"sass"),
+              _image("saxpy", "cuda", "compute_75", "compute_75", "ptx", "cuda/compute_75/saxpy.ptx", b"ptx"),
+              _image("saxpy", "opencl", "source", "opencl-c-1.2", "source", "opencl/source/saxpy.cl", b"cl"),
+              *extra]
+    for img in images:
+        f = folder / str(img["path"])
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(_DATA[str(img["path"])])
+    all_targets = manifest.targets_doc(m.all_targets())
+    doc = manifest.assemble(toolchains={"nvcc": "13.0.88"}, targets=[t for t in all_targets if t["devices"] == ["sm_90"]],
+                            all_targets=all_targets, images=images,
+                            modules={name: {"kernels": [name], "backends": ["cuda", "intel", "opencl"],
+                                            "kind": "portable", "source": f"kernels/{name}.cl"} for name in modules})
+    (folder / "manifest.json").write_text(manifest.dumps(doc), encoding="utf-8")
+    return folder
+
+
+EVIL = _image("evil", "cuda", "compute_52", "compute_52", "ptx", "cuda/compute_52/evil.ptx", b"evil")
+
+
+@pytest.mark.parametrize(("extra", "modules", "message"), [
+    ([EVIL], ("saxpy",), "module 'evil' on 'cuda' is not one of the kernel modules (saxpy) serving that backend"),
+    ([EVIL], ("saxpy", "evil"), "'ptx' image for 'compute_52' is not a portable form the matrix builds"),
+    ([_image("saxpy", "cuda", "sm_86", "sm_86", "sass", "cuda/sm_86/saxpy.fatbin", b"evil")], ("saxpy",),
+     "device 'sm_86' ('sass') is not an AOT device of the matrix"),
+    ([_image("saxpy", "opencl", "spirv", "spirv", "spirv", "./opencl/spirv/saxpy.spv", b"evil")], ("saxpy",),
+     "path is not opencl/spirv/saxpy.<spv>, the one path of that image"),
+])
+def test_gather_refuses_images_the_plan_does_not_call_for(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          extra: list[dict[str, object]], modules: tuple[str, ...],
+                                                          message: str) -> None:
+    from build_tools.errors import GatherError
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    good = fake_set(tmp_path / "good", m)
+    rc, err = _main(capsys, "gather", str(good), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o1"))
+    assert rc == 0, err
+    bad = fake_set(tmp_path / "bad", m, extra, modules)
+    rc, err = _main(capsys, "gather", str(bad), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o2"))
+    assert rc == GatherError.exit_code and message in err, err
+    assert "do not call for; gather only what build.py --images-only wrote" in err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_prebuilt_images_refuse_an_extra_image(tmp_path: Path) -> None:
+    from build_tools import backend
+    from build_tools.errors import GatherError
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    bad = fake_set(tmp_path / "bad", m, [EVIL], ("saxpy", "evil"))
+    with pytest.raises(GatherError, match=r"(?s)AOT_PREBUILT_IMAGES=.*module 'evil' on 'cuda' is not one of the kernel modules \(matmul, "):
+        backend._build_prebuilt(str(tmp_path / "w"), {**os.environ, "AOT_DEVLIST": "sm_90"}, bad)
+    assert not (tmp_path / "w").exists()
+
+
+def test_gather_says_a_string_size_is_not_an_integer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    s = fake_set(tmp_path / "s", m)
+    doc = json.loads((s / "manifest.json").read_text())
+    doc["images"][0]["bytes"] = str(doc["images"][0]["bytes"])
+    (s / "manifest.json").write_text(json.dumps(doc))
+    rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
+    assert rc == 9 and "its manifest's bytes '4' is not an integer" in err, err

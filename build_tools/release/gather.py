@@ -32,10 +32,12 @@ from typing import Any
 
 from build_tools import outdir
 from build_tools.compile import manifest
+from build_tools.compile.sources import MODULE_NAME
 from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
 from build_tools.errors import GatherError
+from build_tools.inputs import excerpt
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,11 @@ def load_set(folder: Path) -> ImageSet:
             raise GatherError(f"{folder}: image {rel} is {'a link' if f.is_symlink() else 'missing'}")
         if not stat.S_ISREG(f.lstat().st_mode):
             raise GatherError(f"{folder}: image {rel} is not a regular file")
-        size = f.stat().st_size
-        if size != img.get("bytes"):
-            raise GatherError(f"{folder}: image {rel} has {size} bytes, its manifest says {img.get('bytes')}")
+        size, want = f.stat().st_size, img.get("bytes")
+        if not isinstance(want, int) or isinstance(want, bool):  # "49280" (a string) is not a size
+            raise GatherError(f"{folder}: image {rel}: its manifest's bytes {excerpt(want)} is not an integer")
+        if size != want:
+            raise GatherError(f"{folder}: image {rel} has {size} bytes, its manifest says {want}")
         if manifest.sha256_file(f) != img.get("sha256"):
             raise GatherError(f"{folder}: image {rel} does not match its manifest sha256 (damaged or replaced)")
     for f in sorted(folder.rglob("*")):
@@ -94,6 +98,57 @@ def load_set(folder: Path) -> ImageSet:
         if f.is_file() and f.name != manifest.MANIFEST_NAME and rel not in listed and rel != outdir.MARKER:
             raise GatherError(f"{folder}: {rel} is not listed in its manifest")
     return ImageSet(path=folder, doc=doc)
+
+
+# The one path an image of (backend, device, module) has: what manifest.collect writes. A file
+# suffix per form; "./cuda/..." or "cuda//..." is not that path (it would become a second member).
+_SUFFIXES = {catalog.SASS: ("cubin", "fatbin"), catalog.PTX: ("ptx",), catalog.INTEL_BIN: ("bin",),
+             catalog.SPIRV: ("spv",), catalog.SOURCE: ("cl",)}
+_MAX_SHOWN = 10
+
+
+def plan_problems(doc: Mapping[str, Any], m: matrix_model.Matrix, modules: Mapping[str, Sequence[str]]) -> list[str]:
+    """Images of ``doc`` that the plan of ``m`` does not call for: a module not in ``modules`` (name ->
+    backends it serves), a device not in the matrix, a portable form the matrix does not build, or
+    a path that is not the image's one normal path. A sha-correct ``cuda/compute_52/evil.ptx`` is
+    still an image nobody asked for, and every wheel would ship it."""
+    aot = {(d.backend, d.key, d.resolved, d.form) for t in m.all_targets() for d in t.devices}
+    ptx = m.ptx_device()
+    portable = {(catalog.OPENCL, "source", catalog.SOURCE)}
+    if ptx is not None:
+        portable.add((ptx.backend, ptx.key, ptx.form))
+    if m.opencl.spirv:
+        portable.add((catalog.OPENCL, "spirv", catalog.SPIRV))
+    problems = []
+    for n, img in enumerate(doc.get("images", [])):
+        fields = [img.get(k) if isinstance(img, Mapping) else None for k in
+                  ("module", "backend", "device", "resolved", "form", "path")]
+        module, backend, device, resolved, form, path = (f if isinstance(f, str) else "" for f in fields)
+        where = f"images[{n}] ({excerpt(path)})"
+        if module not in modules or backend not in modules[module]:
+            problems.append(f"{where}: module {excerpt(module)} on {excerpt(backend)} is not one of the kernel "
+                            f"modules ({', '.join(sorted(modules))}) serving that backend")
+        elif form in catalog.AOT_FORMS and (backend, device, resolved, form) not in aot:
+            problems.append(f"{where}: device {excerpt(device)} ({excerpt(form)}) is not an AOT device of the matrix")
+        elif form not in catalog.AOT_FORMS and (backend, device, form) not in portable:
+            problems.append(f"{where}: {excerpt(form)} image for {excerpt(device)} is not a portable form the "
+                            "matrix builds")
+        elif path.rpartition(".")[0] != f"{backend}/{device}/{module}" or \
+                path.rpartition(".")[2] not in _SUFFIXES.get(form, ()):
+            problems.append(f"{where}: path is not {backend}/{device}/{module}.<{'|'.join(_SUFFIXES.get(form, ()))}>, "
+                            "the one path of that image")
+    return problems
+
+
+def check_plan(where: str, doc: Mapping[str, Any], m: matrix_model.Matrix,
+               modules: Mapping[str, Sequence[str]]) -> None:
+    """GatherError listing (at most ten of) ``plan_problems``."""
+    problems = plan_problems(doc, m, modules)
+    if problems:
+        more = [f"... and {len(problems) - _MAX_SHOWN} more"] if len(problems) > _MAX_SHOWN else []
+        raise GatherError(f"{where}: {len(problems)} image(s) the matrix and kernel modules do not call for; "
+                          "gather only what build.py --images-only wrote:\n  "
+                          + "\n  ".join(problems[:_MAX_SHOWN] + more))
 
 
 def _same(what: str, sets: Sequence[ImageSet], key: str, fix: str) -> Any:
@@ -118,6 +173,10 @@ def gather(sets: Sequence[ImageSet], m: matrix_model.Matrix, *, require_all: boo
         raise GatherError("the image sets were built from another matrix than --matrix: "
                           f"their targets are {[t['name'] for t in all_targets]}, the matrix's {[t['name'] for t in want]}")
     modules = _same("kernel modules", sets, "modules", "build every set from one commit")
+    served = {name: tuple(v.get("backends", ())) if isinstance(v, dict) else () for name, v in dict(modules).items()
+              if MODULE_NAME.fullmatch(str(name))}
+    for s in sets:
+        check_plan(str(s.path), s.doc, m, served)
     chosen: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}
     for s in sets:
