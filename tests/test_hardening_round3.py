@@ -312,3 +312,21 @@ def test_gather_says_a_string_size_is_not_an_integer(tmp_path: Path, capsys: pyt
     (s / "manifest.json").write_text(json.dumps(doc))
     rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
     assert rc == 9 and "its manifest's bytes '4' is not an integer" in err, err
+
+
+# --- item 19: merge's completeness message says what is missing -----------------------------------
+
+def test_merge_names_a_device_no_wheel_holds_instead_of_two_empty_lists() -> None:
+    from build_tools.errors import MergeError
+    from build_tools.release.merge import combine
+    covered = [{"name": "H100", "devices": ["sm_90"]}]
+    with pytest.raises(MergeError) as err:
+        combine._check_complete(covered, {}, {})
+    assert str(err.value) == ("target 'H100': no input wheel holds an image for its device 'sm_90'; add the wheel "
+                              "built for that target")
+    assert "[]" not in str(err.value)
+    entries = {"a": {"module": "saxpy", "backend": "cuda", "device": "sm_90", "form": "sass"}}
+    with pytest.raises(MergeError, match=r"modules \['saxpy'\] for device 'sm_90', which their manifests' modules"):
+        combine._check_complete(covered, entries, {})
+    with pytest.raises(MergeError, match=r"expected \['saxpy', 'softmax'\] \(missing \['softmax'\]\)"):
+        combine._check_complete(covered, entries, {"saxpy": {}, "softmax": {}})

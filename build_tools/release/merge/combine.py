@@ -107,9 +107,18 @@ def _check_complete(covered: list[dict[str, Any]], entries: Mapping[str, dict[st
             # Only the modules that serve the device's backend: a native CUDA module has no Intel image.
             backends = {i["backend"] for i in found}
             wanted = {m for m, v in modules.items() if backends & set(v.get("backends", backends))}
-            if not have or (wanted and have != wanted):
+            if not have:
+                raise MergeError(f"target {t['name']!r}: no input wheel holds an image for its device {device!r}; "
+                                 "add the wheel built for that target")
+            unlisted = have - set(modules)
+            if unlisted:
+                raise MergeError(f"target {t['name']!r}: the wheels hold images of modules {sorted(unlisted)} for "
+                                 f"device {device!r}, which their manifests' modules do not list")
+            if have != wanted:
+                why = [f"missing {sorted(wanted - have)}"] if wanted - have else []
+                why += [f"{sorted(have - wanted)} do not serve its backend"] if have - wanted else []
                 raise MergeError(f"target {t['name']!r}: the wheels hold images of modules {sorted(have)} for device "
-                                 f"{device!r}, expected {sorted(wanted)}")
+                                 f"{device!r}, expected {sorted(wanted)} ({'; '.join(why)})")
 
 
 # ---------------------------------------------------------------------------------------------
