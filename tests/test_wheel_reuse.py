@@ -110,3 +110,78 @@ def test_an_edited_native_header_changes_the_host_extension_key(tmp_path: Path) 
     header = pkg / "_native_common.h"
     header.write_text(header.read_text() + "\n")
     assert key() != before
+
+
+def _index(out: Path) -> dict[str, object]:
+    return json.loads((out / wheelcache.INDEX).read_text())
+
+
+def _entry_of(doc: dict[str, object], label: str) -> dict[str, str]:
+    return next(e for e in doc["wheels"] if f"+{label}-" in e["wheel"])  # type: ignore[union-attr,index]
+
+
+def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
+        first: tuple[Path, Path, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20 item 6: the index maps a key to files; each tampering below must end in the right
+    wheels (byte for byte those of the first build), every one present, and a line saying why."""
+    m, out, before = first
+
+    def swap_bytes(doc: dict[str, object]) -> None:  # the +pvc wheel copied over the +sm90 one, sha "fixed"
+        sm90, pvc = _entry_of(doc, "sm90"), _entry_of(doc, "pvc")
+        shutil.copyfile(out / pvc["wheel"], out / sm90["wheel"])
+        sm90["wheel_sha256"] = pvc["wheel_sha256"]
+
+    def other_flavour(doc: dict[str, object]) -> None:  # an entry pointing at another flavour's files
+        sm90, pvc = _entry_of(doc, "sm90"), _entry_of(doc, "pvc")
+        for k in ("raw", "wheel", "raw_sha256", "wheel_sha256"):
+            sm90[k] = pvc[k]
+
+    def marker(doc: dict[str, object]) -> None:  # an entry pointing at the output folder's marker
+        sm90 = _entry_of(doc, "sm90")
+        sm90["wheel"] = ".aotkernels-output"
+        sm90["wheel_sha256"] = hashlib.sha256((out / ".aotkernels-output").read_bytes()).hexdigest()
+
+    def duplicate_key(doc: dict[str, object]) -> None:
+        sm90 = _entry_of(doc, "sm90")
+        doc["wheels"].append({**_entry_of(doc, "pvc"), "key": sm90["key"]})  # type: ignore[union-attr]
+
+    def raw_is_wheel(doc: dict[str, object]) -> None:
+        sm90 = _entry_of(doc, "sm90")
+        sm90["raw"], sm90["raw_sha256"] = sm90["wheel"], sm90["wheel_sha256"]
+
+    for tamper, said in ((swap_bytes, "it has no aotkernels-0.1.0+sm90.dist-info/METADATA (another wheel's file)"),
+                         (other_flavour, "is claimed by more than one entry"),
+                         (marker, "not raw/aotkernels-0.1.0+sm90"),
+                         (duplicate_key, "is listed 2 times"),
+                         (raw_is_wheel, "not raw/aotkernels-0.1.0+sm90")):
+        doc = _index(out)
+        tamper(doc)
+        (out / wheelcache.INDEX).write_text(json.dumps(doc))
+        text = _build(m, out, capsys)
+        assert said in text and "reuse: " in text, (tamper.__name__, text[-3000:])
+        assert "0 reused" not in text or tamper is other_flavour, tamper.__name__  # the untouched ones are reused
+        assert _hashes(out) == before, tamper.__name__
+
+
+def test_the_key_holds_the_bytes_of_the_library_auditwheel_grafts(tmp_path: Path) -> None:
+    """Issue 20 item 5: a changed libOpenCL.so.1 where auditwheel finds it (an apt upgrade, or
+    AUDITWHEEL_LD_LIBRARY_PATH) changes every repaired wheel's key; excluded or unrepaired, it does not."""
+    from build_tools.package import repair
+    root = Path(__file__).resolve().parent.parent
+    real = next(Path(d) / repair.OPENCL_LOADER for d in repair.loader_dirs({})
+                if (Path(d) / repair.OPENCL_LOADER).is_file())
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copyfile(real, lib / repair.OPENCL_LOADER)
+
+    def key(env: dict[str, str], **kw: bool) -> str:
+        options = {"repaired": True, "graft_opencl": True, **kw}
+        return wheelcache.context_key(root, env, epoch=None, **options)
+
+    plain = {k: v for k, v in os.environ.items() if k not in ("AUDITWHEEL_LD_LIBRARY_PATH", "LD_LIBRARY_PATH")}
+    shadowed = {**plain, "AUDITWHEEL_LD_LIBRARY_PATH": str(lib)}
+    assert key(shadowed) == key(plain)  # the same bytes found elsewhere: the same wheel
+    (lib / repair.OPENCL_LOADER).write_bytes(real.read_bytes() + b"\0")  # "upgraded"
+    assert key(shadowed) != key(plain)
+    assert key(shadowed, graft_opencl=False) == key(plain, graft_opencl=False)
+    assert key(shadowed, repaired=False) == key(plain, repaired=False)

@@ -5,6 +5,7 @@ Shared by the command line (every flavour at once) and the PEP 517 backend (one 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -50,13 +51,22 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
     members = {spec: wheels.wheel_files(spec, images_dir=images_dir, package_files=files, all_targets=all_targets)
                for spec in specs}
     keys = {spec: wheelcache.wheel_key(context, spec, members[spec]) for spec in specs}
-    index = wheelcache.load_index(previous)
+    index, dropped = wheelcache.load_index(previous)
+    for why in dropped:
+        print(f"reuse: an entry of {wheelcache.INDEX} dropped ({why}); its wheel is built", file=sys.stderr)
     done: dict[wheels.WheelSpec, BuiltWheel] = {}
     entries: list[wheelcache.Entry] = []
     for spec in specs:
         entry = index.get(keys[spec])
-        got = wheelcache.reuse(entry, previous, out) if entry is not None and previous is not None else None
-        if got is not None and entry is not None:
+        if entry is None or previous is None:
+            continue
+        problem = wheelcache.entry_problem(entry, previous, spec, members[spec], repaired=repair_wheels)
+        if problem is not None:
+            print(f"reuse: {wheels.wheel_filename(spec)}: the previous output's entry is not this wheel ({problem}); "
+                  "building it", file=sys.stderr)
+            continue
+        got = wheelcache.reuse(entry, previous, out)
+        if got is not None:
             done[spec] = BuiltWheel(spec=spec, raw=got[0], wheel=got[1], platform_tag=entry.platform_tag, reused=True)
             entries.append(entry)
     todo = [spec for spec in specs if spec not in done]

