@@ -18,7 +18,7 @@ from pathlib import Path
 from build_tools import outdir, proc, sizes
 from build_tools.compile import bazel, collect
 from build_tools.compile.plan import Plan, make_plan
-from build_tools.config import devlists
+from build_tools.config import devlists, project
 from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch
 from build_tools.errors import BuildToolError, ConfigError
@@ -78,6 +78,7 @@ def load_plan(matrix_path: str | os.PathLike[str], env: Mapping[str, str]) -> Pl
 
 
 def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:
+    project.load(ROOT)  # pyproject.toml's [project] (name, readme, metadata): a bad one fails before any work
     plan = load_plan(args.matrix, env)
     if args.disk_cache:
         disk_cache: str | None = str(Path(args.disk_cache).resolve())

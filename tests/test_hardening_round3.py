@@ -330,3 +330,86 @@ def test_merge_names_a_device_no_wheel_holds_instead_of_two_empty_lists() -> Non
         combine._check_complete(covered, entries, {})
     with pytest.raises(MergeError, match=r"expected \['saxpy', 'softmax'\] \(missing \['softmax'\]\)"):
         combine._check_complete(covered, entries, {"saxpy": {}, "softmax": {}})
+
+
+# --- items 10 and 15: [project] validated, lazily, as a config error -------------------------------
+
+PYPROJECT = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def _project_with(tmp_path: Path, old: str, new: str, package: str = "aotkernels") -> Path:
+    text = PYPROJECT.replace(old, new, 1)
+    assert text != PYPROJECT or old == new
+    (tmp_path / "pyproject.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "src" / package).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "src" / package / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "README.md").write_text("# readme\n", encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("old", "new", "package", "words"), [
+    ('license = { text = "MIT" }', 'license = { text = "MIT\\nSee LICENSE" }', "aotkernels",
+     "[project] license: 'MIT\\nSee LICENSE' spans several lines"),
+    ('description = "GPU', 'description = "x\\nRequires-Dist: evil-pkg\\nGPU', "aotkernels",
+     "[project] description: 'x\\nRequires-Dist: evil-pkg\\..."),
+    ('dependencies = ["numpy>=1.20"]', 'dependencies = ["numpy>=1.20 ; evil"]', "aotkernels",
+     "'numpy>=1.20 ; evil' is invalid for 'requires-dist'"),
+    ('requires-python = ">=3.9"', 'requires-python = "3.9 or so"', "aotkernels",
+     "'3.9 or so' is invalid for 'requires-python'"),
+    ('readme = "README.md"', 'readme = "/etc/hostname"', "aotkernels", "readme '/etc/hostname' is outside the project"),
+    ('readme = "README.md"', 'readme = "../README.md"', "aotkernels", "readme '../README.md' is outside the project"),
+    ('name = "aotkernels"', 'name = "json"', "json",
+     "the import name 'json', which is a module of Python's standard library"),
+    ('name = "aotkernels"', 'name = "class"', "class", "the import name 'class', which is a Python keyword"),
+    ('name = "aotkernels"', 'name = "1abc"', "1abc", "the import name '1abc', which is not a Python identifier"),
+    ('name = "aotkernels"', f'name = "{"a" * 300}"', "aotkernels", "which is longer than 100 characters"),
+])
+def test_project_fields_are_validated(tmp_path: Path, old: str, new: str, package: str, words: str) -> None:
+    from build_tools.config import project
+    root = _project_with(tmp_path, old, new, package)
+    with pytest.raises(ConfigError) as err:
+        project.load(root)
+    assert err.value.exit_code == 2 and words in str(err.value), str(err.value)
+
+
+def test_a_readme_that_is_not_utf8_fails_at_load(tmp_path: Path) -> None:
+    from build_tools.config import project
+    root = _project_with(tmp_path, "x", "x")
+    (root / "README.md").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ConfigError, match="readme: .*README.md is not UTF-8 text"):
+        project.load(root)
+
+
+def test_the_project_itself_passes() -> None:
+    from build_tools.config import project
+    got = project.load(ROOT)
+    assert got.import_name == "aotkernels" and "\n" not in got.summary
+
+
+def _copy_checkout(dest: Path, name: str) -> Path:
+    import shutil
+    ignore = shutil.ignore_patterns("__pycache__", "generated")
+    for part in ("build_tools", "src", "kernels"):
+        shutil.copytree(ROOT / part, dest / part, ignore=ignore)
+    for part in ("matrix.yaml", "README.md", "WORKSPACE", "MODULE.bazel"):
+        shutil.copyfile(ROOT / part, dest / part)
+    (dest / "pyproject.toml").write_text(PYPROJECT.replace('name = "aotkernels"', f'name = "{name}"', 1),
+                                         encoding="utf-8")
+    return dest
+
+
+@pytest.mark.parametrize("name", ["../evil", "a b", "json"])
+def test_a_bad_project_name_does_not_break_every_command(tmp_path: Path, name: str) -> None:
+    import subprocess
+    import sys
+    root = _copy_checkout(tmp_path / "co", name)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "build_tools/build.py", *argv], cwd=root, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    for argv in (["--help"], ["merge", "--help"], ["sizes", "--help"], ["schema", "--help"]):
+        r = run(*argv)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (argv, r.stderr[-2000:])
+    r = run("--dry-run", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "error: pyproject.toml: [project] name" in r.stderr

@@ -37,7 +37,9 @@ from build_tools.config import model as matrix_model
 from build_tools.errors import MergeError
 from build_tools.package import wheels
 from build_tools.release.merge import limits
-from build_tools.release.merge.members import MANIFEST_MEMBER
+from build_tools.release.merge.members import manifest_member
+
+MANIFEST_MEMBER = manifest_member()
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = ROOT / "matrix.yaml"

@@ -7,6 +7,7 @@ Read with ``tomllib`` (``tomli`` on Python 3.9/3.10, the same parser) and checke
 from __future__ import annotations
 
 import functools
+import keyword
 import re
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from build_tools.errors import ConfigError
+from build_tools.inputs import excerpt, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,7 +82,7 @@ def load(root: Path = ROOT) -> Project:
         raise ConfigError("pyproject.toml: no [project] table; add one with name and version")
     name, version = table.get("name"), table.get("version")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
-        raise ConfigError(f"pyproject.toml: [project] name {name!r} is not a valid distribution name (PEP 508)")
+        raise ConfigError(f"pyproject.toml: [project] name {excerpt(name)} is not a valid distribution name (PEP 508)")
     if not isinstance(version, str):
         raise ConfigError("pyproject.toml: [project] version is missing; set version = \"X.Y.Z\" "
                           "(dynamic versions are not supported by this builder)")
@@ -92,19 +94,87 @@ def load(root: Path = ROOT) -> Project:
         raise ConfigError(f"pyproject.toml: [project] version {version!r} has a local label; the builder adds "
                           "+<target> labels itself")
     import_name = re.sub(r"[-.]+", "_", name).lower()
+    problem = import_name_problem(import_name)
+    if problem:
+        raise ConfigError(f"pyproject.toml: [project] name {excerpt(name)} means the import name "
+                          f"{excerpt(import_name)}, which {problem}; rename the project")
     if not (root / "src" / import_name / "__init__.py").is_file():
-        raise ConfigError(f"pyproject.toml: [project] name {name!r} means the package src/{import_name}/, "
+        raise ConfigError(f"pyproject.toml: [project] name {excerpt(name)} means the package src/{import_name}/, "
                           "which has no __init__.py; rename the folder with the project")
     license_ = table.get("license", "")
     license_text = license_.get("text", "") if isinstance(license_, dict) else str(license_)
     readme = table.get("readme", "")
     if isinstance(readme, dict):
         readme = readme.get("file", "")
-    if readme and not (root / readme).is_file():
-        raise ConfigError(f"pyproject.toml: [project] readme {readme!r} does not exist")
+    readme = str(readme)
+    if readme:
+        _check_readme(root, readme)
     deps = table.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise ConfigError("pyproject.toml: [project] dependencies must be a list of requirement strings")
-    return Project(name=name, version=str(parsed), import_name=import_name, root=root,
-                   summary=str(table.get("description", "")), requires_python=str(table.get("requires-python", "")),
-                   dependencies=tuple(deps), license=license_text, readme=str(readme))
+    summary, requires_python = str(table.get("description", "")), str(table.get("requires-python", ""))
+    # Each of these becomes one header line of METADATA and the sdist's PKG-INFO: a newline would end
+    # the headers early (dropping Requires-Dist) or inject new ones ("Requires-Dist: evil-pkg").
+    problems = [f"pyproject.toml: [project] {field}: {excerpt(value)} spans several lines; core metadata "
+                "holds it on one line" for field, value in (("description", summary), ("license", license_text),
+                                                           ("requires-python", requires_python),
+                                                           *(("dependencies", d) for d in deps))
+                if any(c in value for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")]
+    if problems:
+        raise ConfigError(problems)
+    problems = _metadata_problems({"metadata_version": "2.1", "name": name, "version": str(parsed), "summary": summary,
+                                   "license": license_text, "requires_python": requires_python,
+                                   "requires_dist": list(deps)})
+    if problems:
+        raise ConfigError(problems)
+    return Project(name=name, version=str(parsed), import_name=import_name, root=root, summary=summary,
+                   requires_python=requires_python, dependencies=tuple(deps), license=license_text, readme=readme)
+
+
+# Longer names are legal PEP 508 names but not sensible folder and module names (src/<name>/).
+NAME_MAX = 100
+
+
+def import_name_problem(import_name: str) -> str | None:
+    """Why ``import_name`` cannot be the package's import name, or None: a Python identifier (ASCII),
+    not a keyword, not a module of the standard library (a ``json`` wheel would shadow it)."""
+    if len(import_name) > NAME_MAX:
+        return f"is longer than {NAME_MAX} characters"
+    if not (import_name.isascii() and import_name.isidentifier()):
+        return "is not a Python identifier (ASCII letters, digits and '_', not starting with a digit)"
+    if keyword.iskeyword(import_name):
+        return "is a Python keyword"
+    if import_name in getattr(sys, "stdlib_module_names", ()):  # Python 3.10+; a 3.9 backend skips this one
+        return "is a module of Python's standard library, which an installed wheel would shadow"
+    return None
+
+
+def _check_readme(root: Path, readme: str) -> None:
+    """The readme ships as every wheel's long description: a file of the project, UTF-8, found now
+    (before Bazel runs), not /etc/hostname or a link out of the checkout."""
+    path = root / readme
+    try:
+        inside = path.resolve().is_relative_to(root.resolve()) and not Path(readme).is_absolute()
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise ConfigError(f"pyproject.toml: [project] readme {excerpt(readme)} is outside the project; give a file "
+                          "of the project, such as README.md")
+    if not path.is_file():
+        raise ConfigError(f"pyproject.toml: [project] readme {excerpt(readme)} does not exist")
+    read_text(path, "pyproject.toml: [project] readme")  # a regular file, bounded, UTF-8: else a ConfigError
+
+
+def _metadata_problems(raw: dict[str, object]) -> list[str]:
+    """What packaging's core-metadata validator says about these fields (names, PEP 508
+    requirements, the Requires-Python specifier, one-line fields)."""
+    try:
+        from packaging.metadata import Metadata
+    except ImportError:  # packaging < 23.1: the checks above still ran
+        return []
+    try:
+        Metadata.from_raw(raw, validate=True)  # type: ignore[arg-type]
+    except Exception as exc:  # packaging's ExceptionGroup (its own class before Python 3.11)
+        found = getattr(exc, "exceptions", [exc])
+        return [f"pyproject.toml: [project]: {str(e)[:200]}" for e in found]
+    return []

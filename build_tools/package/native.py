@@ -29,10 +29,11 @@ class Extension:
     libs: tuple[str, ...]
 
 
-_SRC = f"src/{project.load().import_name}"  # the package folder pyproject.toml's name implies
+# Sources relative to the package folder src/<import name> that pyproject.toml's name implies (read
+# when compiling, not at import: a bad [project] is a config error of the command, project.py).
 EXTENSIONS = (
-    Extension(name="_cuda", sources=(f"{_SRC}/_cuda.c",), libs=("-ldl",)),
-    Extension(name="_opencl", sources=(f"{_SRC}/_opencl.c",), libs=("-lOpenCL",)),
+    Extension(name="_cuda", sources=("_cuda.c",), libs=("-ldl",)),
+    Extension(name="_opencl", sources=("_opencl.c",), libs=("-lOpenCL",)),
 )
 
 
@@ -42,15 +43,16 @@ def compile_extensions(root: Path, dest: Path, env: Mapping[str, str]) -> list[P
     if not Path("/usr/include/CL/cl.h").exists():
         raise ToolchainMissingError(f"toolchain: OpenCL headers (/usr/include/CL/cl.h) not found; install {OPENCL_PACKAGE}")
     include = sysconfig.get_paths()["include"]
+    src = f"src/{project.load(root).import_name}"
     out = []
     for ext in EXTENSIONS:
         target = dest / f"{ext.name}{ABI3_SUFFIX}"
         _compile(ext, [
             cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
-            f"-DPy_LIMITED_API={LIMITED_API}", f"-I{include}", f"-I{root / _SRC}",
+            f"-DPy_LIMITED_API={LIMITED_API}", f"-I{include}", f"-I{root / src}",
             # Same bytes whatever folder the tree sits in: reproducible wheels.
             f"-ffile-prefix-map={root}=.", "-Wl,--build-id=sha1",
-            *[str(root / s) for s in ext.sources], "-o", str(target),
+            *[str(root / src / s) for s in ext.sources], "-o", str(target),
             "-Wl,--no-as-needed", "-lc", *ext.libs,
         ], root, env)
         out.append(target)

@@ -35,10 +35,18 @@ from build_tools.config import catalog, project
 from build_tools.config.model import Matrix, Target
 
 # The package is the user's: pyproject.toml's [project] name (the distribution) and the folder
-# src/<import name> it implies (project.py). Nothing below names it otherwise.
-PROJECT = project.load()
-PACKAGE = PROJECT.import_name
-DIST_NAME = PROJECT.name
+# src/<import name> it implies (project.py). Nothing below names it otherwise. Read when first
+# used, not when this module is imported: a bad [project] is a config error (exit 2) of the command
+# that needs it, and `build.py --help` or `build.py schema` still work.
+_LAZY = {"PROJECT": lambda p: p, "PACKAGE": lambda p: p.import_name, "DIST_NAME": lambda p: p.name}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: wheels.PROJECT, wheels.PACKAGE, wheels.DIST_NAME
+    if name in _LAZY:
+        return _LAZY[name](project.load())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 TAG_PYTHON = "cp39"
 TAG_ABI = "abi3"
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip member can carry
@@ -70,14 +78,15 @@ def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[W
     for t in matrix.targets:
         label = slug(d.key for d in t.devices)
         if naming == "project-name":
-            name, ver = f"{DIST_NAME}_{label.replace('.', '_')}", version
+            name, ver = f"{project.load().name}_{label.replace('.', '_')}", version
         else:
-            name, ver = DIST_NAME, f"{version}+{label}"
+            name, ver = project.load().name, f"{version}+{label}"
         out.append(WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
                              portable=t.jit, target=t.name, targets=(t,)))
-    out.append(WheelSpec(kind="fat", name=DIST_NAME, version=version, devices=tuple(d.key for d in matrix.devices()),
+    dist_name = project.load().name
+    out.append(WheelSpec(kind="fat", name=dist_name, version=version, devices=tuple(d.key for d in matrix.devices()),
                          portable=True, targets=matrix.targets))
-    jit_name, jit_ver = (f"{DIST_NAME}_jit", version) if naming == "project-name" else (DIST_NAME, f"{version}+jit")
+    jit_name, jit_ver = (f"{dist_name}_jit", version) if naming == "project-name" else (dist_name, f"{version}+jit")
     out.append(WheelSpec(kind="jit", name=jit_name, version=jit_ver, devices=(), portable=True))
     return out
 
@@ -109,7 +118,7 @@ def record_hash(data: bytes, algo: str = "sha256") -> str:
 
 def _metadata(spec: WheelSpec, targets_text: str) -> str:
     """pyproject.toml's metadata (the README as description) under this wheel's name and version."""
-    return PROJECT.metadata(name=spec.name, version=spec.version,
+    return project.load().metadata(name=spec.name, version=spec.version,
                             summary=f"GPU kernels with ahead-of-time images ({targets_text})")
 
 
@@ -181,11 +190,12 @@ def wheel_files(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
     sub["all_targets"] = all_targets
     sub["wheel"] = {"kind": spec.kind, "name": spec.name, "version": spec.version, "target": spec.target}
     files: dict[str, tuple[bytes, bool]] = {}
+    package = project.load().import_name
     for name, data in package_files.items():
-        files[f"{PACKAGE}/{name}"] = (data, False)
+        files[f"{package}/{name}"] = (data, False)
     for img in images:
-        files[f"{PACKAGE}/images/{img['path']}"] = ((images_dir / img["path"]).read_bytes(), False)
-    files[f"{PACKAGE}/images/manifest.json"] = ((json.dumps(sub, indent=2, sort_keys=True) + "\n").encode(), False)
+        files[f"{package}/images/{img['path']}"] = ((images_dir / img["path"]).read_bytes(), False)
+    files[f"{package}/images/manifest.json"] = ((json.dumps(sub, indent=2, sort_keys=True) + "\n").encode(), False)
     plat = platform_tag()
     label = spec.target or ("all targets" if spec.kind == "fat" else "JIT only")
     files[f"{dist_info_name(spec)}/METADATA"] = (_metadata(spec, label).encode(), False)
@@ -208,7 +218,7 @@ def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
                            wheel_files(spec, images_dir=images_dir, package_files=package_files,
                                        all_targets=all_targets))
     for name, data in extensions.items():
-        members_by_name[f"{PACKAGE}/{name}"] = (data, True)
+        members_by_name[f"{project.load().import_name}/{name}"] = (data, True)
     dist_info = dist_info_name(spec)
     ordered = sorted(members_by_name)
     record = io.StringIO()
@@ -225,6 +235,6 @@ def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
 
 def package_sources(root: Path) -> dict[str, bytes]:
     """The pure-Python part of the package (what every wheel ships besides extensions and images)."""
-    src = root / "src" / PACKAGE
+    src = root / "src" / project.load().import_name
     return {p.name: p.read_bytes() for p in sorted(src.glob("*.py"))} | (
         {"py.typed": b""} if (src / "py.typed").exists() else {})

@@ -14,8 +14,6 @@ from build_tools.config import catalog
 from build_tools.errors import ConfigError
 from build_tools.package import wheels
 from build_tools.sizes.model import (
-    _IMAGES_PREFIX,
-    _MANIFEST_MEMBER,
     KIND_ORDER,
     PART_KINDS,
     DeviceCost,
@@ -23,6 +21,8 @@ from build_tools.sizes.model import (
     RawSize,
     TargetCost,
     WheelSize,
+    images_prefix,
+    manifest_member,
 )
 
 # ----------------------------------------------------------------------------- measuring one wheel
@@ -48,10 +48,10 @@ def _classify(name: str, images: Mapping[str, Mapping[str, Any]], dirs: Mapping[
         return "metadata", None, None, None, None
     if top.endswith(".libs"):
         return "grafted", None, None, None, None
-    if name == _MANIFEST_MEMBER:
+    if name == manifest_member():
         return "image-manifest", None, None, None, None
-    if name.startswith(_IMAGES_PREFIX):
-        rel = name[len(_IMAGES_PREFIX):]
+    if name.startswith(images_prefix()):
+        rel = name[len(images_prefix()):]
         img = images.get(rel)
         if img is not None:
             part = "aot-image" if img["form"] in catalog.AOT_FORMS else "portable-image"
@@ -73,14 +73,14 @@ def _classify(name: str, images: Mapping[str, Mapping[str, Any]], dirs: Mapping[
 
 def _embedded_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(zf.read(_MANIFEST_MEMBER))
+        doc = json.loads(zf.read(manifest_member()))
     except KeyError:
-        raise ConfigError(f"--dist: {path.name} has no {_MANIFEST_MEMBER}; only wheels made by this builder "
+        raise ConfigError(f"--dist: {path.name} has no {manifest_member()}; only wheels made by this builder "
                           "can be measured") from None
     except ValueError as exc:
-        raise ConfigError(f"--dist: {path.name}: {_MANIFEST_MEMBER} is not valid JSON: {exc}") from None
+        raise ConfigError(f"--dist: {path.name}: {manifest_member()} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("wheel"), dict):
-        raise ConfigError(f"--dist: {path.name}: {_MANIFEST_MEMBER} lacks 'images' or 'wheel'; rebuild the wheel")
+        raise ConfigError(f"--dist: {path.name}: {manifest_member()} lacks 'images' or 'wheel'; rebuild the wheel")
     return doc
 
 
@@ -161,7 +161,7 @@ def measure_dist(dist: Path) -> tuple[tuple[WheelSize, ...], list[dict[str, Any]
     images: dict[str, dict[str, Any]] = {}
     for w, _ in find_wheels(dist):
         with zipfile.ZipFile(w) as zf:
-            doc = json.loads(zf.read(_MANIFEST_MEMBER))
+            doc = json.loads(zf.read(manifest_member()))
         all_targets = all_targets or list(doc.get("all_targets", []))
         for img in doc["images"]:
             if img["form"] in catalog.AOT_FORMS:

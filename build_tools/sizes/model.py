@@ -14,8 +14,17 @@ REPORT_MD = "size-report.md"
 REPORT_SVG = "size-report.svg"
 KIND_ORDER = {k: i for i, k in enumerate(wheels.KINDS)}
 PART_KINDS = ("extension", "grafted", "python", "metadata", "image-manifest", "aot-image", "portable-image", "other")
-_IMAGES_PREFIX = f"{wheels.PACKAGE}/images/"
-_MANIFEST_MEMBER = f"{_IMAGES_PREFIX}manifest.json"
+
+
+def images_prefix() -> str:
+    """``<package>/images/``: read from pyproject.toml when first needed, not at import (project.py)."""
+    return f"{wheels.PACKAGE}/images/"
+
+
+def manifest_member() -> str:
+    return f"{images_prefix()}manifest.json"
+
+
 _EOCD_LEN = 22  # end-of-central-directory record without a comment (no zip64: wheels here are far below 4 GiB)
 
 

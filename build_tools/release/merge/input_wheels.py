@@ -12,8 +12,8 @@ from build_tools.errors import MergeError
 from build_tools.package import wheels
 from build_tools.release.merge.manifest_check import read_manifest
 from build_tools.release.merge.members import (
-    IMAGES_PREFIX,
-    MANIFEST_MEMBER,
+    images_prefix,
+    manifest_member,
     Member,
     decode_text,
     verified_members,
@@ -53,24 +53,24 @@ def read_wheel(w: OpenedWheel) -> InputWheel:
     if meta_version is None or meta_version.group(1) != w.version:
         raise MergeError(f"{w.show}: METADATA version {excerpt(meta_version.group(1)) if meta_version else None} "
                          f"does not match the file name's {w.version!r}")
-    if MANIFEST_MEMBER not in members:
-        raise MergeError(f"{w.show}: no {MANIFEST_MEMBER}; not a wheel of this project's builder")
-    doc = read_manifest(w, members[MANIFEST_MEMBER].data)
+    if manifest_member() not in members:
+        raise MergeError(f"{w.show}: no {manifest_member()}; not a wheel of this project's builder")
+    doc = read_manifest(w, members[manifest_member()].data)
     images: dict[str, bytes] = {}
     for img in doc["images"]:
         rel = img["path"]
-        member = members.get(f"{IMAGES_PREFIX}{rel}")
+        member = members.get(f"{images_prefix()}{rel}")
         if member is None:
             raise MergeError(f"{w.show}: manifest lists image {rel!r} but the wheel lacks it")
-        if hashes[f"{IMAGES_PREFIX}{rel}"] != img["sha256"] or len(member.data) != img["bytes"]:
+        if hashes[f"{images_prefix()}{rel}"] != img["sha256"] or len(member.data) != img["bytes"]:
             raise MergeError(f"{w.show}: image {rel!r} does not match its manifest entry (sha256/size)")
         images[rel] = member.data
     package: dict[str, Member] = {}
     for member_name, member in members.items():
-        if member_name == MANIFEST_MEMBER or not member_name.startswith(f"{wheels.PACKAGE}/"):
+        if member_name == manifest_member() or not member_name.startswith(f"{wheels.PACKAGE}/"):
             continue
-        if member_name.startswith(IMAGES_PREFIX):
-            if member_name[len(IMAGES_PREFIX):] not in images:
+        if member_name.startswith(images_prefix()):
+            if member_name[len(images_prefix()):] not in images:
                 raise MergeError(f"{w.show}: {member_name} is not listed in the image manifest")
             continue
         package[member_name[len(wheels.PACKAGE) + 1:]] = member

@@ -13,7 +13,7 @@ from build_tools.compile import manifest
 from build_tools.compile.sources import MODULE_NAME, MODULE_RULE
 from build_tools.config import catalog
 from build_tools.errors import MergeError
-from build_tools.release.merge.members import MANIFEST_MEMBER, decode_text
+from build_tools.release.merge.members import decode_text, manifest_member
 from build_tools.release.merge.messages import excerpt
 from build_tools.release.merge.wheelzip import NAME_PART, OpenedWheel
 
@@ -119,13 +119,13 @@ def manifest_problems(doc: Any, version: str) -> list[str]:
 
 def read_manifest(w: OpenedWheel, data: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(decode_text(w, MANIFEST_MEMBER, data))
+        doc = json.loads(decode_text(w, manifest_member(), data))
     except (ValueError, RecursionError) as exc:  # RecursionError: a deeply nested document
-        raise MergeError(f"{w.show}: {MANIFEST_MEMBER} is not valid JSON: {excerpt(str(exc))}; refusing the "
+        raise MergeError(f"{w.show}: {manifest_member()} is not valid JSON: {excerpt(str(exc))}; refusing the "
                          "wheel") from None
     problems = manifest_problems(doc, w.version)
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
-        raise MergeError(f"{w.show}: its image manifest {MANIFEST_MEMBER} is not one this builder writes; refusing "
+        raise MergeError(f"{w.show}: its image manifest {manifest_member()} is not one this builder writes; refusing "
                          "the wheel:\n  " + "\n  ".join(shown))
     return doc

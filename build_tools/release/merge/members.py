@@ -15,8 +15,17 @@ from build_tools.release.merge import limits
 from build_tools.release.merge.messages import excerpt, size_text
 from build_tools.release.merge.wheelzip import ZIP_ERRORS, OpenedWheel
 
-IMAGES_PREFIX = f"{wheels.PACKAGE}/images/"
-MANIFEST_MEMBER = f"{IMAGES_PREFIX}{manifest.MANIFEST_NAME}"
+
+
+def images_prefix() -> str:
+    """``<package>/images/``: read from pyproject.toml when first needed, not at import (project.py)."""
+    return f"{wheels.PACKAGE}/images/"
+
+
+def manifest_member() -> str:
+    return f"{images_prefix()}{manifest.MANIFEST_NAME}"
+
+
 # Signature files a wheel's RECORD may leave unhashed (PEP 376 / PEP 427).
 UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 _ACCEPTED_HASHES = ("sha256", "sha384", "sha512")  # PEP 427: sha256 or stronger
@@ -88,7 +97,7 @@ def verified_members(w: OpenedWheel, dist_info: str) -> tuple[dict[str, Member],
     record_name = f"{dist_info}/RECORD"
     if record_name not in infos:
         raise MergeError(f"{w.show}: no {record_name}; cannot verify the wheel, refusing it")
-    for text_name in (record_name, f"{dist_info}/WHEEL", f"{dist_info}/METADATA", MANIFEST_MEMBER):
+    for text_name in (record_name, f"{dist_info}/WHEEL", f"{dist_info}/METADATA", manifest_member()):
         if text_name in infos and infos[text_name].file_size > limits.MAX_TEXT_BYTES:
             raise MergeError(f"{w.show}: {text_name} inflates to {infos[text_name].file_size} bytes, over the "
                              f"{size_text(limits.MAX_TEXT_BYTES)} it may have; refusing the wheel")
