@@ -3,10 +3,11 @@
 ``pip wheel .`` / ``pip install .`` / cibuildwheel build one wheel whose AOT devices come
 from ``AOT_DEVLIST`` (or Intel's seed name ``USE_AOT_DEVLIST``), comma-separated:
 
-- unset: every device of matrix.yaml (the fat wheel, plain version);
+- unset (or every device of matrix.yaml): the fat wheel, plain version;
 - ``none``: JIT-only (portable forms only, version ``+jit``);
+- one target's devices (``sm_90``): that target's wheel, ``+sm90``, as build.py names it;
 - a list such as ``sm_90,dg2-g10-c0``: exactly those AOT images plus the portable forms,
-  version ``+sm90.dg2g10c0``.
+  version ``+sm90.dg2g10c0`` (the plain version is only for the wheel of every target).
 
 Images are compiled by the same Bazel rules and caches as ``build_tools/build.py``, so a
 device built before is a cache hit here. Wheels are left unrepaired (pip and cibuildwheel
@@ -36,7 +37,6 @@ from build_tools.compile import bazel, collect, manifest  # noqa: E402
 from build_tools.compile.plan import Plan, kernel_sources  # noqa: E402
 from build_tools.config import catalog, devlists  # noqa: E402
 from build_tools.config import matrix as matrix_mod  # noqa: E402
-from build_tools.config import model as matrix_model  # noqa: E402
 from build_tools.epoch import env_with_epoch, source_date_epoch  # noqa: E402
 from build_tools.errors import BuildToolError, GatherError  # noqa: E402
 from build_tools.inputs import excerpt  # noqa: E402
@@ -48,18 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SDIST_ROOTS = ("pyproject.toml", "README.md", "matrix.yaml", "requirements.txt", "WORKSPACE", "MODULE.bazel",
                ".bazelrc", ".bazelversion", "build_tools", "kernels", "src")
 SDIST_SKIP = ("__pycache__", "generated", ".pyc")
-
-
-def _spec(m: matrix_model.Matrix, selected: bool, version: str) -> wheels.WheelSpec:
-    all_specs = wheels.specs(m, version)
-    if not selected:
-        return next(s for s in all_specs if s.kind == "fat")
-    if not m.targets:
-        return next(s for s in all_specs if s.kind == "jit")
-    fat = next(s for s in all_specs if s.kind == "fat")
-    label = wheels.slug(fat.devices)
-    return wheels.WheelSpec(kind="target", name=wheels.DIST_NAME, version=f"{version}+{label}", devices=fat.devices,
-                            portable=True, target=", ".join(t.name for t in m.targets), targets=m.targets)
 
 
 PREBUILT_ENV = "AOT_PREBUILT_IMAGES"
@@ -78,7 +66,7 @@ def _prebuilt_plan(env: dict[str, str]) -> Plan:
 
 def _build_prebuilt(wheel_directory: str, env: dict[str, str], images_dir: Path) -> str:
     plan = _prebuilt_plan(env)
-    spec = _spec(plan.matrix, devlists.devlist_from_env(env) is not None, assemble.project_version(ROOT))
+    spec = wheels.all_devices_spec(plan.matrix, assemble.project_version(ROOT))
     image_set = gather.load_set(images_dir)  # every listed image against its sha256 and size
     doc = dict(image_set.doc)
     if doc.get("all_targets") != manifest.targets_doc(plan.matrix.all_targets()):
@@ -104,10 +92,9 @@ def _build(wheel_directory: str) -> str:
         return _build_prebuilt(wheel_directory, env, Path(env[PREBUILT_ENV]))
     plan = load_plan(ROOT / "matrix.yaml", env)
     m = plan.matrix
-    selected = devlists.devlist_from_env(env) is not None
     options = bazel.BazelOptions(disk_cache=env.get("AOT_DISK_CACHE") or bazel.default_disk_cache(env),
                                  remote_cache=bazel.remote_cache_option(None, env))
-    spec = _spec(m, selected, assemble.project_version(ROOT))
+    spec = wheels.all_devices_spec(m, assemble.project_version(ROOT))
     with tempfile.TemporaryDirectory(prefix="aotkernels-images-") as tmp:
         images_dir = Path(tmp) / "images"
         # Under the checkout lock, as build.py: one build at a time writes the generated files.

@@ -413,3 +413,62 @@ def test_a_bad_project_name_does_not_break_every_command(tmp_path: Path, name: s
     r = run("--dry-run", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "error: pyproject.toml: [project] name" in r.stderr
+
+
+# --- item 12: a subset build does not take the release name ---------------------------------------
+
+def _versions(devlist: str | None, source: str = "AOT_DEVLIST") -> list[str]:
+    from build_tools.config import devlists
+    from build_tools.package import wheels
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    if devlist is not None:
+        m = devlists.select(m, devlist, source=source)
+    return [s.version for s in wheels.specs(m, "0.1.0")]
+
+
+def _pip_version(devlist: str | None) -> str:
+    from build_tools.config import devlists
+    from build_tools.package import wheels
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    if devlist is not None:
+        m = devlists.select(m, devlist)
+    return wheels.all_devices_spec(m, "0.1.0").version
+
+
+def test_the_whole_matrix_has_the_plain_version() -> None:
+    every = ",".join(d.key for d in matrix_mod.load(ROOT / "matrix.yaml").devices())
+    assert "0.1.0" in _versions(None) and _pip_version(None) == "0.1.0"
+    assert _versions(every) == _versions(None) and _pip_version(every) == "0.1.0"  # every device listed: the same
+
+
+def test_one_target_is_that_targets_wheel_in_build_py_and_pip() -> None:
+    assert _versions("sm_80") == ["0.1.0+sm80", "0.1.0+jit"]
+    assert _pip_version("sm_80") == "0.1.0+sm80"
+
+
+def test_several_targets_are_labelled_with_their_devices() -> None:
+    assert _versions("sm_90,sm_80") == ["0.1.0+sm80", "0.1.0+sm90", "0.1.0+sm80.sm90", "0.1.0+jit"]
+    assert _pip_version("sm_90,sm_80") == "0.1.0+sm80.sm90"
+    assert _versions("sm_86") == ["0.1.0+sm86", "0.1.0+jit"]  # a device beyond the matrix: never plain
+
+
+def test_a_torch_list_with_ptx_writes_no_wheel_equal_to_jit() -> None:
+    got = _versions("7.5;8.0+PTX;9.0a", source="TORCH_CUDA_ARCH_LIST")
+    assert "0.1.0+compute80" not in got and "0.1.0" not in got
+    assert got == ["0.1.0+sm75", "0.1.0+sm80", "0.1.0+sm90a", "0.1.0+sm75.sm80.sm90a", "0.1.0+jit"]
+
+
+def test_none_is_the_jit_wheel_only() -> None:
+    assert _versions("none") == ["0.1.0+jit"] and _pip_version("none") == "0.1.0+jit"
+    assert _pip_version("compute_80") == "0.1.0+jit"
+
+
+def test_a_target_holding_every_selected_device_is_the_subsets_wheel() -> None:
+    from build_tools.config import devlists
+    from build_tools.package import wheels
+    m = devlists.select(matrix_mod.loads("targets:\n  A: {devices: [sm_90, pvc]}\n  B: sm_90\n  C: sm_80\n"),
+                        "sm_90,pvc")
+    got = wheels.specs(m, "0.1.0")
+    assert [(s.kind, s.version) for s in got] == [("target", "0.1.0+sm90.pvc"), ("target", "0.1.0+sm90"),
+                                                  ("jit", "0.1.0+jit")]
+    assert wheels.all_devices_spec(m, "0.1.0").target == "A"  # pip names the same content the same

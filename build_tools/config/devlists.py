@@ -67,7 +67,7 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     matrix = dataclasses.replace(matrix, cuda=dataclasses.replace(matrix.cuda, ptx=ptx.requested if ptx else "none"))
     lowered = [t.lower() for t in texts]
     if lowered == ["none"]:
-        return dataclasses.replace(matrix, targets=(), universe=matrix.all_targets())
+        return dataclasses.replace(matrix, targets=(), universe=matrix.all_targets(), full=False)
     if "none" in lowered:  # reported once, whatever else the list holds
         raise ConfigError(f"{source}: 'none' (JIT-only, no AOT device) stands alone; write {source}=none, or list "
                           "devices without it")
@@ -99,4 +99,6 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
             several = len(catalog.expand_device(text)) > 1  # "9.0+PTX", "Hopper": one target, named as written
             by_entry.setdefault(text.strip() if several else d.requested, []).append(d)
     extra = [Target(name=name, devices=tuple(ds)) for name, ds in by_entry.items()]
-    return dataclasses.replace(matrix, targets=tuple(targets + extra), universe=(*matrix.all_targets(), *extra))
+    full = not extra and len(targets) == len(matrix.targets)  # every target of the file, nothing added
+    return dataclasses.replace(matrix, targets=tuple(targets + extra), universe=(*matrix.all_targets(), *extra),
+                               full=full)

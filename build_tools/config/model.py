@@ -99,6 +99,9 @@ class Matrix:
     # The whole file's targets when this is a device-list subset (``select``), else empty: a wheel
     # built on one CI machine still names every target, so wheels from several can be merged.
     universe: tuple[Target, ...] = ()
+    # False when a device list (devlists.select) narrowed or extended the targets: the plain version
+    # belongs to the wheel holding every target of matrix.yaml, so such a build never takes it (wheels.specs).
+    full: bool = True
 
     def all_targets(self) -> tuple[Target, ...]:
         return self.universe or self.targets

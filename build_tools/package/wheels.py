@@ -73,22 +73,60 @@ def slug(devices: Iterable[str]) -> str:
     return ".".join(parts)
 
 
+def _labelled(label: str, version: str, naming: str) -> tuple[str, str]:
+    """(name, version) of a wheel labelled ``label``: ``aotkernels 0.1.0+sm90`` or ``aotkernels_sm90 0.1.0``."""
+    dist_name = project.load().name
+    if naming == "project-name":
+        return f"{dist_name}_{label.replace('.', '_')}", version
+    return dist_name, f"{version}+{label}"
+
+
 def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[WheelSpec]:
+    """The wheels of one build: one per target, the fat wheel, the JIT-only wheel.
+
+    - A target with no AOT device (``"A": compute_90``, the ``+PTX`` half of ``8.0+PTX``) gets no
+      wheel of its own: it would hold the portable forms only, the ``+jit`` wheel under another name.
+    - The plain version is the wheel holding every target of matrix.yaml. A build narrowed (or
+      extended) by a device list (``matrix.full`` False) calls its all-devices wheel by a label of
+      its AOT devices, ``0.1.0+sm80.sm90``; when one target holds all of them (one target selected)
+      it is that target's wheel, ``+sm80``, not a second file; with no AOT device (``none``) there is none.
+      ``pip wheel .`` builds the same spec (backend.py), so both name one content alike.
+    """
     out = []
     for t in matrix.targets:
-        label = slug(d.key for d in t.devices)
-        if naming == "project-name":
-            name, ver = f"{project.load().name}_{label.replace('.', '_')}", version
-        else:
-            name, ver = project.load().name, f"{version}+{label}"
+        if not any(d.form in catalog.AOT_FORMS for d in t.devices):
+            continue
+        name, ver = _labelled(slug(d.key for d in t.devices), version, naming)
         out.append(WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
                              portable=t.jit, target=t.name, targets=(t,)))
     dist_name = project.load().name
-    out.append(WheelSpec(kind="fat", name=dist_name, version=version, devices=tuple(d.key for d in matrix.devices()),
-                         portable=True, targets=matrix.targets))
+    fat_devices = tuple(d.key for d in matrix.devices())
+    aot = [d.key for d in matrix.devices() if d.form in catalog.AOT_FORMS]
+    if matrix.full:
+        out.append(WheelSpec(kind="fat", name=dist_name, version=version, devices=fat_devices, portable=True,
+                             targets=matrix.targets))
+    elif aot and not any(_aot_keys(s.targets[0].devices) == set(aot) for s in out):
+        name, ver = _labelled(slug(aot), version, naming)
+        out.append(WheelSpec(kind="fat", name=name, version=ver, devices=fat_devices, portable=True,
+                             targets=matrix.targets))
     jit_name, jit_ver = (f"{dist_name}_jit", version) if naming == "project-name" else (dist_name, f"{version}+jit")
     out.append(WheelSpec(kind="jit", name=jit_name, version=jit_ver, devices=(), portable=True))
     return out
+
+
+def all_devices_spec(matrix: Matrix, version: str, naming: str = "local-version") -> WheelSpec:
+    """The one wheel holding every AOT device of ``matrix``, as :func:`specs` names it: the fat wheel
+    (plain version only when the matrix is whole), a lone selected target's own wheel, or the
+    JIT-only wheel when no AOT device is left. What ``pip wheel .`` and ``build.py merge`` build."""
+    all_specs = specs(matrix, version, naming)
+    aot = _aot_keys(matrix.devices())
+    return next((s for s in all_specs if s.kind == "fat"),
+                next((s for s in all_specs if s.kind == "target" and _aot_keys(s.targets[0].devices) == aot),
+                     all_specs[-1]))  # the JIT-only wheel
+
+
+def _aot_keys(devices: Iterable[catalog.Device]) -> set[str]:
+    return {d.key for d in devices if d.form in catalog.AOT_FORMS}
 
 
 def select_images(doc: Mapping[str, Any], spec: WheelSpec) -> list[dict[str, Any]]:

@@ -173,9 +173,10 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_model.Matrix, env:
     targets = tuple(matrix_model.Target(name=t["name"], jit=t["jit"],
                                       devices=tuple(catalog.parse_device(d) for d in t["devices"]))
                     for t in covered)
-    devices = tuple(dict.fromkeys(d.key for t in targets for d in t.devices))
-    spec = wheels.WheelSpec(kind="fat", name=wheels.DIST_NAME, version=inputs[0].base_version, devices=devices,
-                            portable=True, targets=targets)
+    # The plain version only when every target of the matrix is in: a partial merge is named as a
+    # build.py build of the same device list names it (wheels.specs), e.g. 0.1.0+pvc.sm90.
+    spec = wheels.all_devices_spec(matrix_model.Matrix(targets=targets, full=len(covered) == len(all_targets)),
+                                   inputs[0].base_version)
     doc = manifest.assemble(toolchains=toolchains, targets=covered, all_targets=all_targets, modules=modules,
                             images=entries.values())
     package = inputs[0].package
