@@ -145,6 +145,11 @@ def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
         sm90 = _entry_of(doc, "sm90")
         doc["wheels"].append({**_entry_of(doc, "pvc"), "key": sm90["key"]})  # type: ignore[union-attr]
 
+    def renamed(doc: dict[str, object]) -> None:  # was "--dist: evil.whl is not a wheel file name" (item 19)
+        sm90 = _entry_of(doc, "sm90")
+        shutil.copyfile(out / sm90["wheel"], out / "evil.whl")
+        sm90["wheel"] = "evil.whl"
+
     def raw_is_wheel(doc: dict[str, object]) -> None:
         sm90 = _entry_of(doc, "sm90")
         sm90["raw"], sm90["raw_sha256"] = sm90["wheel"], sm90["wheel_sha256"]
@@ -153,6 +158,7 @@ def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
                          (other_flavour, "is claimed by more than one entry"),
                          (marker, "not raw/aotkernels-0.1.0+sm90"),
                          (duplicate_key, "is listed 2 times"),
+                         (renamed, "it names 'raw/aotkernels-0.1.0+sm90"),
                          (raw_is_wheel, "not raw/aotkernels-0.1.0+sm90")):
         doc = _index(out)
         tamper(doc)
@@ -161,6 +167,7 @@ def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
         assert said in text and "reuse: " in text, (tamper.__name__, text[-3000:])
         assert "0 reused" not in text or tamper is other_flavour, tamper.__name__  # the untouched ones are reused
         assert _hashes(out) == before, tamper.__name__
+        assert "--dist" not in text, tamper.__name__
 
 
 def test_the_key_holds_the_bytes_of_the_library_auditwheel_grafts(tmp_path: Path) -> None:
