@@ -472,3 +472,28 @@ def test_a_target_holding_every_selected_device_is_the_subsets_wheel() -> None:
     assert [(s.kind, s.version) for s in got] == [("target", "0.1.0+sm90.pvc"), ("target", "0.1.0+sm90"),
                                                   ("jit", "0.1.0+jit")]
     assert wheels.all_devices_spec(m, "0.1.0").target == "A"  # pip names the same content the same
+
+
+# --- item 6: what a reused wheel is checked against (the integration test is in test_wheel_reuse.py) --
+
+def test_a_wheel_whose_metadata_or_record_lies_is_not_reused(tmp_path: Path) -> None:
+    from build_tools.package import wheelcache, wheels
+    spec = wheels.WheelSpec(kind="target", name="aotkernels", version="0.1.0+sm90", devices=("sm_90",), portable=True)
+    dist_info = wheels.dist_info_name(spec)
+    files = {"aotkernels/images/manifest.json": (b"{}\n", False),
+             f"{dist_info}/METADATA": (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm90\n\n", False),
+             f"{dist_info}/WHEEL": (f"Tag: cp39-abi3-{wheels.platform_tag()}\n".encode(), False)}
+    good = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
+                              out_dir=tmp_path / "good", epoch=None, files=files)
+    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), files, ()) is None
+    lying = dict(files)
+    lying[f"{dist_info}/METADATA"] = (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm80\n\n", False)
+    bad = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
+                             out_dir=tmp_path / "bad", epoch=None, files=lying)
+    assert wheelcache._zip_problem(bad, spec, wheels.platform_tag(), files, ()) == (
+        "its METADATA says Name 'aotkernels', Version '0.1.0+sm80'; this wheel is aotkernels 0.1.0+sm90")
+    other_images = dict(files)
+    other_images["aotkernels/images/manifest.json"] = (b'{"other": 1}\n', False)
+    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), other_images, ()) == (
+        "member 'aotkernels/images/manifest.json' is not what this build would write")
+    assert "not those of" in str(wheelcache._zip_problem(good, spec, "manylinux_2_34_x86_64", files, ()))
