@@ -51,6 +51,7 @@ from build_tools.inputs import excerpt
 from build_tools.package import native, repair, wheels
 
 INDEX = ".aotkernels-wheels.json"
+_UNPACKED_MAX = 1 << 31  # far above any wheel of this project (a fat wheel unpacks to a few MB)
 _PLATFORM = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")  # manylinux_2_34_x86_64, or several joined by "."
 SCHEMA = "aotkernels.wheel-index/1"
 # The modules whose code shapes a wheel's bytes: a change to any of them rebuilds every wheel.
@@ -177,7 +178,10 @@ def _zip_problem(path: Path, spec: wheels.WheelSpec, plat: str, expected: Mappin
     dist_info = wheels.dist_info_name(spec)
     try:
         with zipfile.ZipFile(path) as zf:
-            members = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+            infos = [i for i in zf.infolist() if not i.is_dir()]
+            if sum(i.file_size for i in infos) > _UNPACKED_MAX:  # a hand-made zip bomb in the output folder
+                return f"it unpacks to more than {_UNPACKED_MAX:,} bytes"
+            members = {i.filename: zf.read(i) for i in infos}
     except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         return f"not a readable wheel ({excerpt(str(exc))})"
     if f"{dist_info}/METADATA" not in members:
