@@ -74,12 +74,14 @@ def select(matrix: Matrix, devlist: str, *, source: str = "AOT_DEVLIST") -> Matr
     if not texts:
         raise ConfigError(f"{source}: empty device list; give comma-separated devices such as 'sm_90,pvc', or 'none'")
     problems: list[str] = []
+    seen: set[str] = set()
     wanted: list[tuple[str, Device]] = []  # (entry as written, device)
     for text, devices in groups:
         for device_text in devices:
             got = catalog.device_problem(source, device_text, None)
             if isinstance(got, str):
-                if got not in problems:  # "x,x" is one problem
+                if got not in seen:  # "x,x" is one problem
+                    seen.add(got)
                     problems.append(got)
             elif got.key not in {d.key for _, d in wanted}:
                 wanted.append((text, got))
