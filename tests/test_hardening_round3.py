@@ -497,3 +497,31 @@ def test_a_wheel_whose_metadata_or_record_lies_is_not_reused(tmp_path: Path) -> 
     assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), other_images, ()) == (
         "member 'aotkernels/images/manifest.json' is not what this build would write")
     assert "not those of" in str(wheelcache._zip_problem(good, spec, "manylinux_2_34_x86_64", files, ()))
+
+
+# --- item 5: the reuse key holds what auditwheel grafts ----------------------------------------------
+
+def test_the_key_holds_the_bytes_of_the_library_auditwheel_grafts(tmp_path: Path) -> None:
+    """Issue 20 item 5: a changed libOpenCL.so.1 where auditwheel finds it (an apt upgrade, or
+    AUDITWHEEL_LD_LIBRARY_PATH) changes every repaired wheel's key; excluded or unrepaired, it does not."""
+    import shutil
+
+    from build_tools.package import repair, wheelcache
+    root = ROOT
+    real = next(Path(d) / repair.OPENCL_LOADER for d in repair.loader_dirs({})
+                if (Path(d) / repair.OPENCL_LOADER).is_file())
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copyfile(real, lib / repair.OPENCL_LOADER)
+
+    def key(env: dict[str, str], **kw: bool) -> str:
+        options = {"repaired": True, "graft_opencl": True, **kw}
+        return wheelcache.context_key(root, env, epoch=None, **options)
+
+    plain = {k: v for k, v in os.environ.items() if k not in ("AUDITWHEEL_LD_LIBRARY_PATH", "LD_LIBRARY_PATH")}
+    shadowed = {**plain, "AUDITWHEEL_LD_LIBRARY_PATH": str(lib)}
+    assert key(shadowed) == key(plain)  # the same bytes found elsewhere: the same wheel
+    (lib / repair.OPENCL_LOADER).write_bytes(real.read_bytes() + b"\0")  # "upgraded"
+    assert key(shadowed) != key(plain)
+    assert key(shadowed, graft_opencl=False) == key(plain, graft_opencl=False)
+    assert key(shadowed, repaired=False) == key(plain, repaired=False)

@@ -169,26 +169,3 @@ def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
         assert _hashes(out) == before, tamper.__name__
         assert "--dist" not in text, tamper.__name__
 
-
-def test_the_key_holds_the_bytes_of_the_library_auditwheel_grafts(tmp_path: Path) -> None:
-    """Issue 20 item 5: a changed libOpenCL.so.1 where auditwheel finds it (an apt upgrade, or
-    AUDITWHEEL_LD_LIBRARY_PATH) changes every repaired wheel's key; excluded or unrepaired, it does not."""
-    from build_tools.package import repair
-    root = Path(__file__).resolve().parent.parent
-    real = next(Path(d) / repair.OPENCL_LOADER for d in repair.loader_dirs({})
-                if (Path(d) / repair.OPENCL_LOADER).is_file())
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    shutil.copyfile(real, lib / repair.OPENCL_LOADER)
-
-    def key(env: dict[str, str], **kw: bool) -> str:
-        options = {"repaired": True, "graft_opencl": True, **kw}
-        return wheelcache.context_key(root, env, epoch=None, **options)
-
-    plain = {k: v for k, v in os.environ.items() if k not in ("AUDITWHEEL_LD_LIBRARY_PATH", "LD_LIBRARY_PATH")}
-    shadowed = {**plain, "AUDITWHEEL_LD_LIBRARY_PATH": str(lib)}
-    assert key(shadowed) == key(plain)  # the same bytes found elsewhere: the same wheel
-    (lib / repair.OPENCL_LOADER).write_bytes(real.read_bytes() + b"\0")  # "upgraded"
-    assert key(shadowed) != key(plain)
-    assert key(shadowed, graft_opencl=False) == key(plain, graft_opencl=False)
-    assert key(shadowed, repaired=False) == key(plain, repaired=False)
