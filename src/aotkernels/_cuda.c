@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "_native_common.h"
+#include "_dlpack.h"
 
 /* ------------------------------------------------------------------------ */
 /* Driver API types (subset, ABI-compatible with cuda.h on Linux x86_64/aarch64) */
@@ -26,6 +27,7 @@ typedef struct CUctx_st *CUcontext;
 typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
 typedef unsigned long long CUdeviceptr;
 typedef int CUjit_option;           /* enum CUjit_option_enum */
 typedef int CUdevice_attribute;     /* enum CUdevice_attribute_enum */
@@ -40,6 +42,9 @@ typedef int CUdevice_attribute;     /* enum CUdevice_attribute_enum */
 
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+#define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
+#define CU_EVENT_DISABLE_TIMING 0x2
+#define CUDA_ERROR_NOT_READY 600
 
 typedef CUresult (*PFN_cuInit)(unsigned int);
 typedef CUresult (*PFN_cuDriverGetVersion)(int *);
@@ -65,6 +70,16 @@ typedef CUresult (*PFN_cuLaunchKernel)(CUfunction, unsigned int, unsigned int, u
                                        unsigned int, CUstream, void **, void **);
 typedef CUresult (*PFN_cuGetErrorName)(CUresult, const char **);
 typedef CUresult (*PFN_cuGetErrorString)(CUresult, const char **);
+typedef CUresult (*PFN_cuStreamSynchronize)(CUstream);
+typedef CUresult (*PFN_cuStreamWaitEvent)(CUstream, CUevent, unsigned int);
+typedef CUresult (*PFN_cuEventCreate)(CUevent *, unsigned int);
+typedef CUresult (*PFN_cuEventRecord)(CUevent, CUstream);
+typedef CUresult (*PFN_cuEventQuery)(CUevent);
+typedef CUresult (*PFN_cuEventDestroy)(CUevent);
+typedef CUresult (*PFN_cuPointerGetAttribute)(void *, int, CUdeviceptr);
+typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+typedef CUresult (*PFN_cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
+typedef CUresult (*PFN_cuMemFreeAsync)(CUdeviceptr, CUstream);
 /* optional, CUDA >= 12.4 */
 typedef CUresult (*PFN_cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
 
@@ -90,6 +105,16 @@ static struct {
     PFN_cuLaunchKernel cuLaunchKernel;
     PFN_cuGetErrorName cuGetErrorName;
     PFN_cuGetErrorString cuGetErrorString;
+    PFN_cuStreamSynchronize cuStreamSynchronize;
+    PFN_cuStreamWaitEvent cuStreamWaitEvent;
+    PFN_cuEventCreate cuEventCreate;
+    PFN_cuEventRecord cuEventRecord;
+    PFN_cuEventQuery cuEventQuery;
+    PFN_cuEventDestroy cuEventDestroy;
+    PFN_cuPointerGetAttribute cuPointerGetAttribute;
+    PFN_cuMemcpyDtoDAsync cuMemcpyDtoDAsync;
+    PFN_cuMemAllocAsync cuMemAllocAsync; /* CUDA >= 11.2 */
+    PFN_cuMemFreeAsync cuMemFreeAsync;
     PFN_cuFuncGetParamInfo cuFuncGetParamInfo; /* may be NULL */
 } cu;
 
@@ -188,6 +213,16 @@ cu_ensure_init(void)
     LOAD_SYM(cuMemcpyHtoD, "cuMemcpyHtoD_v2");
     LOAD_SYM(cuMemcpyDtoH, "cuMemcpyDtoH_v2");
     LOAD_SYM(cuLaunchKernel, "cuLaunchKernel");
+    LOAD_SYM(cuStreamSynchronize, "cuStreamSynchronize");
+    LOAD_SYM(cuStreamWaitEvent, "cuStreamWaitEvent");
+    LOAD_SYM(cuEventCreate, "cuEventCreate");
+    LOAD_SYM(cuEventRecord, "cuEventRecord");
+    LOAD_SYM(cuEventQuery, "cuEventQuery");
+    LOAD_SYM(cuEventDestroy, "cuEventDestroy_v2");
+    LOAD_SYM(cuPointerGetAttribute, "cuPointerGetAttribute");
+    LOAD_SYM(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2");
+    LOAD_SYM(cuMemAllocAsync, "cuMemAllocAsync");
+    LOAD_SYM(cuMemFreeAsync, "cuMemFreeAsync");
 #undef LOAD_SYM
     {
         void *p = dlsym(lib, "cuFuncGetParamInfo");
@@ -658,7 +693,7 @@ cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t 
     if (cu.cuFuncGetParamInfo == NULL)
         return 0;
     for (k = 0; k < n; k++) {
-        size_t want = args[k].kind == 'b' ? sizeof(CUdeviceptr) : 4;
+        size_t want = (args[k].kind == 'b' || args[k].kind == 'p') ? sizeof(CUdeviceptr) : 4;
         r = cu.cuFuncGetParamInfo(f, (size_t)k, &off, &sz);
         if (r != CUDA_SUCCESS) {
             if (r != CUDA_ERROR_INVALID_VALUE)
@@ -748,7 +783,8 @@ cu_enqueue(void *ctx, void *kern, const ak_dims *d)
     (void)ctx;
     return cu.cuLaunchKernel(kn->f, (unsigned)d->grid[0], (unsigned)d->grid[1],
                              (unsigned)d->grid[2], (unsigned)d->block[0], (unsigned)d->block[1],
-                             (unsigned)d->block[2], 0, NULL, kn->n > 0 ? kn->params : NULL, NULL);
+                             (unsigned)d->block[2], 0, (CUstream)(uintptr_t)d->stream,
+                             kn->n > 0 ? kn->params : NULL, NULL);
 }
 
 static int
@@ -762,9 +798,217 @@ static const ak_backend cu_backend = {
     "CUDA", BUF_NAME, MOD_NAME, "module", cu_raise, cu_ctx,
     "cuMemAlloc_v2", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2", cu_alloc, cu_buf_release, cu_write,
     cu_read, "grid", "block", UINT_MAX, 0, sizeof(CUdeviceptr), cu_kernel, cu_set_arg,
-    "cuLaunchKernel", "cuCtxSynchronize", cu_enqueue, cu_sync, cu_kernel_free};
+    "cuLaunchKernel", "cuCtxSynchronize", cu_enqueue, cu_sync, cu_kernel_free, 1};
 
 AK_PY_FUNCTIONS(cu_backend)
+
+/* ------------------------------------------------------------------------ */
+/* Streams, events and users' arrays: the asynchronous path (issue 22) */
+
+#define EVENT_NAME "aotkernels._cuda.Event"
+
+/* The stream handle of a Python int (0: the legacy default stream). */
+#define CU_STREAM(h) ((CUstream)(uintptr_t)(h))
+
+static PyObject *
+py_synchronize(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *stream_obj = Py_None;
+    unsigned long long stream = 0;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O|O:synchronize", &ctx_obj, &stream_obj))
+        return NULL;
+    if (stream_obj != Py_None && !PyArg_Parse(stream_obj, "K", &stream))
+        return NULL;
+    if (get_ctx_current(ctx_obj) == NULL)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = stream_obj == Py_None ? cu.cuCtxSynchronize() : cu.cuStreamSynchronize(CU_STREAM(stream));
+    Py_END_ALLOW_THREADS
+    if (r != CUDA_SUCCESS)
+        return cu_raise(stream_obj == Py_None ? "cuCtxSynchronize" : "cuStreamSynchronize", r, NULL,
+                        NULL);
+    Py_RETURN_NONE;
+}
+
+static void
+cu_event_release(ak_head *p)
+{
+    ak_obj *e = (ak_obj *)p;
+    if (e->h.p != NULL) {
+        (void)cu.cuCtxSetCurrent((CUcontext)e->owner);
+        (void)cu.cuEventDestroy((CUevent)e->h.p);
+    }
+}
+
+/* A new event (no timing) recorded on `stream`; NULL with an exception set on failure. */
+static CUevent
+cu_record(unsigned long long stream)
+{
+    CUevent ev = NULL;
+    CUresult r = cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+    if (r != CUDA_SUCCESS) {
+        cu_raise("cuEventCreate", r, NULL, NULL);
+        return NULL;
+    }
+    if ((r = cu.cuEventRecord(ev, CU_STREAM(stream))) != CUDA_SUCCESS) {
+        (void)cu.cuEventDestroy(ev);
+        cu_raise("cuEventRecord", r, NULL, NULL);
+        return NULL;
+    }
+    return ev;
+}
+
+static PyObject *
+py_event_record(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    unsigned long long stream;
+    cu_ctx_t *c;
+    CUevent ev;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OK:event_record", &ctx_obj, &stream))
+        return NULL;
+    if ((c = get_ctx_current(ctx_obj)) == NULL || (ev = cu_record(stream)) == NULL)
+        return NULL;
+    return ak_obj_capsule(ev, cu_event_release, c->ctx, EVENT_NAME, ctx_obj);
+}
+
+/* event_query(event) -> True when the work before it is done (cuEventQuery). */
+static PyObject *
+py_event_query(PyObject *self, PyObject *ev_obj)
+{
+    ak_obj *e;
+    CUresult r;
+    (void)self;
+    if ((e = (ak_obj *)ak_capsule_ptr(ev_obj, EVENT_NAME, "event")) == NULL)
+        return NULL;
+    r = cu.cuEventQuery((CUevent)e->h.p);
+    if (r == CUDA_SUCCESS)
+        Py_RETURN_TRUE;
+    if (r == CUDA_ERROR_NOT_READY)
+        Py_RETURN_FALSE;
+    return cu_raise("cuEventQuery", r, NULL, NULL);
+}
+
+/* stream_wait(ctx, waiter, producer): work queued on `waiter` from now on starts after the
+ * work queued on `producer` so far (an event between them; the GPU waits, not the host). */
+static PyObject *
+py_stream_wait(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    unsigned long long waiter, producer;
+    CUevent ev;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKK:stream_wait", &ctx_obj, &waiter, &producer))
+        return NULL;
+    if (get_ctx_current(ctx_obj) == NULL || (ev = cu_record(producer)) == NULL)
+        return NULL;
+    r = cu.cuStreamWaitEvent(CU_STREAM(waiter), ev, 0);
+    (void)cu.cuEventDestroy(ev); /* allowed while the wait is pending: it is released after */
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+/* pointer_device(ctx, address) -> the CUDA device ordinal that owns the memory, or None when
+ * the driver does not know the address (host memory, a freed or foreign pointer). */
+static PyObject *
+py_pointer_device(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    unsigned long long ptr;
+    int ordinal = -1;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OK:pointer_device", &ctx_obj, &ptr))
+        return NULL;
+    if (get_ctx_current(ctx_obj) == NULL)
+        return NULL;
+    r = cu.cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, (CUdeviceptr)ptr);
+    if (r != CUDA_SUCCESS)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(ordinal);
+}
+
+/* A buffer from the stream-ordered allocator: freed on the stream it was allocated on, after
+ * the work queued there, so dropping it never waits for the GPU. */
+typedef struct {
+    ak_obj o;
+    unsigned long long stream;
+} cu_abuf;
+
+static void
+cu_abuf_release(ak_head *p)
+{
+    cu_abuf *b = (cu_abuf *)p;
+    if (b->o.h.d != 0) {
+        (void)cu.cuCtxSetCurrent((CUcontext)b->o.owner);
+        if (cu.cuMemFreeAsync(b->o.h.d, CU_STREAM(b->stream)) != CUDA_SUCCESS)
+            (void)cu.cuMemFree(b->o.h.d); /* the stream is gone: free once the device is idle */
+    }
+}
+
+static PyObject *
+py_alloc_async(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    Py_ssize_t nbytes;
+    unsigned long long stream;
+    cu_ctx_t *c;
+    cu_abuf b;
+    CUdeviceptr ptr = 0;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnK:alloc_async", &ctx_obj, &nbytes, &stream))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0 || (c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    r = cu.cuMemAllocAsync(&ptr, nbytes > 0 ? (size_t)nbytes : 1, CU_STREAM(stream));
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuMemAllocAsync", r, NULL, NULL);
+    memset(&b, 0, sizeof b);
+    b.o.head.release = cu_abuf_release;
+    b.o.h.d = ptr;
+    b.o.size = (size_t)nbytes;
+    b.o.owner = c->ctx;
+    b.stream = stream;
+    return ak_capsule_new(&b.o.head, sizeof b, BUF_NAME, ctx_obj);
+}
+
+/* buffer_ptr(buf) -> the device address of a buffer of this module. */
+static PyObject *
+py_buffer_ptr(PyObject *self, PyObject *buf_obj)
+{
+    ak_obj *b;
+    (void)self;
+    if ((b = (ak_obj *)ak_capsule_ptr(buf_obj, BUF_NAME, "buf")) == NULL)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(b->h.d);
+}
+
+/* copy_async(ctx, dst, src, nbytes, stream): device to device, queued on the stream. */
+static PyObject *
+py_copy_async(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    unsigned long long dst, src, stream;
+    Py_ssize_t nbytes;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKKnK:copy_async", &ctx_obj, &dst, &src, &nbytes, &stream))
+        return NULL;
+    if (ak_check_nbytes(nbytes, "nbytes") < 0 || get_ctx_current(ctx_obj) == NULL)
+        return NULL;
+    if (nbytes == 0)
+        Py_RETURN_NONE;
+    r = cu.cuMemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)src, (size_t)nbytes, CU_STREAM(stream));
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuMemcpyDtoDAsync_v2", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
 
 static PyMethodDef cuda_methods[] = {
     {"status", py_status, METH_NOARGS,
@@ -778,9 +1022,25 @@ static PyMethodDef cuda_methods[] = {
      "create_context(index) -> context capsule (retained primary context)."},
     {"load_module", py_load_module, METH_VARARGS,
      "load_module(ctx, data: bytes) -> module capsule (cubin, fatbin or PTX)."},
+    {"synchronize", py_synchronize, METH_VARARGS,
+     "synchronize(ctx[, stream]) -> None: waits for the stream's work, or the context's."},
+    {"event_record", py_event_record, METH_VARARGS,
+     "event_record(ctx, stream) -> event capsule recorded on the stream."},
+    {"event_query", py_event_query, METH_O, "event_query(event) -> whether its work is done."},
+    {"stream_wait", py_stream_wait, METH_VARARGS,
+     "stream_wait(ctx, waiter, producer) -> None: later work on waiter waits for producer's."},
+    {"pointer_device", py_pointer_device, METH_VARARGS,
+     "pointer_device(ctx, address) -> the device ordinal of the memory, or None."},
+    {"alloc_async", py_alloc_async, METH_VARARGS,
+     "alloc_async(ctx, nbytes, stream) -> buffer capsule, stream-ordered (freed on that stream)."},
+    {"buffer_ptr", py_buffer_ptr, METH_O, "buffer_ptr(buf) -> its device address."},
+    {"copy_async", py_copy_async, METH_VARARGS,
+     "copy_async(ctx, dst, src, nbytes, stream) -> None: device to device on the stream."},
+    AK_DLPACK_METHODS,
     AK_PY_METHODS("device buffer", "host to device", "device to host", "module", "grid", "block",
                   "grid/block: tuples of 1-3 ints; ",
-                  "\nLaunches on the default stream, then synchronizes the context.")};
+                  "\nstream: a CUstream handle (0: the legacy default stream); wait (default "
+                  "True): synchronize the context after the launch.")};
 
 static struct PyModuleDef cuda_module = {
     PyModuleDef_HEAD_INIT, "aotkernels._cuda",

@@ -24,11 +24,13 @@
 #include <stdio.h>
 #include <string.h>
 
-/* One parsed kernel argument: ("i", int) / ("f", float) / ("b", capsule). */
+/* One parsed kernel argument: ("i", int) / ("f", float) / ("b", capsule) /
+ * ("p", device pointer as an int: a user's array, checked by the Python side). */
 typedef struct {
-    char kind;      /* 'i', 'f' or 'b' */
+    char kind;      /* 'i', 'f', 'b' or 'p' */
     int32_t i;
     float f;
+    unsigned long long p;
     PyObject *obj;  /* borrowed; kept alive by the tuple returned from ak_parse_args */
 } ak_arg;
 
@@ -141,7 +143,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
     PyObject *kind, *val;
     if (!PyTuple_Check(item) || PyTuple_Size(item) != 2) {
         PyErr_Format(PyExc_TypeError,
-                     "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f' or 'b'", k);
+                     "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f', 'b' or 'p'", k);
         return -1;
     }
     kind = PyTuple_GetItem(item, 0);
@@ -173,8 +175,19 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
     } else if (ak_str_eq(kind, "b")) {
         a->kind = 'b';
         a->obj = val;
+    } else if (ak_str_eq(kind, "p")) {
+        /* a device address; 0 is allowed (an empty array's) */
+        unsigned long long v = PyLong_Check(val) ? PyLong_AsUnsignedLongLong(val) : 0;
+        if (!PyLong_Check(val) || (v == (unsigned long long)-1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "args[%zd]: 'p' value must be a device address (an int >= 0 "
+                         "that fits in 64 bits)", k);
+            return -1;
+        }
+        a->kind = 'p';
+        a->p = v;
     } else {
-        PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f' or 'b'", k);
+        PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f', 'b' or 'p'", k);
         return -1;
     }
     return 0;
@@ -405,6 +418,7 @@ typedef struct {
     unsigned long long grid[3], block[3];
     int ngrid;
     int nblock; /* 0: none given, the runtime picks (OpenCL only) */
+    unsigned long long stream; /* the caller's stream handle (CUDA; 0 = the legacy default stream) */
 } ak_dims;
 
 /*
@@ -449,6 +463,9 @@ typedef struct {
     int (*enqueue)(void *ctx, void *kern, const ak_dims *dims); /* no GIL */
     int (*sync)(void *ctx);                                     /* no GIL */
     void (*kernel_free)(void *kern);
+    /* Whether launches take a stream, return without waiting and take 'p' (device pointer)
+     * arguments: CUDA's user arrays.  OpenCL keeps its own queue and the host path. */
+    int device_arrays;
 } ak_backend;
 
 static inline PyObject *
@@ -579,17 +596,24 @@ ak_launch(const ak_backend *be, PyObject *args)
     ak_dims dims;
     ak_arg *parsed = NULL;
     Py_ssize_t n = 0, k;
-    int r;
+    unsigned long long stream = 0;
+    int r, wait = 1;
 
-    if (!PyArg_ParseTuple(args, "OOsOOO:launch", &ctx_obj, &mod_obj, &kname, &grid_obj,
-                          &block_obj, &arg_list))
+    if (!PyArg_ParseTuple(args, "OOsOOO|Kp:launch", &ctx_obj, &mod_obj, &kname, &grid_obj,
+                          &block_obj, &arg_list, &stream, &wait))
         return NULL;
+    if (!be->device_arrays && (stream != 0 || !wait)) {
+        PyErr_Format(PyExc_ValueError, "%s launches take no stream and always wait for completion",
+                     be->api);
+        return NULL;
+    }
     if ((ctx = be->ctx(ctx_obj, &owner)) == NULL)
         return NULL;
     if ((mod = ak_obj_get(mod_obj, be->mod_name, be->mod_what, owner, be->api)) == NULL)
         return NULL;
     if (ak_launch_dims(be, grid_obj, block_obj, &dims) < 0)
         return NULL;
+    dims.stream = stream;
     keep = ak_parse_args(arg_list, &parsed, &n);
     if (keep == NULL)
         return NULL;
@@ -610,17 +634,26 @@ ak_launch(const ak_backend *be, PyObject *args)
                 goto fail;
             val = &buf->h;
             size = be->buf_arg_size;
+        } else if (parsed[k].kind == 'p') {
+            if (!be->device_arrays) {
+                PyErr_Format(PyExc_ValueError, "args[%zd]: %s kernels take no device pointers ('p'); "
+                             "pass a buffer of this session ('b')", k, be->api);
+                goto fail;
+            }
+            val = &parsed[k].p;
+            size = sizeof parsed[k].p;
         }
         if (be->set_arg(kern, kname, k, parsed[k].kind, val, size) < 0)
             goto fail;
     }
 
-    /* launch and wait: a kernel's faults surface here, named after the kernel */
+    /* launch, and wait unless asked not to: a kernel's faults then surface here, named after
+     * the kernel (an asynchronous launch reports them at the next synchronisation) */
     Py_BEGIN_ALLOW_THREADS
     r = be->enqueue(ctx, kern, &dims);
     if (r != 0)
         failed_call = be->enqueue_call;
-    else if ((r = be->sync(ctx)) != 0)
+    else if (wait && (r = be->sync(ctx)) != 0)
         failed_call = be->sync_call;
     Py_END_ALLOW_THREADS
     if (failed_call != NULL) {
@@ -661,8 +694,9 @@ fail:
     {"write", py_write, METH_VARARGS, "write(ctx, buf, data: bytes) -> None (" write_note ")."}, \
     {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (" read_note ")."},         \
     {"launch", py_launch, METH_VARARGS,                                                          \
-     "launch(ctx, " mod ", kernel_name, " grid ", " block ", args) -> None\n\n" sizes_doc        \
-     "args: list of ('i', int), ('f', float), ('b', buffer)." wait_doc},                         \
+     "launch(ctx, " mod ", kernel_name, " grid ", " block ", args[, stream, wait]) -> None\n\n"    \
+     sizes_doc "args: list of ('i', int), ('f', float), ('b', buffer), ('p', device address)."  \
+     wait_doc},                                                                                 \
     {NULL, NULL, 0, NULL}
 
 #endif /* AOTKERNELS_NATIVE_COMMON_H */

@@ -697,7 +697,7 @@ static const ak_backend ocl_backend = {
     "clCreateBuffer", "clEnqueueWriteBuffer", "clEnqueueReadBuffer", ocl_alloc, ocl_buf_release,
     ocl_write, ocl_read, "global_size", "local_size", (unsigned long long)SIZE_MAX, 1,
     sizeof(cl_mem), ocl_kernel, ocl_set_arg, "clEnqueueNDRangeKernel", "clFinish", ocl_enqueue,
-    ocl_sync, ocl_kernel_free};
+    ocl_sync, ocl_kernel_free, 0};
 
 AK_PY_FUNCTIONS(ocl_backend)
 

@@ -6,6 +6,12 @@ match NumPy within ``RTOL``/``ATOL`` (float32 accumulation; see the README).
 Work-group sizes are the ones the kernels require (``AOT_KERNEL_WG`` in kernels/).
 ``device=`` takes None (the default device), a Session, a Device or a string such as
 ``"cuda:0"``; anything else is a ``TypeError``, never a silent default.
+
+Every operation also takes users' GPU arrays (PyTorch, CuPy, anything with DLPack or the CUDA
+Array Interface; CUDA devices only): then it runs on them in place of copies, on ``stream=``
+(None: the legacy default stream), returns without waiting, and gives back ``out=`` when passed
+or a new array of the input's kind (devops.py). With NumPy arrays ``out=`` receives the result and
+``stream=`` is refused (the host path waits for its copies anyway).
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
+from . import devops
+from .arrays import is_device_array
 from .runtime import Session, check_device_arg, resolve_session
 
 RTOL = 1e-4
@@ -47,6 +55,30 @@ def _array(name: str, value: Any, ndim: int, dtype: Any = np.float32) -> np.ndar
     return np.ascontiguousarray(value)
 
 
+def _host_out(out: Any, result: np.ndarray, stream: Any) -> np.ndarray:
+    """The host path's ``out=``: a writable NumPy array of the result's shape and dtype, filled."""
+    if stream is not None:
+        raise ValueError("stream= applies to device arrays (PyTorch, CuPy, ...); with NumPy arrays the operation "
+                         "copies to and from the device and waits, so leave stream unset")
+    if out is None:
+        return result
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray when the inputs are NumPy arrays, not {type(out).__name__}")
+    if out.dtype != result.dtype or out.shape != result.shape:
+        raise ValueError(f"out must be a {result.dtype} array of shape {result.shape}, not {out.dtype} of shape "
+                         f"{out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only: pass a writable array")
+    np.copyto(out, result)
+    return out
+
+
+def _host_checks(out: Any, stream: Any) -> None:
+    """Before any device is touched: out= must be a NumPy array and stream= unset on the host path."""
+    if stream is not None or (out is not None and not isinstance(out, np.ndarray)):
+        _host_out(out, np.empty(0, np.float32), stream)
+
+
 def _groups(n: int, per: int) -> int:
     return max((n + per - 1) // per, 1)
 
@@ -72,10 +104,18 @@ def _session(device: Any) -> Session:
     return resolve_session(device, "device")
 
 
-def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Any = None) -> np.ndarray:
-    """Return ``a * x + y`` (x, y: 1-D float32 of equal length)."""
+def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, out: Any = None, stream: Any = None,
+          device: Any = None) -> np.ndarray:
+    """Return ``a * x + y`` (x, y: 1-D float32 of equal length); ``out=y`` updates y in place."""
     check_device_arg(device)
     a_f = _scalar_f32("a", a)
+    if is_device_array(x) or is_device_array(y):
+        return devops.saxpy(a_f, x, y, out, stream, device)
+    _host_checks(out, stream)
+    return _host_out(out, _saxpy(a_f, x, y, device), stream)
+
+
+def _saxpy(a_f: float, x: np.ndarray, y: np.ndarray, device: Any) -> np.ndarray:
     x = _array("x", x, 1)
     y = _array("y", y, 1)
     if x.shape != y.shape:
@@ -89,9 +129,24 @@ def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, device: Any = None) -> np.n
     return np.frombuffer(s.download(by, y.nbytes), dtype=np.float32).copy()
 
 
-def sum(x: np.ndarray, *, device: Any = None) -> float:  # noqa: A001 - mirrors numpy.sum
-    """Return the sum of a 1-D float32 array (two-pass work-group tree reduction)."""
+def sum(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = None) -> Any:  # noqa: A001
+    """Return the sum of a 1-D float32 array (two-pass work-group tree reduction).
+
+    A float for a NumPy array (``out=``: a one-element float32 array receives it); a 0-d device
+    array of the input's kind for a device array (``out=``: a one-element one)."""
     check_device_arg(device)
+    if is_device_array(x):
+        return devops.sum(x, out, stream, device)
+    _host_checks(out, stream)
+    total = _sum(x, device)
+    if out is None:
+        return total
+    _host_out(out, np.full(out.shape if isinstance(out, np.ndarray) and out.size == 1 else (), total, np.float32),
+              stream)
+    return out
+
+
+def _sum(x: np.ndarray, device: Any) -> float:
     x = _array("x", x, 1)
     n = x.size
     if n == 0:
@@ -104,9 +159,16 @@ def sum(x: np.ndarray, *, device: Any = None) -> float:  # noqa: A001 - mirrors 
     return float(np.frombuffer(s.download(total, 4), dtype=np.float32)[0])
 
 
-def softmax(x: np.ndarray, *, device: Any = None) -> np.ndarray:
+def softmax(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = None) -> np.ndarray:
     """Row-wise, numerically stable softmax of a 2-D float32 array."""
     check_device_arg(device)
+    if is_device_array(x):
+        return devops.softmax(x, out, stream, device)
+    _host_checks(out, stream)
+    return _host_out(out, _softmax(x, device), stream)
+
+
+def _softmax(x: np.ndarray, device: Any) -> np.ndarray:
     x = _array("x", x, 2)
     rows, cols = x.shape
     if x.size == 0:
@@ -123,22 +185,35 @@ _F16_BLOCK = 256  # SOFTMAX_BLOCK in kernels/softmax_f16.cu: the kernel is built
 _F16_KERNELS = {np.dtype(np.float32): "softmax_f16_rows_f32", np.dtype(np.float16): "softmax_f16_rows_f16"}
 
 
-def softmax_f16(x: np.ndarray, *, out_dtype: Any = np.float32, device: Any = None) -> np.ndarray:
+def softmax_f16(x: np.ndarray, *, out_dtype: Any = None, out: Any = None, stream: Any = None,
+                device: Any = None) -> np.ndarray:
     """Row-wise softmax of a 2-D ``numpy.float16`` array, accumulated in float32.
 
     ``out_dtype`` is ``numpy.float32`` (default: the float32 result, no rounding back) or
     ``numpy.float16`` (half the bytes; rounded once at the end). The kernel is the native CUDA
     C++ module kernels/softmax_f16.cu: on a device without CUDA (an Intel GPU, PoCL) this raises
     ``aotkernels.ModuleUnavailableError`` naming the module and the backends it serves.
+    ``out_dtype=None`` means float32, or ``out``'s dtype when ``out`` is given.
     """
     check_device_arg(device)
+    want = None
+    if out_dtype is not None:
+        try:
+            want = np.dtype(out_dtype)
+        except TypeError:
+            raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out_dtype!r}") from None
+        if want not in _F16_KERNELS:
+            raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {want}")
+    if is_device_array(x):
+        return devops.softmax_f16(x, want, _F16_KERNELS, _F16_BLOCK, out, stream, device)
+    _host_checks(out, stream)
+    if want is None:
+        want = out.dtype if isinstance(out, np.ndarray) and out.dtype in _F16_KERNELS else np.dtype(np.float32)
+    return _host_out(out, _softmax_f16(x, want, device), stream)
+
+
+def _softmax_f16(x: np.ndarray, out: np.dtype, device: Any) -> np.ndarray:
     x = _array("x", x, 2, np.float16)
-    try:
-        out = np.dtype(out_dtype)
-    except TypeError:
-        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out_dtype!r}") from None
-    if out not in _F16_KERNELS:
-        raise TypeError(f"out_dtype must be numpy.float32 or numpy.float16, not {out}")
     rows, cols = x.shape
     if x.size == 0:
         return np.empty(x.shape, dtype=out)
@@ -172,23 +247,21 @@ def _pick_variant(names: List[str], m: int, n: int) -> str:
     return max(names, key=score)
 
 
-def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, device: Any = None) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, out: Any = None, stream: Any = None,
+           device: Any = None) -> np.ndarray:
     """Return ``a @ b`` for 2-D float32 arrays; ``variant`` picks a tile configuration."""
     check_device_arg(device)
     if variant is not None and not isinstance(variant, str):
         raise TypeError(f"variant must be a kernel name (str) from aotkernels.matmul_variants(), "
                         f"not {type(variant).__name__}")
-    a = _array("a", a, 2)
-    b = _array("b", b, 2)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"a and b cannot be multiplied: shapes {a.shape} and {b.shape} (a.shape[1] must equal b.shape[0])")
-    m, k = a.shape
-    n = b.shape[1]
-    if m == 0 or n == 0:
-        return np.zeros((m, n), dtype=np.float32)
-    if k == 0:
-        return np.zeros((m, n), dtype=np.float32)
-    s = _session(device)
+    if is_device_array(a) or is_device_array(b):
+        return devops.matmul(a, b, variant, _plan, out, stream, device)
+    _host_checks(out, stream)
+    return _host_out(out, _matmul(a, b, variant, device), stream)
+
+
+def _plan(s: Session, m: int, n: int, variant: Optional[str]) -> Tuple[str, Tuple[int, int], Tuple[int, int]]:
+    """(kernel, groups, local) of ``a @ b`` with an (m, n) result."""
     names = matmul_variants(s)
     if variant is None:
         variant = _pick_variant(names, m, n)
@@ -202,7 +275,22 @@ def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, devic
         raise ValueError(f"a @ b of shape ({m}, {n}) needs {tiles} tiles of {bm}x{bn} with variant {variant!r}, "
                          f"more than the {_MAX_GROUPS} work-groups one launch can have; use a variant with larger "
                          "tiles or split the product")
+    return variant, (tiles, 1), (bn // tn, bm // tm)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, variant: Optional[str], device: Any) -> np.ndarray:
+    a = _array("a", a, 2)
+    b = _array("b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a and b cannot be multiplied: shapes {a.shape} and {b.shape} (a.shape[1] must equal b.shape[0])")
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0:
+        return np.zeros((m, n), dtype=np.float32)
+    if k == 0:
+        return np.zeros((m, n), dtype=np.float32)
+    s = _session(device)
+    variant, groups, local = _plan(s, m, n, variant)
     ba, bb, bc = s.upload(a.tobytes()), s.upload(b.tobytes()), s.empty(4 * m * n)
-    local = (bn // tn, bm // tm)
-    s.launch("matmul", variant, (tiles, 1), local, [("i", m), ("i", n), ("i", k), ("b", ba), ("b", bb), ("b", bc)])
+    s.launch("matmul", variant, groups, local, [("i", m), ("i", n), ("i", k), ("b", ba), ("b", bb), ("b", bc)])
     return np.frombuffer(s.download(bc, 4 * m * n), dtype=np.float32).reshape(m, n).copy()

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from . import arrays
 from .compat import DriverTooOldError, ModuleUnavailableError, check_driver, check_module, module_serves
+from .cudaarray import CudaArray
+from .inflight import Inflight
 from .selection import (AOT, JIT, Choice, Device, Image, NoImageError, aot_fix, choose, decode_intel_ip,
                         group_by_module)
 
@@ -401,6 +404,8 @@ class Session:
         self._ctx = self._lib.create_context(device.index)
         self._modules: Dict[str, Loaded] = {}
         self._driver_version: Optional[int] = None
+        # asynchronous launches (CUDA): what they use, kept until they are done (inflight.py)
+        self._inflight: Optional[Inflight] = Inflight(self._lib, self._ctx) if device.backend == "cuda" else None
 
     def choose(self, module: str) -> Choice:
         # A module that does not serve this backend (native CUDA on OpenCL) is named as such,
@@ -474,23 +479,112 @@ class Session:
         return self._lib.alloc(self._ctx, max(nbytes, 1))
 
     def download(self, buf: Any, nbytes: int) -> bytes:
+        """The buffer's first ``nbytes``, after every launch made so far (on any stream) is done."""
+        if self._inflight is not None and self._inflight.pending:
+            self.synchronize()
         return self._lib.read(self._ctx, buf, nbytes) if nbytes else b""
 
+    def synchronize(self, stream: Any = None) -> None:
+        """Wait for the work of this session's device (``stream``: that stream's only).
+
+        Kernel faults of asynchronous launches are raised here (or by ``download``). OpenCL
+        launches always finish before they return, so there it waits for nothing.
+        """
+        if self._inflight is None:
+            if stream is not None:
+                raise self._no_device_arrays("stream=")
+            return
+        handle = arrays.stream_handle(stream)
+        mark = self._inflight.mark()
+        self._lib.synchronize(self._ctx, None if stream is None else handle)
+        if stream is None:
+            self._inflight.done(mark)
+        else:
+            self._inflight.reap(handle)
+
+    def _no_device_arrays(self, what: str) -> ValueError:
+        return ValueError(f"aotkernels: {what} needs a CUDA device, and this session's device is {self.device.label} "
+                          f"({self.device.backend}): OpenCL devices take the host path (NumPy arrays, or this "
+                          "session's upload/empty buffers) and launches that finish before they return")
+
+    def device_array(self, obj: Any, name: str, stream: Any = None, *, writable: bool = True) -> arrays.DeviceArray:
+        """A user's GPU array (DLPack or CUDA Array Interface) checked for a kernel on ``stream``.
+
+        Refused with a ValueError naming the argument: an array on another device (both are
+        named), one that is not C-contiguous, a read-only one the kernel would write (``writable``),
+        an address the driver does not know. The returned ``keep`` must outlive the work.
+        With the CUDA Array Interface's ``stream`` field set, ``stream`` waits for the producer's.
+        """
+        if self._inflight is None:
+            raise self._no_device_arrays(f"{name} ({type(obj).__name__}, a device array)")
+        handle = arrays.stream_handle(stream)
+        label = self.device.label
+        arr = arrays.read(obj, name, handle, self._lib.dlpack_take, device=self.device.index, label=label)
+        owner = None
+        if arr.device is None and arr.size:
+            owner = self._lib.pointer_device(self._ctx, arr.ptr)
+        arrays.check(arr, device=self.device.index, label=label, writable=writable, owner=owner)
+        if arr.producer_stream is not None and not arrays.same_stream(arr.producer_stream, handle):
+            self._lib.stream_wait(self._ctx, handle, arr.producer_stream)
+        return arr
+
+    def _bind(self, args: List[Tuple[str, Any]], stream: Any) -> Tuple[List[Tuple[str, Any]], List[Any]]:
+        """Kernel arguments for the extension: users' arrays become ('p', address); ('r', x) is an
+        input (a read-only array is accepted there). Returns them and what the launch uses."""
+        out: List[Tuple[str, Any]] = []
+        keep: List[Any] = []
+        for k, item in enumerate(args):
+            if not (isinstance(item, tuple) and len(item) == 2 and item[0] in ("b", "r")):
+                out.append(item)  # the extension checks and words the rest
+                continue
+            kind, val = item
+            if isinstance(val, arrays.DeviceArray):  # checked already (the operations)
+                out.append(("p", val.ptr))
+                keep.append(val.keep)
+            elif isinstance(val, CudaArray) and val._session is self:
+                out.append(("b", val._buf))
+                keep.append(val._buf)
+            elif hasattr(val, "__dlpack__") or hasattr(val, "__cuda_array_interface__"):
+                arr = self.device_array(val, f"args[{k}]", stream, writable=kind == "b")
+                out.append(("p", arr.ptr))
+                keep.append(arr.keep)
+            else:
+                out.append(("b", val))
+                keep.append(val)
+        return out, keep
+
     def launch(self, module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, ...],
-               args: List[Tuple[str, Any]]) -> None:
+               args: List[Tuple[str, Any]], *, stream: Any = None) -> None:
+        """Launch a kernel; see docs/kernels.md. ``stream``: None (the legacy default stream; waits for
+        completion unless an argument is a user's device array) or the caller's CUDA stream (returns at
+        once)."""
+        handle = 0
+        if self._inflight is None:
+            if stream is not None:
+                raise self._no_device_arrays("stream=")
+        else:
+            handle = arrays.stream_handle(stream)
         listed = self.manifest.kernels.get(module)
         if listed is not None and kernel not in listed:
             raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for module "
                              f"{module!r} ({', '.join(listed) or 'none'}); reinstall the package")
         loaded = self.module(module)
+        bound, keep = self._bind(args, stream) if isinstance(args, (list, tuple)) else (args, [])
         try:
-            if self.device.backend == "cuda":
+            if self._inflight is not None:
                 grid = tuple(groups) + (1,) * (3 - len(groups))
                 block = tuple(local) + (1,) * (3 - len(local))
-                self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, args)
+                users = len(bound) > 0 and any(isinstance(a, tuple) and a[:1] == ("p",) for a in bound)
+                wait = stream is None and not users  # the host path: today's launch-and-wait
+                mark = self._inflight.mark()
+                self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, wait)
+                if wait:
+                    self._inflight.done(mark)
+                else:
+                    self._inflight.add(handle, keep)
             else:
                 global_size = tuple(g * l for g, l in zip(groups, local))
-                self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), args)
+                self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), bound)
         except RuntimeError as exc:
             # The manifest lists the kernel but the image lacks it: say which file, not the driver's code.
             if str(exc).startswith(("cuModuleGetFunction failed", "clCreateKernel failed")):
@@ -518,6 +612,15 @@ def default_device() -> Device:
         rank = {"cuda": 0}
         _default = sorted(devices, key=lambda d: (rank.get(d.backend, 1), 0 if d.is_intel else 1, d.index))[0]
     return _default
+
+
+def cuda_session(index: int) -> Session:
+    """The session of CUDA device ``index`` (a user's array's device), discovering devices once."""
+    s = _sessions.get(("cuda", index))
+    if s is None:
+        devices, notes = discover()
+        s = session(find_device(f"cuda:{index}", "the array's device", devices, notes))
+    return s
 
 
 def session(device: Optional[Device] = None) -> Session:

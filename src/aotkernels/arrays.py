@@ -1,0 +1,262 @@
+"""Users' GPU arrays: DLPack and the CUDA Array Interface, read from the objects themselves.
+
+No framework is imported: a PyTorch tensor, a CuPy array, a JAX array or anything else that
+exports ``__dlpack__``/``__dlpack_device__`` (DLPack, versioned capsules where offered) or
+``__cuda_array_interface__`` (v2/v3) is a device array. DLPack is preferred when an object has
+both: its capsule says the device and whether the array is read-only, and the producer orders its
+own stream before the consumer's (the ``stream`` argument). With the CUDA Array Interface the
+consumer does that ordering itself from the ``stream`` field (runtime.Session does it on the GPU).
+
+This module only reads and checks; it never touches a driver, so every refusal here is tested
+without a GPU (tests/test_device_arrays.py). The driver-side checks (the device that owns a CUDA
+Array Interface pointer) live in runtime.Session.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+# DLPack device types (dlpack.h DLDeviceType)
+KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
+_DL_DEVICE_NAMES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi",
+                    10: "rocm", 11: "rocm_host", 12: "ext_dev", 13: "cuda_managed", 14: "oneapi", 15: "webgpu",
+                    16: "hexagon", 17: "maia"}
+# DLPack type codes -> the NumPy-style names used in messages and checks
+_DL_CODES = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 6: "bool"}
+_CAI_KINDS = {"f": "float", "i": "int", "u": "uint", "b": "bool"}
+# CUDA stream handles with a meaning of their own (cuda.h CU_STREAM_LEGACY / CU_STREAM_PER_THREAD)
+STREAM_LEGACY, STREAM_PER_THREAD = 1, 2
+_MAX_HANDLE = 2**64 - 1
+
+
+def dl_device_name(device_type: int, device_id: int) -> str:
+    return f"{_DL_DEVICE_NAMES.get(device_type, f'dlpack device type {device_type}')}:{device_id}"
+
+
+def dtype_name(kind: str, bits: int) -> str:
+    return "bool" if kind == "bool" else f"{kind}{bits}"
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """One user's array as a kernel sees it: an address, a shape, and what must stay alive."""
+
+    name: str  # the argument's name, for messages
+    ptr: int
+    shape: Tuple[int, ...]
+    strides: Optional[Tuple[int, ...]]  # in bytes; None: C-contiguous
+    dtype: str  # "float32", "float16", ...
+    itemsize: int
+    device: Optional[int]  # the CUDA ordinal the protocol states; None: ask the driver (CAI)
+    readonly: bool
+    protocol: str  # "DLPack" | "CUDA Array Interface"
+    keep: Any  # held until the work that uses the memory is done (DLPack holder, or the object)
+    source: Any  # the user's object
+    producer_stream: Optional[int] = None  # CAI's stream field: the consumer must wait for it
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    @property
+    def contiguous(self) -> bool:
+        """C-contiguous; dimensions of size 1 may have any stride, an empty array always is."""
+        if self.strides is None or self.size == 0:
+            return True
+        want = self.itemsize
+        for dim, stride in zip(reversed(self.shape), reversed(self.strides)):
+            if dim != 1 and stride != want:
+                return False
+            want *= dim
+        return True
+
+    def span(self) -> Tuple[int, int]:
+        """[start, end) bytes of a contiguous array's memory, for overlap checks."""
+        return self.ptr, self.ptr + self.nbytes
+
+
+def overlap(a: DeviceArray, b: DeviceArray) -> bool:
+    (s1, e1), (s2, e2) = a.span(), b.span()
+    return a.nbytes > 0 and b.nbytes > 0 and s1 < e2 and s2 < e1
+
+
+def is_device_array(obj: Any) -> bool:
+    """A GPU array by its protocols: the CUDA Array Interface, or DLPack on a CUDA device.
+
+    NumPy arrays export DLPack too, on the CPU: they are host arrays and take the host path.
+    """
+    dev = _dlpack_device(obj)
+    if dev is not None and dev[0] != KDL_CPU:
+        return True
+    return not isinstance(obj, (int, float, str, bytes)) and hasattr(obj, "__cuda_array_interface__")
+
+
+def _dlpack_device(obj: Any) -> Optional[Tuple[int, int]]:
+    fn = getattr(obj, "__dlpack_device__", None)
+    if fn is None or not callable(getattr(obj, "__dlpack__", None)):
+        return None
+    dev = fn()
+    if not (isinstance(dev, tuple) and len(dev) == 2 and all(isinstance(v, int) for v in dev)):
+        raise TypeError(f"__dlpack_device__() of {type(obj).__name__} returned {dev!r}, not (device_type, device_id)")
+    return int(dev[0]), int(dev[1])
+
+
+def array_device(obj: Any) -> Optional[int]:
+    """The CUDA ordinal an object's DLPack device states (None: it does not say, as with CAI)."""
+    dev = _dlpack_device(obj)
+    return dev[1] if dev is not None and dev[0] == KDL_CUDA else None
+
+
+def stream_handle(stream: Any, name: str = "stream") -> int:
+    """A CUstream handle from an int or a stream object (0: the legacy default stream).
+
+    Accepted: an int (a CUstream address, or 1/2 for the legacy/per-thread default stream), an
+    object with ``__cuda_stream__()`` (cuda.core; returns ``(version, handle)``), with an int
+    ``cuda_stream`` (``torch.cuda.Stream``), or a CuPy stream (``cupy.cuda.Stream``: its ``ptr``).
+    """
+    if stream is None:
+        return 0
+    if isinstance(stream, bool):
+        raise TypeError(f"{name} must be a CUDA stream, not a bool")
+    if isinstance(stream, int):
+        value = stream
+    elif callable(getattr(stream, "__cuda_stream__", None)):
+        got = stream.__cuda_stream__()
+        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], int)):
+            raise TypeError(f"{name}.__cuda_stream__() returned {got!r}, not (version, handle)")
+        value = got[1]
+    elif isinstance(getattr(stream, "cuda_stream", None), int):
+        value = stream.cuda_stream
+    elif type(stream).__module__.split(".")[0] == "cupy" and isinstance(getattr(stream, "ptr", None), int):
+        value = stream.ptr
+    else:
+        raise TypeError(f"{name} must be a CUDA stream: an int CUstream handle, or an object with __cuda_stream__ "
+                        f"(cuda.core), cuda_stream (torch.cuda.Stream) or a cupy.cuda.Stream, not {type(stream).__name__}")
+    if not 0 <= value <= _MAX_HANDLE:
+        raise ValueError(f"{name}={value} is not a CUstream handle (0 <= handle < 2**64)")
+    return value
+
+
+def same_stream(a: int, b: int) -> bool:
+    """0 (NULL) and 1 (CU_STREAM_LEGACY) both name the legacy default stream."""
+    def norm(h: int) -> int:
+        return 0 if h == STREAM_LEGACY else h
+    return norm(a) == norm(b)
+
+
+Take = Callable[[Any], Tuple[Any, ...]]  # the extension's dlpack_take
+
+
+def _check_cuda(name: str, dev_type: int, dev_id: int) -> None:
+    if dev_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
+        raise ValueError(f"{name} lives on {dl_device_name(dev_type, dev_id)} (its DLPack device), not on a CUDA device: "
+                         "pass a NumPy array for the host path, or move the array to the GPU first")
+
+
+def from_dlpack(obj: Any, name: str, stream: int, take: Take) -> DeviceArray:
+    """Consume ``obj.__dlpack__`` for work on ``stream``: the producer orders its work before it."""
+    # DLPack's stream argument for CUDA: 1 is the legacy default stream (0 is not allowed).
+    consumer = STREAM_LEGACY if stream == 0 else stream
+    try:
+        cap = obj.__dlpack__(stream=consumer, max_version=(1, 0))
+    except TypeError:  # a producer from before DLPack 1.0 takes no max_version (and gives "dltensor")
+        cap = obj.__dlpack__(stream=consumer)
+    holder, ptr, dev_type, dev_id, shape, strides, (code, bits, lanes), readonly, _version = take(cap)
+    if lanes != 1:
+        raise TypeError(f"{name} has a vector dtype ({lanes} lanes); the kernels take scalar elements")
+    kind = _DL_CODES.get(code, f"dlpack type code {code}")
+    itemsize = max(bits // 8, 1)
+    _check_cuda(name, dev_type, dev_id)
+    return DeviceArray(name=name, ptr=ptr, shape=tuple(shape),
+                       strides=None if strides is None else tuple(s * itemsize for s in strides),
+                       dtype=dtype_name(kind, bits), itemsize=itemsize,
+                       device=dev_id if dev_type == KDL_CUDA else None, readonly=bool(readonly),
+                       protocol="DLPack", keep=holder, source=obj)
+
+
+def from_cai(obj: Any, name: str) -> DeviceArray:
+    """Read ``__cuda_array_interface__`` (v2/v3): shape, typestr, data, strides, mask, stream."""
+    where = f"{name}.__cuda_array_interface__"
+    d = obj.__cuda_array_interface__
+    if not isinstance(d, dict):
+        raise TypeError(f"{where} must be a dict, not {type(d).__name__}")
+    for key in ("shape", "typestr", "data"):
+        if key not in d:
+            raise TypeError(f"{where} lacks the key {key!r}")
+    if d.get("mask") is not None:
+        raise ValueError(f"{name} is a masked array ({where}['mask'] is set); the kernels cannot honour a mask")
+    shape = d["shape"]
+    if not isinstance(shape, tuple) or not all(isinstance(v, int) and v >= 0 for v in shape):
+        raise TypeError(f"{where}['shape'] must be a tuple of ints >= 0, not {shape!r}")
+    typestr = d["typestr"]
+    if not (isinstance(typestr, str) and len(typestr) >= 3 and typestr[0] in "<>|=" and typestr[2:].isdigit()):
+        raise TypeError(f"{where}['typestr'] {typestr!r} is not an array-interface type string such as '<f4'")
+    if typestr[0] == ">":
+        raise ValueError(f"{name} is big-endian ({typestr!r}); GPUs read little-endian data")
+    itemsize = int(typestr[2:])
+    kind = _CAI_KINDS.get(typestr[1], f"typestr {typestr!r}")
+    data = d["data"]
+    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], int) and isinstance(data[1], bool)):
+        raise TypeError(f"{where}['data'] must be (address: int, read_only: bool), not {data!r}")
+    strides = d.get("strides")
+    if strides is not None and not (isinstance(strides, tuple) and len(strides) == len(shape)
+                                    and all(isinstance(v, int) for v in strides)):
+        raise TypeError(f"{where}['strides'] must be None or a tuple of {len(shape)} ints (bytes), not {strides!r}")
+    stream = d.get("stream")
+    if stream is not None:
+        if isinstance(stream, bool) or not isinstance(stream, int) or stream == 0 or not 0 < stream <= _MAX_HANDLE:
+            raise ValueError(f"{where}['stream'] is {stream!r}: the interface (v3) allows None, 1 (legacy default), "
+                             "2 (per-thread default) or a CUstream address, never 0")
+    return DeviceArray(name=name, ptr=data[0], shape=shape, strides=strides, dtype=dtype_name(kind, itemsize * 8),
+                       itemsize=itemsize, device=None, readonly=data[1], protocol="CUDA Array Interface",
+                       keep=obj, source=obj, producer_stream=stream)
+
+
+def read(obj: Any, name: str, stream: int, take: Take, *, device: int, label: str) -> DeviceArray:
+    """The device array behind ``obj`` (DLPack preferred), for work queued on ``stream`` of CUDA
+    device ``device`` (``label``): an array that says it is on another device is refused before
+    its producer is asked for a capsule (and to order its stream with one of another device)."""
+    dev = _dlpack_device(obj)
+    if dev is not None and (dev[0] != KDL_CPU or not hasattr(obj, "__cuda_array_interface__")):
+        _check_cuda(name, *dev)  # before __dlpack__: a producer may refuse a CUDA stream argument
+        if dev[0] == KDL_CUDA:
+            _check_device(name, dev[1], device, label)
+        return from_dlpack(obj, name, stream, take)
+    if hasattr(obj, "__cuda_array_interface__"):
+        return from_cai(obj, name)
+    raise TypeError(f"{name} ({type(obj).__name__}) is not a device array: it exports neither DLPack "
+                    "(__dlpack__/__dlpack_device__) nor __cuda_array_interface__")
+
+
+def _check_device(name: str, on: int, device: int, label: str) -> None:
+    if on != device:
+        raise ValueError(f"{name} lives on cuda:{on} but the kernel runs on {label} (cuda:{device}): "
+                         f"move it there (PyTorch: x.to('cuda:{device}'); CuPy: under cupy.cuda.Device({device})) "
+                         f"or pass device='cuda:{on}'")
+
+
+def check(arr: DeviceArray, *, device: int, label: str, writable: bool,
+          owner: Optional[int] = None, contiguous: bool = True) -> None:
+    """Refuse an array that a kernel on CUDA device ``device`` (``label``) cannot use as asked.
+
+    ``owner`` is the ordinal the driver reports for the address (CAI arrays; None: unknown).
+    """
+    on = arr.device if arr.device is not None else owner
+    if arr.size and arr.device is None and owner is None:
+        raise ValueError(f"{arr.name} (address {arr.ptr:#x}, from its {arr.protocol}) is not memory the CUDA driver "
+                         f"knows: pass a device array allocated on {label}")
+    if on is not None:
+        _check_device(arr.name, on, device, label)
+    if contiguous and not arr.contiguous:
+        raise ValueError(f"{arr.name} is not C-contiguous (shape {arr.shape}, strides {arr.strides} bytes): the kernels "
+                         "index it densely; pass x.contiguous() (PyTorch) or cupy.ascontiguousarray(x)")
+    if writable and arr.readonly:
+        raise ValueError(f"{arr.name} is read-only (so says its {arr.protocol}) and the kernel writes it: pass a "
+                         "writable array")

@@ -1,0 +1,153 @@
+"""The operations on users' GPU arrays (CUDA): no host copy, the caller's stream, no waiting.
+
+ops.py sends a call here when an array argument is a device array (arrays.is_device_array). Each
+operation reads its arrays through the protocols (runtime.Session.device_array: device,
+contiguity and read-only checks), checks dtypes and shapes like the host path, and queues its
+kernels on ``stream`` (None: the legacy default stream, the one PyTorch and CuPy use unless told
+otherwise). The result is ``out`` when given (written in place), else a new array of the input's
+kind (cudaarray.wrap). Nothing waits: ``Session.synchronize()``, a download, or the caller's own
+library (``torch.cuda.synchronize()``, reading the tensor) orders the host after the work.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import arrays
+from .arrays import DeviceArray
+from .cudaarray import CudaArray, wrap
+from .runtime import Session, cuda_session, resolve_session
+
+_MAX_ELEMENTS = 2**31 - 1
+
+
+def session_for(device: Any, like: Any) -> Session:
+    """``device=`` when given, else the CUDA device the array says it is on (cuda:0 if it does not say)."""
+    if device is not None:
+        return resolve_session(device, "device")
+    index = arrays.array_device(like)
+    return cuda_session(index if index is not None else 0)
+
+
+def take(s: Session, name: str, obj: Any, ndim: int, dtype: str, stream: int, *, writable: bool = False) -> DeviceArray:
+    if isinstance(obj, np.ndarray):
+        raise TypeError(f"{name} is a NumPy (host) array but the other arguments are device arrays: pass all of them "
+                        "on the GPU, or all on the host")
+    arr = s.device_array(obj, name, stream, writable=writable)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, not {arr.dtype}; convert it first (PyTorch: "
+                        f"{name}.to(torch.{dtype}); CuPy: {name}.astype(cupy.{dtype}))")
+    if len(arr.shape) != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    if arr.size > _MAX_ELEMENTS:
+        raise ValueError(f"{name} has {arr.size} elements; the kernels take sizes as 32-bit int "
+                         f"(at most {_MAX_ELEMENTS} elements per array)")
+    return arr
+
+
+def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int,
+           inputs: Tuple[DeviceArray, ...]) -> Tuple[Any, Any]:
+    """(kernel argument, what to return): ``out`` checked, or a new array on ``stream``."""
+    if out is None:
+        arr = CudaArray.empty(s, shape, dtype, stream)
+        return arr, arr
+    o = s.device_array(out, "out", stream, writable=True)
+    if o.dtype != dtype or o.size != int(np.prod(shape, dtype=np.int64)) or (shape and o.shape != shape):
+        raise ValueError(f"out must be a {dtype} array of shape {shape}, not {o.dtype} of shape {o.shape}")
+    for a in inputs:
+        if arrays.overlap(o, a):
+            raise ValueError(f"out shares memory with {a.name}; the kernel reads {a.name} while writing out: "
+                             "pass a separate array")
+    return o, out
+
+
+def finish(ret: Any, like: Any) -> Any:
+    return wrap(ret, like) if isinstance(ret, CudaArray) else ret
+
+
+def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
+    s = session_for(device, x)
+    h = arrays.stream_handle(stream)
+    X = take(s, "x", x, 1, "float32", h)
+    Y = take(s, "y", y, 1, "float32", h)
+    if X.shape != Y.shape:
+        raise ValueError(f"x and y must have the same shape, got {X.shape} and {Y.shape}")
+    if out is not None and out is y:
+        O, ret = Y, y  # y += a * x in place: y must then be writable
+        arrays.check(Y, device=s.device.index, label=s.device.label, writable=True)
+        if arrays.overlap(X, Y) and X.ptr != Y.ptr:
+            raise ValueError("x and y share memory at different offsets: y is written while x is read")
+    else:
+        O, ret = result(s, out, Y.shape, "float32", h, (X,))
+        if isinstance(O, DeviceArray) and O.ptr != Y.ptr and arrays.overlap(O, Y):
+            raise ValueError("out shares memory with y at another offset: pass a separate array, or y itself")
+    n = X.size
+    if n:
+        dst = O.ptr if isinstance(O, DeviceArray) else O._ptr
+        if dst != Y.ptr:  # the kernel updates its second array in place: start from a copy of y
+            s._lib.copy_async(s._ctx, dst, Y.ptr, Y.nbytes, h)
+        s.launch("saxpy", "saxpy", ((n + 255) // 256,), (256,), [("i", n), ("f", a), ("r", X), ("b", O)], stream=h)
+    return finish(ret, y)
+
+
+def sum(x: Any, out: Any, stream: Any, device: Any) -> Any:  # noqa: A001 - mirrors numpy.sum
+    s = session_for(device, x)
+    h = arrays.stream_handle(stream)
+    X = take(s, "x", x, 1, "float32", h)
+    O, ret = result(s, out, (), "float32", h, (X,))
+    n = X.size
+    groups = min(max((n + 255) // 256, 1), 1024)
+    partial = CudaArray.empty(s, (groups,), "float32", h)  # freed on h after the second pass
+    s.launch("reduce_sum", "reduce_sum", (groups,), (256,), [("i", n), ("r", X), ("b", partial)], stream=h)
+    s.launch("reduce_sum", "reduce_sum", (1,), (256,), [("i", groups), ("r", partial), ("b", O)], stream=h)
+    return finish(ret, x)
+
+
+def softmax(x: Any, out: Any, stream: Any, device: Any) -> Any:
+    s = session_for(device, x)
+    h = arrays.stream_handle(stream)
+    X = take(s, "x", x, 2, "float32", h)
+    rows, cols = X.shape
+    O, ret = result(s, out, X.shape, "float32", h, (X,))
+    if X.size:
+        s.launch("softmax", "softmax_rows", (rows,), (256,), [("i", rows), ("i", cols), ("r", X), ("b", O)], stream=h)
+    return finish(ret, x)
+
+
+def softmax_f16(x: Any, out_dtype: Optional[np.dtype], kernels: dict, block: int, out: Any, stream: Any,
+                device: Any) -> Any:
+    s = session_for(device, x)
+    s.module("softmax_f16")  # a device this native CUDA module does not serve fails here
+    h = arrays.stream_handle(stream)
+    X = take(s, "x", x, 2, "float16", h)
+    rows, cols = X.shape
+    dtype = np.dtype(out_dtype) if out_dtype is not None else None
+    if out is not None and dtype is None:
+        dtype = np.dtype(s.device_array(out, "out", h).dtype)
+        if dtype not in kernels:
+            raise TypeError(f"out must be float32 or float16, not {dtype}")
+    dtype = dtype or np.dtype(np.float32)
+    O, ret = result(s, out, X.shape, dtype.name, h, (X,))
+    if X.size:
+        s.launch("softmax_f16", kernels[dtype], (rows,), (block,), [("i", rows), ("i", cols), ("r", X), ("b", O)],
+                 stream=h)
+    return finish(ret, x)
+
+
+def matmul(a: Any, b: Any, variant: Optional[str], pick: Any, out: Any, stream: Any, device: Any) -> Any:
+    """``pick(session, m, n, variant)`` -> (kernel, groups, local): ops.py's tile choice."""
+    s = session_for(device, a)
+    h = arrays.stream_handle(stream)
+    A = take(s, "a", a, 2, "float32", h)
+    B = take(s, "b", b, 2, "float32", h)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"a and b cannot be multiplied: shapes {A.shape} and {B.shape} "
+                         "(a.shape[1] must equal b.shape[0])")
+    (m, k), n = A.shape, B.shape[1]
+    kernel, groups, local = pick(s, m, n, variant)
+    O, ret = result(s, out, (m, n), "float32", h, (A, B))
+    if m and n:  # k == 0: the kernel writes zeros (no k step)
+        s.launch("matmul", kernel, groups, local, [("i", m), ("i", n), ("i", k), ("r", A), ("r", B), ("b", O)],
+                 stream=h)
+    return finish(ret, a)
