@@ -1,0 +1,172 @@
+"""Kernels on device-resident PyTorch tensors: each op against PyTorch's own, and the launch overhead.
+
+Run on the GPU machine with a python that has the wheel installed plus PyTorch and CuPy:
+    /tmp/v-fat/bin/python bench/gpu_arrays_bench.py --json-out gpu_arrays.json
+Back here, ``python3 bench/gpu_arrays_bench.py --render bench/results/gpu_arrays_h200.json`` writes
+the "gpu-arrays" section of bench/RESULTS.md.
+
+Steady state: inputs and outputs stay on the device (``out=`` on both sides where PyTorch has it),
+every call is queued on the default stream, and CUDA events on that stream time ``ITERS`` calls
+after warm-up (median of ``REPEATS``); TF32 is off. Launch overhead: the host time per call of
+``CALLS`` asynchronous launches of a one-element kernel (the GPU drains them meanwhile), for
+Session.launch with the tensors themselves (DLPack read on every call), Session.launch with the
+session's own buffers, the operation ``aotkernels.saxpy(out=)``, PyTorch's ``y.add_(x)`` and a
+CuPy ``RawKernel`` of the same saxpy source.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ITERS, REPEATS, CALLS = 50, 7, 3000
+SAXPY_SRC = r"""extern "C" __global__ void saxpy(int n, float a, const float* x, float* y) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; }"""
+
+
+def steady() -> dict:
+    import torch
+
+    import aotkernels
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+
+    def timed(fn) -> float:
+        for _ in range(5):
+            fn()
+        times = []
+        for _ in range(REPEATS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(ITERS):
+                fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / ITERS)
+        return statistics.median(times)
+
+    rows = []
+    n = 1 << 24
+    x, y, o = torch.randn(n, device=dev), torch.randn(n, device=dev), torch.empty(n, device=dev)
+    rows.append(("saxpy 2^24 (out=)", timed(lambda: aotkernels.saxpy(2.0, x, y, out=o)),
+                 timed(lambda: torch.add(y, x, alpha=2.0, out=o)), "torch.add(alpha=, out=)"))
+    s0 = torch.empty((), device=dev)
+    rows.append(("sum 2^24 (out=)", timed(lambda: aotkernels.sum(x, out=s0)),
+                 timed(lambda: torch.sum(x, 0, out=s0)), "torch.sum(out=)"))
+    m = torch.randn(4096, 4096, device=dev)
+    mo = torch.empty_like(m)
+    rows.append(("softmax 4096x4096 (out=)", timed(lambda: aotkernels.softmax(m, out=mo)),
+                 timed(lambda: torch.softmax(m, 1)), "torch.softmax (allocates, caching allocator)"))
+    h = m.half()
+    rows.append(("softmax_f16 4096x4096 -> f32 (out=)", timed(lambda: aotkernels.softmax_f16(h, out=mo)),
+                 timed(lambda: torch.softmax(h, 1, dtype=torch.float32)), "torch.softmax(dtype=float32)"))
+    for size in (1024, 2048, 4096):
+        a, b = torch.randn(size, size, device=dev), torch.randn(size, size, device=dev)
+        c = torch.empty(size, size, device=dev)
+        ours = timed(lambda: aotkernels.matmul(a, b, out=c))
+        ref = timed(lambda: torch.matmul(a, b, out=c))
+        rows.append((f"matmul {size}^3 (out=)", ours, ref, "torch.matmul(out=), cuBLAS SGEMM"))
+    return {"rows": [{"case": r[0], "aotkernels_ms": r[1], "torch_ms": r[2], "reference": r[3]} for r in rows],
+            "torch": torch.__version__}
+
+
+def overhead() -> dict:
+    import cupy
+    import numpy as np
+    import torch
+
+    import aotkernels
+    dev = torch.device("cuda")
+    x, y = torch.ones(1, device=dev), torch.ones(1, device=dev)
+    s = aotkernels.session()
+    bx, by = s.upload(np.ones(1, np.float32).tobytes()), s.upload(np.ones(1, np.float32).tobytes())
+    cx, cy = cupy.ones(1, cupy.float32), cupy.ones(1, cupy.float32)
+    raw = cupy.RawKernel(SAXPY_SRC, "saxpy")
+    one = np.int32(1)
+    a = np.float32(1.0)
+    calls = {
+        "Session.launch, torch tensors (DLPack each call)":
+            lambda: s.launch("saxpy", "saxpy", (1,), (256,), [("i", 1), ("f", 1.0), ("r", x), ("b", y)]),
+        "Session.launch, session buffers, stream=0":
+            lambda: s.launch("saxpy", "saxpy", (1,), (256,), [("i", 1), ("f", 1.0), ("b", bx), ("b", by)], stream=0),
+        "aotkernels.saxpy(out=y), torch tensors": lambda: aotkernels.saxpy(1.0, x, y, out=y),
+        "PyTorch y.add_(x)": lambda: y.add_(x),
+        "CuPy RawKernel": lambda: raw((1,), (256,), (one, a, cx, cy)),
+    }
+    out = {}
+    for name, fn in calls.items():
+        for _ in range(100):
+            fn()
+        torch.cuda.synchronize()
+        per = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(CALLS):
+                fn()
+            per.append((time.perf_counter() - t0) / CALLS * 1e6)
+            torch.cuda.synchronize()
+        out[name] = statistics.median(per)
+    return {"us_per_call": out, "cupy": cupy.__version__}
+
+
+def render(res: dict, source: Path) -> str:
+    st, ov = res["steady"], res["overhead"]["us_per_call"]
+    rows = [f"| {r['case']} | {r['aotkernels_ms']:.4f} | {r['torch_ms']:.4f} | {r['aotkernels_ms'] / r['torch_ms']:.2f} | "
+            f"{r['reference']} |" for r in st["rows"]]
+    torch_us = ov["PyTorch y.add_(x)"]
+    orows = [f"| {k} | {v:.2f} | {v / torch_us:.2f} |" for k, v in ov.items()]
+    return "\n".join([
+        "## Kernels on device arrays (PyTorch tensors) on an NVIDIA GPU",
+        "",
+        "- command (on the GPU machine, the fat wheel installed in /tmp/v-fat): "
+        "`/tmp/v-fat/bin/python bench/gpu_arrays_bench.py --json-out gpu_arrays.json`; "
+        f"this section: `python3 bench/gpu_arrays_bench.py --render {source}`",
+        f"- machine: {res['machine']}; PyTorch {st['torch']}, CuPy {res['overhead']['cupy']}",
+        f"- raw results: `{source}`",
+        "",
+        f"Steady state: device-resident inputs and outputs, the default stream, CUDA events around {ITERS} calls "
+        f"(median of {REPEATS}), TF32 off. Each aotkernels time includes its Python call (DLPack read of every "
+        "argument, checks, launch); PyTorch's includes its dispatcher.",
+        "",
+        "| op | aotkernels ms | PyTorch ms | ratio | PyTorch's op |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Launch overhead: host time per asynchronous call, {CALLS} calls of a one-element kernel (median of 5).",
+        "",
+        "| call | us per call | vs PyTorch's add_ |",
+        "|---|---|---|",
+        *orows,
+    ])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json-out", type=Path)
+    p.add_argument("--render", type=Path, metavar="JSON")
+    args = p.parse_args()
+    if args.render:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import write_section
+
+        text = render(json.loads(args.render.read_text()), args.render)
+        print(text)
+        write_section("gpu-arrays", text)
+        return 0
+    import subprocess
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         text=True, capture_output=True).stdout.strip()
+    res = {"machine": gpu, "steady": steady(), "overhead": overhead()}
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
