@@ -6,12 +6,14 @@ Back here, ``python3 bench/gpu_arrays_bench.py --render bench/results/gpu_arrays
 the "gpu-arrays" section of bench/RESULTS.md.
 
 Steady state: inputs and outputs stay on the device (``out=`` on both sides where PyTorch has it),
-every call is queued on the default stream, and CUDA events on that stream time ``ITERS`` calls
-after warm-up (median of ``REPEATS``); TF32 is off. Launch overhead: the host time per call of
-``CALLS`` asynchronous launches of a one-element kernel (the GPU drains them meanwhile), for
-Session.launch with the tensors themselves (DLPack read on every call), Session.launch with the
-session's own buffers, the operation ``aotkernels.saxpy(out=)``, PyTorch's ``y.add_(x)`` and a
-CuPy ``RawKernel`` of the same saxpy source.
+every call is queued on the default stream behind ``torch.cuda._sleep`` (so the host queues all
+``ITERS`` calls before the GPU starts them), and CUDA events on that stream time the ``ITERS``
+calls on the GPU (median of ``REPEATS``): kernel time, not the host's. TF32 is off. Launch
+overhead: the host time per call of ``CALLS`` asynchronous launches of a one-element kernel (the GPU
+drains them meanwhile), for Session.launch with the tensors themselves (DLPack read on every
+call), with prepared arguments (``Session.device_array`` once), with the session's own buffers,
+the operation ``aotkernels.saxpy(out=)``, PyTorch's ``y.add_(x)`` and a CuPy ``RawKernel`` of the
+same saxpy source.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 ITERS, REPEATS, CALLS = 50, 7, 3000
+GATE = 60_000_000  # torch.cuda._sleep cycles, about 30 ms: longer than the host needs for ITERS calls
 SAXPY_SRC = r"""extern "C" __global__ void saxpy(int n, float a, const float* x, float* y) {
     int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; }"""
 
@@ -41,6 +44,7 @@ def steady() -> dict:
         times = []
         for _ in range(REPEATS):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(GATE)  # the GPU waits while the host queues every call
             start.record()
             for _ in range(ITERS):
                 fn()
@@ -52,7 +56,9 @@ def steady() -> dict:
     rows = []
     n = 1 << 24
     x, y, o = torch.randn(n, device=dev), torch.randn(n, device=dev), torch.empty(n, device=dev)
-    rows.append(("saxpy 2^24 (out=)", timed(lambda: aotkernels.saxpy(2.0, x, y, out=o)),
+    rows.append(("saxpy 2^24 in place (out=y)", timed(lambda: aotkernels.saxpy(2.0, x, y, out=y)),
+                 timed(lambda: y.add_(x, alpha=2.0)), "y.add_(x, alpha=)"))
+    rows.append(("saxpy 2^24 (out=o: copy of y, then in place)", timed(lambda: aotkernels.saxpy(2.0, x, y, out=o)),
                  timed(lambda: torch.add(y, x, alpha=2.0, out=o)), "torch.add(alpha=, out=)"))
     s0 = torch.empty((), device=dev)
     rows.append(("sum 2^24 (out=)", timed(lambda: aotkernels.sum(x, out=s0)),
@@ -88,12 +94,17 @@ def overhead() -> dict:
     raw = cupy.RawKernel(SAXPY_SRC, "saxpy")
     one = np.int32(1)
     a = np.float32(1.0)
+    px, py = s.device_array(x, "x", writable=False), s.device_array(y, "y")
     calls = {
         "Session.launch, torch tensors (DLPack each call)":
             lambda: s.launch("saxpy", "saxpy", (1,), (256,), [("i", 1), ("f", 1.0), ("r", x), ("b", y)]),
+        "Session.launch, prepared (Session.device_array once)":
+            lambda: s.launch("saxpy", "saxpy", (1,), (256,), [("i", 1), ("f", 1.0), ("r", px), ("b", py)], stream=0),
         "Session.launch, session buffers, stream=0":
             lambda: s.launch("saxpy", "saxpy", (1,), (256,), [("i", 1), ("f", 1.0), ("b", bx), ("b", by)], stream=0),
         "aotkernels.saxpy(out=y), torch tensors": lambda: aotkernels.saxpy(1.0, x, y, out=y),
+        "aotkernels.saxpy(out=y), prepared": lambda: aotkernels.saxpy(1.0, px, py, out=py),
+        "torch x.__dlpack__(stream=1) alone (PyTorch's export)": lambda: x.__dlpack__(stream=1),
         "PyTorch y.add_(x)": lambda: y.add_(x),
         "CuPy RawKernel": lambda: raw((1,), (256,), (one, a, cx, cy)),
     }
@@ -129,8 +140,8 @@ def render(res: dict, source: Path) -> str:
         f"- raw results: `{source}`",
         "",
         f"Steady state: device-resident inputs and outputs, the default stream, CUDA events around {ITERS} calls "
-        f"(median of {REPEATS}), TF32 off. Each aotkernels time includes its Python call (DLPack read of every "
-        "argument, checks, launch); PyTorch's includes its dispatcher.",
+        f"(median of {REPEATS}) queued behind a ~30 ms `torch.cuda._sleep`, so the events time the GPU's work, "
+        "not the host's; TF32 off.",
         "",
         "| op | aotkernels ms | PyTorch ms | ratio | PyTorch's op |",
         "|---|---|---|---|---|",

@@ -377,6 +377,21 @@ def test_default_stream_with_users_arrays_does_not_wait_and_download_orders_afte
     assert drv.calls[-1] == ("sync", 0x77)
 
 
+def test_a_prepared_device_array_is_not_read_again(drv: Driver) -> None:
+    s = cuda_session(drv)
+    t = FakeCudaTensor((4,))
+    x = s.device_array(t, "x", stream=0x77)
+    for _ in range(3):
+        s.launch("k", "k", (1,), (1,), [("b", x)], stream=0x77)
+    assert t.stream_args == [0x77]  # one __dlpack__ call for the four uses
+    assert drv.calls[-1][2] == [("p", t.ptr)]
+    ro = s.device_array(FakeCudaTensor((4,), readonly=True), "x", writable=False)
+    with pytest.raises(ValueError, match=r"x is read-only"):
+        s.launch("k", "k", (1,), (1,), [("b", ro)], stream=0x77)
+    with pytest.raises(ValueError, match="lives on cuda:0 but the kernel runs on .*cuda:1"):
+        cuda_session(drv, index=1).device_array(x, "x")
+
+
 # --- the operations -----------------------------------------------------------------------------------
 
 def test_ops_check_device_arrays_before_launching(drv: Driver, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,7 @@ Array Interface pointer) live in runtime.Session.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 # DLPack device types (dlpack.h DLDeviceType)
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
@@ -37,9 +36,14 @@ def dtype_name(kind: str, bits: int) -> str:
     return "bool" if kind == "bool" else f"{kind}{bits}"
 
 
-@dataclass(frozen=True)
-class DeviceArray:
-    """One user's array as a kernel sees it: an address, a shape, and what must stay alive."""
+class DeviceArray(NamedTuple):
+    """One user's array as a kernel sees it: an address, a shape, and what must stay alive.
+
+    ``Session.device_array`` makes one; passing it (instead of the array) to ``Session.launch`` or
+    an operation skips reading the protocol again: a hot loop reads each array once. Holding it
+    keeps the array's memory alive (the DLPack holder, or the object). A NamedTuple: made on every
+    call of the protocol path, so it is as cheap as a tuple.
+    """
 
     name: str  # the argument's name, for messages
     ptr: int
@@ -87,11 +91,18 @@ def overlap(a: DeviceArray, b: DeviceArray) -> bool:
     return a.nbytes > 0 and b.nbytes > 0 and s1 < e2 and s2 < e1
 
 
+def dlpack_device(obj: Any) -> Optional[Tuple[int, int]]:
+    """``obj.__dlpack_device__()`` when it exports DLPack, else None."""
+    return _dlpack_device(obj)
+
+
 def is_device_array(obj: Any) -> bool:
     """A GPU array by its protocols: the CUDA Array Interface, or DLPack on a CUDA device.
 
     NumPy arrays export DLPack too, on the CPU: they are host arrays and take the host path.
     """
+    if isinstance(obj, DeviceArray):
+        return True
     dev = _dlpack_device(obj)
     if dev is not None and dev[0] != KDL_CPU:
         return True
@@ -219,11 +230,13 @@ def from_cai(obj: Any, name: str) -> DeviceArray:
                        keep=obj, source=obj, producer_stream=stream)
 
 
-def read(obj: Any, name: str, stream: int, take: Take, *, device: int, label: str) -> DeviceArray:
+def read(obj: Any, name: str, stream: int, take: Take, *, device: int, label: str,
+         dev: Optional[Tuple[int, int]] = None) -> DeviceArray:
     """The device array behind ``obj`` (DLPack preferred), for work queued on ``stream`` of CUDA
     device ``device`` (``label``): an array that says it is on another device is refused before
-    its producer is asked for a capsule (and to order its stream with one of another device)."""
-    dev = _dlpack_device(obj)
+    its producer is asked for a capsule (and to order its stream with one of another device).
+    ``dev``: its ``__dlpack_device__()`` when the caller has it already."""
+    dev = dev or _dlpack_device(obj)
     if dev is not None and (dev[0] != KDL_CPU or not hasattr(obj, "__cuda_array_interface__")):
         _check_cuda(name, *dev)  # before __dlpack__: a producer may refuse a CUDA stream argument
         if dev[0] == KDL_CUDA:

@@ -26,7 +26,7 @@ def session_for(device: Any, like: Any) -> Session:
     """``device=`` when given, else the CUDA device the array says it is on (cuda:0 if it does not say)."""
     if device is not None:
         return resolve_session(device, "device")
-    index = arrays.array_device(like)
+    index = like.device if isinstance(like, DeviceArray) else arrays.array_device(like)
     return cuda_session(index if index is not None else 0)
 
 
@@ -34,7 +34,7 @@ def take(s: Session, name: str, obj: Any, ndim: int, dtype: str, stream: int, *,
     if isinstance(obj, np.ndarray):
         raise TypeError(f"{name} is a NumPy (host) array but the other arguments are device arrays: pass all of them "
                         "on the GPU, or all on the host")
-    arr = s.device_array(obj, name, stream, writable=writable)
+    arr = s.device_array(obj, name, stream, writable=writable)  # a DeviceArray: checked, not read again
     if arr.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, not {arr.dtype}; convert it first (PyTorch: "
                         f"{name}.to(torch.{dtype}); CuPy: {name}.astype(cupy.{dtype}))")
@@ -63,6 +63,8 @@ def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int
 
 
 def finish(ret: Any, like: Any) -> Any:
+    if isinstance(like, DeviceArray):
+        like = like.source
     return wrap(ret, like) if isinstance(ret, CudaArray) else ret
 
 

@@ -360,13 +360,24 @@ def find_device(spec: str, what: str, devices: Sequence[Device], notes: Sequence
                         + (f" ({'; '.join(notes)})" if notes else ""))
 
 
+_REAL: Dict[Path, Path] = {}
+
+
+def _realpath(folder: Path) -> Path:
+    """The images folder's real path, resolved once per folder (each resolution is a syscall per component)."""
+    real = _REAL.get(folder)
+    if real is None:
+        real = _REAL[folder] = Path(os.path.realpath(folder))
+    return real
+
+
 def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
     """The image's bytes, from a regular file inside ``folder`` whose size and sha256 match the manifest."""
     path = folder / image.path
     problem = image_path_problem(image.path)
     if problem is None:
         # a symlink (of the file or a folder on the way) must not lead out of the images folder
-        real, root = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+        real, root = Path(os.path.realpath(path)), _realpath(folder)
         if root not in real.parents:
             problem = f"resolves to {real}, outside the images folder {root}"
     if problem is not None:
@@ -517,8 +528,12 @@ class Session:
         """
         if self._inflight is None:
             raise self._no_device_arrays(f"{name} ({type(obj).__name__}, a device array)")
-        handle = arrays.stream_handle(stream)
         label = self.device.label
+        if isinstance(obj, arrays.DeviceArray):  # read before (a hot loop's prepared argument)
+            arrays.check(obj, device=self.device.index, label=label, writable=writable,
+                         owner=self.device.index if obj.device is None else None)
+            return obj._replace(name=name)
+        handle = arrays.stream_handle(stream)
         arr = arrays.read(obj, name, handle, self._lib.dlpack_take, device=self.device.index, label=label)
         owner = None
         if arr.device is None and arr.size:
@@ -538,7 +553,10 @@ class Session:
                 out.append(item)  # the extension checks and words the rest
                 continue
             kind, val = item
-            if isinstance(val, arrays.DeviceArray):  # checked already (the operations)
+            if isinstance(val, arrays.DeviceArray):  # read and checked already (by device_array)
+                if kind == "b" and val.readonly:
+                    arrays.check(val, device=self.device.index, label=self.device.label, writable=True,
+                                 owner=self.device.index)
                 out.append(("p", val.ptr))
                 keep.append(val.keep)
             elif isinstance(val, CudaArray) and val._session is self:
