@@ -175,11 +175,14 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\\]")  # NUL, control characters, backslash (one scan, not one per char)
+
+
 def image_path_problem(rel: Any) -> Optional[str]:
     """Why ``rel`` cannot be an image path (None if it can): relative, no '..', plain characters."""
     if not isinstance(rel, str) or not rel:
         return "must be a non-empty string"
-    if "\0" in rel or "\\" in rel or any(ord(ch) < 32 for ch in rel):
+    if _BAD_PATH_CHARS.search(rel):
         return "contains a NUL, backslash or control character"
     if rel.startswith("/"):
         return "is absolute; image paths are relative to the images folder"
@@ -364,7 +367,8 @@ _REAL: Dict[Path, Path] = {}
 
 
 def _realpath(folder: Path) -> Path:
-    """The images folder's real path, resolved once per folder (each resolution is a syscall per component)."""
+    """The images folder's real path, resolved once (a syscall per component). The folders below it
+    and the file are resolved at every read: one swapped for a symlink is still caught."""
     real = _REAL.get(folder)
     if real is None:
         real = _REAL[folder] = Path(os.path.realpath(folder))
@@ -377,8 +381,11 @@ def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
     problem = image_path_problem(image.path)
     if problem is None:
         # a symlink (of the file or a folder on the way) must not lead out of the images folder
-        real, root = Path(os.path.realpath(path)), _realpath(folder)
-        if root not in real.parents:
+        # (strings, not Path.parents: this runs at every module's first load, and the walk of
+        # Path parents cost more than the file's read and sha256)
+        real_s, root = os.path.realpath(path), _realpath(folder)
+        real = Path(real_s)
+        if not real_s.startswith(str(root).rstrip("/") + "/"):
             problem = f"resolves to {real}, outside the images folder {root}"
     if problem is not None:
         raise ImageError(f"aotkernels: the manifest's image path {image.path[:200]!r} {problem}; "
