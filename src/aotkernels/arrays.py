@@ -13,7 +13,7 @@ Array Interface pointer) live in runtime.Session.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Tuple
 
 # DLPack device types (dlpack.h DLDeviceType)
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
@@ -56,14 +56,8 @@ class DeviceArray(NamedTuple):
     protocol: str  # "DLPack" | "CUDA Array Interface"
     keep: Any  # held until the work that uses the memory is done (DLPack holder, or the object)
     source: Any  # the user's object
+    size: int  # elements
     producer_stream: Optional[int] = None  # CAI's stream field: the consumer must wait for it
-
-    @property
-    def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
 
     @property
     def nbytes(self) -> int:
@@ -84,6 +78,13 @@ class DeviceArray(NamedTuple):
     def span(self) -> Tuple[int, int]:
         """[start, end) bytes of a contiguous array's memory, for overlap checks."""
         return self.ptr, self.ptr + self.nbytes
+
+
+def _count(shape: Tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def overlap(a: DeviceArray, b: DeviceArray) -> bool:
@@ -185,11 +186,13 @@ def from_dlpack(obj: Any, name: str, stream: int, take: Take) -> DeviceArray:
     kind = _DL_CODES.get(code, f"dlpack type code {code}")
     itemsize = max(bits // 8, 1)
     _check_cuda(name, dev_type, dev_id)
-    return DeviceArray(name=name, ptr=ptr, shape=tuple(shape),
+    if strides is not None and len(shape) == 1 and strides[0] == 1:
+        strides = None  # the common case, without the conversion below
+    return DeviceArray(name=name, ptr=ptr, shape=shape,
                        strides=None if strides is None else tuple(s * itemsize for s in strides),
                        dtype=dtype_name(kind, bits), itemsize=itemsize,
                        device=dev_id if dev_type == KDL_CUDA else None, readonly=bool(readonly),
-                       protocol="DLPack", keep=holder, source=obj)
+                       protocol="DLPack", keep=holder, source=obj, size=_count(shape))
 
 
 def from_cai(obj: Any, name: str) -> DeviceArray:
@@ -227,25 +230,34 @@ def from_cai(obj: Any, name: str) -> DeviceArray:
                              "2 (per-thread default) or a CUstream address, never 0")
     return DeviceArray(name=name, ptr=data[0], shape=shape, strides=strides, dtype=dtype_name(kind, itemsize * 8),
                        itemsize=itemsize, device=None, readonly=data[1], protocol="CUDA Array Interface",
-                       keep=obj, source=obj, producer_stream=stream)
+                       keep=obj, source=obj, size=_count(shape), producer_stream=stream)
 
 
-def read(obj: Any, name: str, stream: int, take: Take, *, device: int, label: str,
+def read(obj: Any, name: str, stream: int, take: Take, where: Where,
          dev: Optional[Tuple[int, int]] = None) -> DeviceArray:
     """The device array behind ``obj`` (DLPack preferred), for work queued on ``stream`` of CUDA
-    device ``device`` (``label``): an array that says it is on another device is refused before
+    device ``where``: an array that says it is on another device is refused before
     its producer is asked for a capsule (and to order its stream with one of another device).
     ``dev``: its ``__dlpack_device__()`` when the caller has it already."""
     dev = dev or _dlpack_device(obj)
     if dev is not None and (dev[0] != KDL_CPU or not hasattr(obj, "__cuda_array_interface__")):
         _check_cuda(name, *dev)  # before __dlpack__: a producer may refuse a CUDA stream argument
-        if dev[0] == KDL_CUDA:
-            _check_device(name, dev[1], device, label)
+        if dev[0] == KDL_CUDA and dev[1] != where.index:
+            _check_device(name, dev[1], where.index, where.label)
         return from_dlpack(obj, name, stream, take)
     if hasattr(obj, "__cuda_array_interface__"):
         return from_cai(obj, name)
     raise TypeError(f"{name} ({type(obj).__name__}) is not a device array: it exports neither DLPack "
                     "(__dlpack__/__dlpack_device__) nor __cuda_array_interface__")
+
+
+class Where(Protocol):
+    """The device a kernel runs on (selection.Device): its CUDA ordinal, and its label for messages."""
+
+    index: int
+
+    @property
+    def label(self) -> str: ...
 
 
 def _check_device(name: str, on: int, device: int, label: str) -> None:
@@ -255,18 +267,18 @@ def _check_device(name: str, on: int, device: int, label: str) -> None:
                          f"or pass device='cuda:{on}'")
 
 
-def check(arr: DeviceArray, *, device: int, label: str, writable: bool,
-          owner: Optional[int] = None, contiguous: bool = True) -> None:
-    """Refuse an array that a kernel on CUDA device ``device`` (``label``) cannot use as asked.
+def check(arr: DeviceArray, where: Where, *, writable: bool, owner: Optional[int] = None,
+          contiguous: bool = True) -> None:
+    """Refuse an array that a kernel on CUDA device ``where`` cannot use as asked.
 
     ``owner`` is the ordinal the driver reports for the address (CAI arrays; None: unknown).
     """
     on = arr.device if arr.device is not None else owner
-    if arr.size and arr.device is None and owner is None:
+    if arr.size and on is None:
         raise ValueError(f"{arr.name} (address {arr.ptr:#x}, from its {arr.protocol}) is not memory the CUDA driver "
-                         f"knows: pass a device array allocated on {label}")
-    if on is not None:
-        _check_device(arr.name, on, device, label)
+                         f"knows: pass a device array allocated on {where.label}")
+    if on is not None and on != where.index:
+        _check_device(arr.name, on, where.index, where.label)
     if contiguous and not arr.contiguous:
         raise ValueError(f"{arr.name} is not C-contiguous (shape {arr.shape}, strides {arr.strides} bytes): the kernels "
                          "index it densely; pass x.contiguous() (PyTorch) or cupy.ascontiguousarray(x)")

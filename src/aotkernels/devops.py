@@ -77,7 +77,7 @@ def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
         raise ValueError(f"x and y must have the same shape, got {X.shape} and {Y.shape}")
     if out is not None and out is y:
         O, ret = Y, y  # y += a * x in place: y must then be writable
-        arrays.check(Y, device=s.device.index, label=s.device.label, writable=True)
+        arrays.check(Y, s.device, writable=True, owner=s.device.index)
         if arrays.overlap(X, Y) and X.ptr != Y.ptr:
             raise ValueError("x and y share memory at different offsets: y is written while x is read")
     else:

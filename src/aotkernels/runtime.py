@@ -535,35 +535,37 @@ class Session:
         """
         if self._inflight is None:
             raise self._no_device_arrays(f"{name} ({type(obj).__name__}, a device array)")
-        label = self.device.label
         if isinstance(obj, arrays.DeviceArray):  # read before (a hot loop's prepared argument)
-            arrays.check(obj, device=self.device.index, label=label, writable=writable,
-                         owner=self.device.index if obj.device is None else None)
-            return obj._replace(name=name)
+            # a CAI array was placed by the driver when it was read
+            arrays.check(obj, self.device, writable=writable, owner=self.device.index if obj.device is None else None)
+            return obj if obj.name == name else obj._replace(name=name)
         handle = arrays.stream_handle(stream)
-        arr = arrays.read(obj, name, handle, self._lib.dlpack_take, device=self.device.index, label=label)
+        arr = arrays.read(obj, name, handle, self._lib.dlpack_take, self.device)
         owner = None
         if arr.device is None and arr.size:
             owner = self._lib.pointer_device(self._ctx, arr.ptr)
-        arrays.check(arr, device=self.device.index, label=label, writable=writable, owner=owner)
+        arrays.check(arr, self.device, writable=writable, owner=owner)
         if arr.producer_stream is not None and not arrays.same_stream(arr.producer_stream, handle):
             self._lib.stream_wait(self._ctx, handle, arr.producer_stream)
         return arr
 
-    def _bind(self, args: List[Tuple[str, Any]], stream: Any) -> Tuple[List[Tuple[str, Any]], List[Any]]:
+    def _bind(self, args: List[Tuple[str, Any]], stream: Any) -> Tuple[List[Tuple[str, Any]], List[Any], bool]:
         """Kernel arguments for the extension: users' arrays become ('p', address); ('r', x) is an
-        input (a read-only array is accepted there). Returns them and what the launch uses."""
+        input (a read-only array is accepted there). Returns them, what the launch uses, and
+        whether any argument is a user's array (a device address)."""
         out: List[Tuple[str, Any]] = []
         keep: List[Any] = []
+        users = False
         for k, item in enumerate(args):
             if not (isinstance(item, tuple) and len(item) == 2 and item[0] in ("b", "r")):
+                users = users or (isinstance(item, tuple) and item[:1] == ("p",))
                 out.append(item)  # the extension checks and words the rest
                 continue
             kind, val = item
             if isinstance(val, arrays.DeviceArray):  # read and checked already (by device_array)
+                users = True
                 if kind == "b" and val.readonly:
-                    arrays.check(val, device=self.device.index, label=self.device.label, writable=True,
-                                 owner=self.device.index)
+                    arrays.check(val, self.device, writable=True, owner=self.device.index)
                 out.append(("p", val.ptr))
                 keep.append(val.keep)
             elif isinstance(val, CudaArray) and val._session is self:
@@ -571,12 +573,13 @@ class Session:
                 keep.append(val._buf)
             elif hasattr(val, "__dlpack__") or hasattr(val, "__cuda_array_interface__"):
                 arr = self.device_array(val, f"args[{k}]", stream, writable=kind == "b")
+                users = True
                 out.append(("p", arr.ptr))
                 keep.append(arr.keep)
             else:
                 out.append(("b", val))
                 keep.append(val)
-        return out, keep
+        return out, keep, users
 
     def launch(self, module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, ...],
                args: List[Tuple[str, Any]], *, stream: Any = None) -> None:
@@ -594,12 +597,11 @@ class Session:
             raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for module "
                              f"{module!r} ({', '.join(listed) or 'none'}); reinstall the package")
         loaded = self.module(module)
-        bound, keep = self._bind(args, stream) if isinstance(args, (list, tuple)) else (args, [])
+        bound, keep, users = self._bind(args, stream) if isinstance(args, (list, tuple)) else (args, [], False)
         try:
             if self._inflight is not None:
                 grid = tuple(groups) + (1,) * (3 - len(groups))
                 block = tuple(local) + (1,) * (3 - len(local))
-                users = len(bound) > 0 and any(isinstance(a, tuple) and a[:1] == ("p",) for a in bound)
                 wait = stream is None and not users  # the host path: today's launch-and-wait
                 mark = self._inflight.mark()
                 self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, wait)
