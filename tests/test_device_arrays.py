@@ -32,6 +32,8 @@ from aotkernels import arrays, inflight, ops, runtime  # noqa: E402
 from aotkernels.runtime import Loaded, Manifest, Session  # noqa: E402
 from aotkernels.selection import Device  # noqa: E402
 
+pytestmark = pytest.mark.integration  # it compiles the extensions with the C compiler (a process)
+
 
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory: pytest.TempPathFactory) -> Any:
