@@ -124,8 +124,22 @@ def overhead() -> dict:
     return {"us_per_call": out, "cupy": cupy.__version__}
 
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PROBE = RESULTS_DIR / "gpu_arrays_probe_h200_2026-12-04.txt"  # bench/gpu_arrays_probe.py's output
+FIRST = RESULTS_DIR / "gpu_arrays_h200_2026-12-04_first.json"  # an earlier session's run of this script
+EXPORT = "torch x.__dlpack__(stream=1) alone (PyTorch's export)"
+
+
 def render(res: dict, source: Path) -> str:
     st, ov = res["steady"], res["overhead"]["us_per_call"]
+    by = {r["case"]: r for r in st["rows"]}
+    probe = dict(line.rsplit(": ", 1) for line in PROBE.read_text().strip().splitlines()[:6]) if PROBE.exists() else {}
+    probe_us = {k: float(v.split()[0]) for k, v in probe.items()}
+    first = json.loads(FIRST.read_text())["overhead"]["us_per_call"] if FIRST.exists() else {}
+
+    def ratio(case: str) -> str:
+        r = by[case]
+        return f"{r['aotkernels_ms'] / r['torch_ms']:.2f}x"
     rows = [f"| {r['case']} | {r['aotkernels_ms']:.4f} | {r['torch_ms']:.4f} | {r['aotkernels_ms'] / r['torch_ms']:.2f} | "
             f"{r['reference']} |" for r in st["rows"]]
     torch_us = ov["PyTorch y.add_(x)"]
@@ -133,7 +147,7 @@ def render(res: dict, source: Path) -> str:
     return "\n".join([
         "## Kernels on device arrays (PyTorch tensors) on an NVIDIA GPU",
         "",
-        "- command (on the GPU machine, the fat wheel installed in /tmp/v-fat): "
+        "- command (on the GPU machine, the fat wheel installed in /tmp/v-fat, as bench/gpu_arrays_session.sh does): "
         "`/tmp/v-fat/bin/python bench/gpu_arrays_bench.py --json-out gpu_arrays.json`; "
         f"this section: `python3 bench/gpu_arrays_bench.py --render {source}`",
         f"- machine: {res['machine']}; PyTorch {st['torch']}, CuPy {res['overhead']['cupy']}",
@@ -152,6 +166,33 @@ def render(res: dict, source: Path) -> str:
         "| call | us per call | vs PyTorch's add_ |",
         "|---|---|---|",
         *orows,
+        "",
+        "Notes:",
+        "",
+        f"- Same class as PyTorch's kernel: sum {ratio('sum 2^24 (out=)')}, softmax {ratio('softmax 4096x4096 (out=)')}, "
+        f"softmax_f16 {ratio('softmax_f16 4096x4096 -> f32 (out=)')} of PyTorch's time; saxpy in place "
+        f"{ratio('saxpy 2^24 in place (out=y)')} (one scalar element per thread; PyTorch's elementwise kernel "
+        "uses vector loads). saxpy into another `out` costs a device copy of y first (the kernel updates its "
+        f"second array in place): {ratio('saxpy 2^24 (out=o: copy of y, then in place)')}.",
+        f"- matmul is another class: a simple tiled fp32 kernel against cuBLAS SGEMM, "
+        f"{ratio('matmul 2048^3 (out=)')} slower at 2048^3.",
+        "- Launch overhead: with prepared arguments (`Session.device_array` once) or the session's buffers, "
+        f"Session.launch costs {ov['Session.launch, prepared (Session.device_array once)'] / torch_us:.1f}x "
+        f"and {ov['Session.launch, session buffers, stream=0'] / torch_us:.1f}x PyTorch's `add_` in this run. "
+        "Reading two PyTorch tensors through DLPack on every call is dominated by PyTorch's own export: "
+        f"`x.__dlpack__(stream=1)` alone takes {ov[EXPORT]:.1f} us per tensor (its stream bookkeeping: default and "
+        "current stream objects, compared in Python).",
+        *([f"- Where a tensor launch's time goes (`/tmp/v/bin/python bench/gpu_arrays_probe.py`, another session on "
+           f"the same machine type, `bench/results/{PROBE.name}`): "
+           + "; ".join(f"{k} {v}" for k, v in probe.items())
+           + f". Of one tensor's {probe_us['device_array torch']:.1f} us in `Session.device_array`, PyTorch's export "
+           f"with the capsule's reading is {probe_us['dlpack+take']:.1f} us and this package's checks the rest; "
+           "CUDA Array Interface objects need no stream protocol and cost far less."] if probe else []),
+        *([f"- Host times differ between sessions of this machine type: an earlier session "
+           f"(`bench/results/{FIRST.name}`, before the checks were made cheaper) measured PyTorch's add_ at "
+           f"{first['PyTorch y.add_(x)']:.1f} us and Session.launch with session buffers at "
+           f"{first['Session.launch, session buffers, stream=0']:.1f} us; compare ratios within one run."]
+          if first else []),
     ])
 
 

@@ -20,3 +20,5 @@ timeout 150 /tmp/v-fat/bin/python bench/gpu_arrays_bench.py --json-out "$OUT"/gp
 echo "=== aot_load bench"
 timeout 150 /tmp/v-fat/bin/python bench/aot_load_bench.py --runs "${RUNS:-7}" --json-out "$OUT"/aot_load_h200.json \
   2>&1 | grep -v '^      ' | head -60
+echo "=== where a tensor launch's host time goes"
+timeout 60 /tmp/v-fat/bin/python bench/gpu_arrays_probe.py 2>&1 | head -30
