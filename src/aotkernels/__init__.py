@@ -11,7 +11,9 @@ import builtins  # ``sum`` below is the kernel
 import time
 from typing import Any, Dict, List, Optional
 
+from .arrays import DeviceArray
 from .compat import DriverTooOldError, ModuleUnavailableError
+from .cudaarray import CudaArray
 from .ops import ATOL, F16_ATOL, F16_RTOL, RTOL, matmul, matmul_variants, saxpy, softmax, softmax_f16, sum
 from .runtime import (AotKernelsError, AotRequiredError, ImageError, JitFallbackWarning, ManifestError, NoDeviceError,
                       Session, SettingError, default_device, discover, manifest, session)
@@ -22,7 +24,8 @@ __version__ = "0.1.0"
 __all__ = ["saxpy", "sum", "softmax", "softmax_f16", "matmul", "matmul_variants", "RTOL", "ATOL", "F16_RTOL",
            "F16_ATOL", "report", "discover", "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT",
            "AotKernelsError", "AotRequiredError", "ImageError", "ManifestError", "NoDeviceError", "NoImageError",
-           "SettingError", "JitFallbackWarning", "ModuleUnavailableError", "DriverTooOldError"]
+           "SettingError", "JitFallbackWarning", "ModuleUnavailableError", "DriverTooOldError", "CudaArray",
+           "DeviceArray"]
 UNAVAILABLE = "unavailable"  # a module's mode in report() when it does not serve the device's backend
 
 
