@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import json
 import os
 import platform
 import re
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,6 +340,29 @@ def write_section(name: str, text: str, path: Path = RESULTS) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(new, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def render_json_section(source: Path, name: str, render: Callable[[dict, Path], str]) -> int:
+    """``--render JSON`` of a GPU script: its section ``name`` of RESULTS.md from one result file."""
+    text = render(json.loads(source.read_text()), source)
+    print(text)
+    write_section(name, text)
+    return 0
+
+
+def gpu_name() -> str:
+    """The GPU and its driver, as nvidia-smi names them ("NVIDIA H200, 580.159.04")."""
+    return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                          text=True, capture_output=True).stdout.strip()
+
+
+def emit_json(res: dict, json_out: Path | None) -> int:
+    """Print a GPU script's result and write it where ``--json-out`` says (brought back and rendered here)."""
+    text = json.dumps(res, indent=2)
+    print(text)
+    if json_out:
+        json_out.write_text(text)
+    return 0
 
 
 # ----------------------------------------------------------------------------- shaping a copy

@@ -23,6 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit_json, gpu_name, render_json_section  # noqa: E402
+
 CHILD = r"""
 import ctypes, json, sys, time
 kind = sys.argv[1]
@@ -141,22 +144,9 @@ def main() -> int:
     p.add_argument("--render", type=Path, metavar="JSON")
     args = p.parse_args()
     if args.render:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _common import write_section
-
-        text = render(json.loads(args.render.read_text()), args.render)
-        print(text)
-        write_section("aot-load", text)
-        return 0
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         text=True, capture_output=True).stdout.strip()
-    res = {"machine": gpu, **measure(args.runs)}
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
-    return 0
-
+        return render_json_section(args.render, "aot-load", render)
+    res = {"machine": gpu_name(), **measure(args.runs)}
+    return emit_json(res, args.json_out)
 
 if __name__ == "__main__":
     sys.exit(main())

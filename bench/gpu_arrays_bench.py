@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit_json, gpu_name, render_json_section  # noqa: E402
+
 ITERS, REPEATS, CALLS = 50, 7, 3000
 GATE = 60_000_000  # torch.cuda._sleep cycles, about 30 ms: longer than the host needs for ITERS calls
 SAXPY_SRC = r"""extern "C" __global__ void saxpy(int n, float a, const float* x, float* y) {
@@ -202,23 +205,9 @@ def main() -> int:
     p.add_argument("--render", type=Path, metavar="JSON")
     args = p.parse_args()
     if args.render:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _common import write_section
-
-        text = render(json.loads(args.render.read_text()), args.render)
-        print(text)
-        write_section("gpu-arrays", text)
-        return 0
-    import subprocess
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         text=True, capture_output=True).stdout.strip()
-    res = {"machine": gpu, "steady": steady(), "overhead": overhead()}
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
-    return 0
-
+        return render_json_section(args.render, "gpu-arrays", render)
+    res = {"machine": gpu_name(), "steady": steady(), "overhead": overhead()}
+    return emit_json(res, args.json_out)
 
 if __name__ == "__main__":
     sys.exit(main())

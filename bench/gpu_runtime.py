@@ -258,12 +258,9 @@ def main() -> int:
         return 0
     if args.render:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _common import write_section
+        from _common import render_json_section
 
-        text = render(json.loads(args.render.read_text()), args.render)
-        print(text)
-        write_section("gpu", text)
-        return 0
+        return render_json_section(args.render, "gpu", render)
     if not (args.aot_wheel and args.jit_wheel):
         p.error("--aot-wheel and --jit-wheel are required (or --render JSON)")
     with tempfile.TemporaryDirectory() as tmp:
