@@ -394,6 +394,41 @@ def test_a_prepared_device_array_is_not_read_again(drv: Driver) -> None:
         cuda_session(drv, index=1).device_array(x, "x")
 
 
+def test_cudaarray_exports_dlpack_and_orders_the_consumers_stream(drv: Driver, ext: Any) -> None:
+    from aotkernels.cudaarray import CudaArray
+    drv.dlpack_export = ext.dlpack_export  # type: ignore[attr-defined]
+    s = cuda_session(drv)
+    arr = CudaArray(s, object(), 0x5000, (2, 3), np.float16, stream=0x77)
+    assert arr.__dlpack_device__() == (2, 0)
+    cai = arr.__cuda_array_interface__
+    assert cai["typestr"] == "<f2" and cai["data"] == (0x5000, False) and cai["stream"] == 0x77
+    cap = arr.__dlpack__(stream=0x99, max_version=(1, 0))
+    assert drv.calls == [("wait", 0x99, 0x77)]  # the consumer's stream waits for the producing one
+    holder, ptr, dev_type, dev_id, shape, strides, dtype, ro, version = ext.dlpack_take(cap)
+    assert (ptr, dev_type, dev_id, shape, dtype, version) == (0x5000, 2, 0, (2, 3), (2, 16, 1), (1, 0))
+    arr.__dlpack__(stream=0x77)  # the same stream: no wait
+    arr.__dlpack__(stream=-1)  # the consumer asks for none
+    assert len(drv.calls) == 1
+    with pytest.raises(BufferError, match="cannot be exported to device"):
+        arr.__dlpack__(dl_device=(2, 1))
+    with pytest.raises(BufferError, match="copy=True"):
+        arr.__dlpack__(copy=True)
+
+
+def test_results_come_back_as_the_inputs_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from aotkernels.cudaarray import wrap
+    lib = types.ModuleType("fakelib")
+    lib.from_dlpack = lambda obj: ("wrapped", obj)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fakelib", lib)
+    Tensor = type("Tensor", (), {"__module__": "fakelib.core"})
+    Other = type("Other", (), {"__module__": "nolib"})
+    res = object()
+    assert wrap(res, Tensor()) == ("wrapped", res)  # type: ignore[arg-type]
+    assert wrap(res, Other()) is res  # type: ignore[arg-type]
+
+
 # --- the operations -----------------------------------------------------------------------------------
 
 def test_ops_check_device_arrays_before_launching(drv: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
