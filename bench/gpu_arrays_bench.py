@@ -182,7 +182,7 @@ def render(res: dict, source: Path) -> str:
         "- Launch overhead: with prepared arguments (`Session.device_array` once) or the session's buffers, "
         f"Session.launch costs {ov['Session.launch, prepared (Session.device_array once)'] / torch_us:.1f}x "
         f"and {ov['Session.launch, session buffers, stream=0'] / torch_us:.1f}x PyTorch's `add_` in this run. "
-        "Reading two PyTorch tensors through DLPack on every call is dominated by PyTorch's own export: "
+        "Reading two PyTorch tensors through DLPack on every call costs far more, about half of it PyTorch's own export: "
         f"`x.__dlpack__(stream=1)` alone takes {ov[EXPORT]:.1f} us per tensor (its stream bookkeeping: default and "
         "current stream objects, compared in Python).",
         *([f"- Where a tensor launch's time goes (`/tmp/v/bin/python bench/gpu_arrays_probe.py`, another session on "

@@ -115,7 +115,8 @@ def _dlpack_device(obj: Any) -> Optional[Tuple[int, int]]:
     if fn is None or not callable(getattr(obj, "__dlpack__", None)):
         return None
     dev = fn()
-    if not (isinstance(dev, tuple) and len(dev) == 2 and all(isinstance(v, int) for v in dev)):
+    # (no generator here: this runs for every array of every call)
+    if not (isinstance(dev, tuple) and len(dev) == 2 and isinstance(dev[0], int) and isinstance(dev[1], int)):
         raise TypeError(f"__dlpack_device__() of {type(obj).__name__} returned {dev!r}, not (device_type, device_id)")
     return int(dev[0]), int(dev[1])
 
