@@ -149,6 +149,7 @@ SUBCOMMANDS: dict[str, str] = {
     "merge": "build_tools.release.merge",
     "gather": "build_tools.release.gather",
     "indexes": "build_tools.release.indexes",
+    "variant": "build_tools.release.variant_wheels",
     "ci-matrix": "build_tools.release.ci_matrix",
     "repair": "build_tools.package.repair",
     "schema": "build_tools.config.schema",

@@ -274,3 +274,34 @@ def test_variantlib_runs_the_intel_plugin_and_picks_the_intel_wheels(variant_dis
     assert _resolve(doc, plugin_py, "") == ["null"]
     # Not forced: detection through OpenCL for real; this machine has CPU OpenCL devices only (PoCL).
     assert _resolve(doc, plugin_py, None) == ["null"]
+
+
+@pytest.mark.integration
+def test_release_conversion_gives_the_builders_variant_bytes(built_dist: Path, variant_dist: Path, root: Path,
+                                                            tmp_path: Path) -> None:
+    """The release's `build.py variant` (cibuildwheel cannot carry variant names) turns the tested +label
+    wheels into exactly the wheels build.py writes with naming: variant."""
+    from build_tools.cli import main
+
+    matrix = variant_dist.parent / "matrix.yaml"
+    assert main(["variant", str(built_dist), "--matrix", str(matrix), "--out", str(tmp_path / "v")]) == 0
+    made = sorted((tmp_path / "v").glob("*.whl"))
+    assert [w.name for w in made] == [w.name for w in _variant_wheels(variant_dist)]
+    for w in made:
+        assert w.read_bytes() == (variant_dist / w.name).read_bytes(), w.name
+    # A local-version matrix asks for no variants: nothing is written.
+    assert main(["variant", str(built_dist), "--matrix", str(root / "matrix.yaml"), "--out", str(tmp_path / "n")]) == 0
+    assert not list((tmp_path / "n").glob("*.whl"))
+
+
+def test_release_publishes_variants_on_pages_and_never_to_pypi(root: Path) -> None:
+    import yaml
+
+    jobs = yaml.safe_load((root / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8"))["jobs"]
+    runs = [s.get("run", "") for s in jobs["indexes"]["steps"]]
+    conv = next(i for i, r in enumerate(runs) if "build.py variant wheels --matrix matrix.yaml" in r)
+    index = next(i for i, r in enumerate(runs) if "build.py indexes wheels" in r)
+    twine = next(i for i, r in enumerate(runs) if "twine check" in r)
+    assert conv < twine < index  # converted, checked, then indexed (whl/variants/ with the -variants.json)
+    pypi = " ".join(s.get("run", "") for s in jobs["publish-pypi"]["steps"])
+    assert "! -name '*+*' ! -name '*-*-*-*-*-*.whl'" in pypi  # the fat wheels only: no local label, no variant
