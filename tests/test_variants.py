@@ -305,3 +305,19 @@ def test_release_publishes_variants_on_pages_and_never_to_pypi(root: Path) -> No
     assert conv < twine < index  # converted, checked, then indexed (whl/variants/ with the -variants.json)
     pypi = " ".join(s.get("run", "") for s in jobs["publish-pypi"]["steps"])
     assert "! -name '*+*' ! -name '*-*-*-*-*-*.whl'" in pypi  # the fat wheels only: no local label, no variant
+
+
+@pytest.mark.integration
+def test_merge_and_repair_take_variant_wheels(variant_dist: Path, tmp_path: Path) -> None:
+    from build_tools.cli import main
+
+    raw = variant_dist / "raw"
+    inputs = [next(raw.glob("*-sm90.whl")), next(raw.glob("*-pvc.whl")), next(raw.glob("*+jit*.whl"))]
+    matrix = variant_dist.parent / "matrix.yaml"
+    assert main(["merge", *map(str, inputs), "--matrix", str(matrix), "--out", str(tmp_path / "m")]) == 0
+    (fat,) = (tmp_path / "m").glob("*.whl")
+    assert fat.name == "aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl"  # the fat wheel: no label
+    # build.py repair (cibuildwheel's repair command) keeps the label that auditwheel cannot parse.
+    assert main(["repair", str(inputs[0]), "--matrix", str(matrix), "--out", str(tmp_path / "r")]) == 0
+    assert [w.name for w in (tmp_path / "r").glob("*.whl")] == [
+        "aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64-sm90.whl"]
