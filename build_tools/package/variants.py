@@ -20,13 +20,16 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
 from build_tools.config.model import Target
 from build_tools.config.variantprops import INTEL, NVIDIA, PRIORITY, Properties, namespaces, target_properties
 from build_tools.errors import ConfigError
+
+if TYPE_CHECKING:  # wheels.py imports this module
+    from build_tools.package.wheels import WheelSpec
 
 __all__ = ["INTEL", "NVIDIA", "PRIORITY", "Properties", "namespaces", "target_properties"]
 
@@ -97,7 +100,7 @@ def merge_documents(docs: Iterable[Mapping[str, Any]], show: str = "the wheels")
     return out
 
 
-def as_variant(spec: Any, label: str, all_targets: Sequence[Target]) -> Any:
+def as_variant(spec: WheelSpec, label: str, all_targets: Sequence[Target]) -> WheelSpec:
     """``spec`` (a wheels.WheelSpec of one target) as a variant wheel: label and variant.json.
 
     Providers and priorities come from the whole matrix (``all_targets``), so wheels built on
@@ -109,7 +112,7 @@ def as_variant(spec: Any, label: str, all_targets: Sequence[Target]) -> Any:
     return dataclasses.replace(spec, variant=label, variant_json=text)
 
 
-def write_index(out_dir: Path, specs: Iterable[Any]) -> Path | None:
+def write_index(out_dir: Path, specs: Iterable[WheelSpec]) -> Path | None:
     """``<name>-<version>-variants.json`` beside the wheels, from the specs' variant.json; None without variants."""
     mine = [s for s in specs if s.variant]
     if not mine:
