@@ -120,7 +120,9 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             specs = wheels.specs(plan.matrix, assemble.project_version(ROOT), plan.matrix.wheels.naming)
             built = assemble.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
                                          previous=previous, write_index=True)
-            variants.write_index(stage, specs)  # <name>-<version>-variants.json, with naming: variant
+            # <name>-<version>-variants.json, with naming: variant
+            variants.write_index(stage, wheels.DIST_NAME, assemble.project_version(ROOT),
+                                 [s.variant_json for s in specs if s.variant_json])
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
             render.write_reports(report, stage, previous=previous)

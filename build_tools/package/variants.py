@@ -14,22 +14,18 @@ version (``+jit``): no installer can pick it by hardware.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.utils import canonicalize_name
 
 from build_tools.config.model import Target
 from build_tools.config.variantprops import INTEL, NVIDIA, PRIORITY, Properties, namespaces, target_properties
 from build_tools.errors import ConfigError
-
-if TYPE_CHECKING:  # wheels.py imports this module
-    from build_tools.package.wheels import WheelSpec
 
 __all__ = ["INTEL", "NVIDIA", "PRIORITY", "Properties", "namespaces", "target_properties"]
 
@@ -100,25 +96,23 @@ def merge_documents(docs: Iterable[Mapping[str, Any]], show: str = "the wheels")
     return out
 
 
-def as_variant(spec: WheelSpec, label: str, all_targets: Sequence[Target]) -> WheelSpec:
-    """``spec`` (a wheels.WheelSpec of one target) as a variant wheel: label and variant.json.
+def variant_json(target: Target, label: str, all_targets: Sequence[Target]) -> str:
+    """The variant.json text of one target's wheel (label: its local label), or a ConfigError.
 
     Providers and priorities come from the whole matrix (``all_targets``), so wheels built on
     separate machines from one matrix declare the same ones and their -variants.json merges.
     """
-    props = target_properties(spec.targets[0])
-    label = check_label(label, f"targets[{spec.target!r}]")
-    text = dumps(document(label, props, namespaces(all_targets))).decode("utf-8")
-    return dataclasses.replace(spec, variant=label, variant_json=text)
+    props = target_properties(target)
+    label = check_label(label, f"targets[{target.name!r}]")
+    return dumps(document(label, props, namespaces(all_targets))).decode("utf-8")
 
 
-def write_index(out_dir: Path, specs: Iterable[WheelSpec]) -> Path | None:
-    """``<name>-<version>-variants.json`` beside the wheels, from the specs' variant.json; None without variants."""
-    mine = [s for s in specs if s.variant]
-    if not mine:
+def write_index(out_dir: Path, name: str, version: str, texts: Sequence[str]) -> Path | None:
+    """``<name>-<version>-variants.json`` beside the wheels, from their variant.json texts; None without any."""
+    if not texts:
         return None
-    doc = merge_documents(json.loads(s.variant_json) for s in mine)
-    path = out_dir / index_name(mine[0].name, mine[0].version)
+    doc = merge_documents(json.loads(t) for t in texts)
+    path = out_dir / index_name(name, version)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(dumps(doc))
     os.replace(tmp, path)
