@@ -321,3 +321,29 @@ def test_merge_and_repair_take_variant_wheels(variant_dist: Path, tmp_path: Path
     assert main(["repair", str(inputs[0]), "--matrix", str(matrix), "--out", str(tmp_path / "r")]) == 0
     assert [w.name for w in (tmp_path / "r").glob("*.whl")] == [
         "aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64-sm90.whl"]
+
+
+@pytest.mark.integration
+def test_several_devices_of_one_vendor_are_any_of_them(tmp_path: Path, plugin_py: Path) -> None:
+    """Long-form targets: [sm_80, sm_86] and the dg2 family are one feature with several values, which
+    uv (NVIDIA) and variantlib (Intel plugin) match when any value fits."""
+    from build_tools.cli import main
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text('targets:\n  "Ampere": {devices: [sm_80, sm_86]}\n  "Arc A-series": dg2\n'
+                      "wheels: {naming: variant}\n", encoding="utf-8")
+    dist, site = tmp_path / "dist", tmp_path / "site"
+    assert main(["--matrix", str(matrix), "--out", str(dist), "--no-repair"]) == 0
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    assert main(["indexes", str(dist), "--out", str(site)], env=env) == 0
+    labels = sorted(variants.split_label(w.name)[1] for w in _variant_wheels(dist))  # type: ignore[index]
+    assert labels == ["acmg10.acmg11.acmg12", "sm80.sm86"]
+    py = _venv(tmp_path / "venv")
+    with _serve(site) as url:
+        for cc, want in {"8.0": "sm80.sm86", "8.6": "sm80.sm86", "8.9": "sm80.sm86", "9.0": "fat", "7.5": "fat"}.items():
+            assert _uv_install(py, f"{url}/whl/variants/simple/", cc, tmp_path / "uv-cache").returncode == 0
+            assert _installed_label(py) == want, cc
+    doc = json.loads((dist / "aotkernels-0.1.0-variants.json").read_text())
+    assert doc["variants"]["acmg10.acmg11.acmg12"] == {"intel": {"device_ip": ["12.55.8", "12.56.5", "12.57.0"]}}
+    doc["variants"] = {k: v for k, v in doc["variants"].items() if "intel" in v}
+    assert _resolve(doc, plugin_py, "12.56.5") == ["acmg10.acmg11.acmg12", "null"]
