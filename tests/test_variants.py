@@ -347,3 +347,12 @@ def test_several_devices_of_one_vendor_are_any_of_them(tmp_path: Path, plugin_py
     assert doc["variants"]["acmg10.acmg11.acmg12"] == {"intel": {"device_ip": ["12.55.8", "12.56.5", "12.57.0"]}}
     doc["variants"] = {k: v for k, v in doc["variants"].items() if "intel" in v}
     assert _resolve(doc, plugin_py, "12.56.5") == ["acmg10.acmg11.acmg12", "null"]
+
+
+def test_release_ships_the_intel_plugin_to_pypi(root: Path) -> None:
+    import yaml
+
+    jobs = yaml.safe_load((root / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8"))["jobs"]
+    assert "python -m build providers/intel --outdir provider" in [s.get("run") for s in jobs["sdist"]["steps"]]
+    downloads = [s["with"] for s in jobs["publish-pypi"]["steps"] if s.get("uses", "").startswith("actions/download")]
+    assert {"name": "provider", "path": "pypi"} in downloads
