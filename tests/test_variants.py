@@ -356,3 +356,26 @@ def test_release_ships_the_intel_plugin_to_pypi(root: Path) -> None:
     assert "python -m build providers/intel --outdir provider" in [s.get("run") for s in jobs["sdist"]["steps"]]
     downloads = [s["with"] for s in jobs["publish-pypi"]["steps"] if s.get("uses", "").startswith("actions/download")]
     assert {"name": "provider", "path": "pypi"} in downloads
+
+
+@pytest.mark.integration
+def test_indexes_refuses_a_variants_json_that_does_not_match_its_wheels(variant_dist: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from build_tools.cli import main
+
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    for w in sorted(variant_dist.glob("*.whl")):
+        shutil.copyfile(w, folder / w.name)
+    doc = json.loads((variant_dist / "aotkernels-0.1.0-variants.json").read_text())
+    doc["variants"]["sm90"] = {"nvidia": {"sm_arch": ["80_real"]}}
+    (folder / "aotkernels-0.1.0-variants.json").write_bytes(variants.dumps(doc))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    assert main(["indexes", str(folder), "--out", str(tmp_path / "site")], env=env) == 2
+    assert "aotkernels-0.1.0-variants.json does not match the variant wheels beside it" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()
+    # Without the file, indexes makes it from the wheels' own variant.json (as the release does).
+    (folder / "aotkernels-0.1.0-variants.json").unlink()
+    assert main(["indexes", str(folder), "--out", str(tmp_path / "site")], env=env) == 0
+    made = tmp_path / "site" / "whl" / "variants" / "packages" / "aotkernels-0.1.0-variants.json"
+    assert made.read_bytes() == (variant_dist / "aotkernels-0.1.0-variants.json").read_bytes()
