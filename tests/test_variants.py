@@ -122,6 +122,9 @@ def test_builder_writes_variant_wheels_that_variantlib_accepts(variant_dist: Pat
         assert f"Variant: `{label}`" in got.stdout + got.stderr
         with zipfile.ZipFile(w) as zf:
             assert "aotkernels-0.1.0.dist-info/variant.json" in zf.namelist()
+            # auditwheel's SBOM names this file, not the label-less name auditwheel was handed.
+            sbom = zf.read("aotkernels-0.1.0.dist-info/sboms/auditwheel.cdx.json").decode()
+            assert f"file_name={w.name}" in sbom and f"file_name={variants.split_label(w.name)[0]}" not in sbom
     (fat,) = [variant_dist / n for n in plain if n.split("-")[1] == "0.1.0"]
     with zipfile.ZipFile(fat) as zf:
         assert not any(n.endswith("variant.json") for n in zf.namelist())  # the fat wheel: no null variant

@@ -53,6 +53,7 @@ def convert(wheel: Path, out_dir: Path, m: matrix_model.Matrix) -> Path | None:
         raise ConfigError(f"variant: {wheel.name}: +{label} is no target of {m.path}; give the matrix the wheels "
                           "were built from")
     old_dist, new_dist = f"{name}-{version}+{label}.dist-info", f"{name}-{version}.dist-info"
+    plat = tag.split("-", 2)[2]
     with zipfile.ZipFile(wheel) as zf:
         infos = zf.infolist()
         data = {i.filename: zf.read(i) for i in infos}
@@ -75,11 +76,13 @@ def convert(wheel: Path, out_dir: Path, m: matrix_model.Matrix) -> Path | None:
             # The purls spell the local version %-encoded (pkg:pypi/aotkernels@0.1.0%2Bsm90?file_name=...).
             for old in (f"{version}+{label}", f"{version}%2B{label}"):
                 blob = blob.replace(old.encode(), version.encode())
+            # ... and its file_name is the variant's, as repair.py writes it for build.py's variants.
+            blob = blob.replace(f"{name}-{version}-{tag}.whl".encode(), wheels.wheel_filename(spec, plat).encode())
         if new == record_name:
             members.append((f"{new_dist}/{variants.VARIANT_JSON}", spec.variant_json.encode(), 0o100644 << 16))
         members.append((new, blob, info.external_attr))
     members = _rehash(members, record_name)
-    target = out_dir / wheels.wheel_filename(spec, tag.split("-", 2)[2])
+    target = out_dir / wheels.wheel_filename(spec, plat)
     wheels.write_zip(target, members, _epoch(infos))
     return target
 
