@@ -42,22 +42,19 @@ def _matrix(targets: str, naming: str = "variant") -> matrix_mod.Matrix:
 
 
 def test_properties_use_the_vendors_vocabularies_and_or_within_a_feature() -> None:
-    m = _matrix('  "Ampere": {devices: [sm_80, sm_86, compute_80]}\n  "Arc": dg2\n  "Flex": dg2-g10-c0\n'
+    m = _matrix('  "Ampere": {devices: [sm_80, sm_86, compute_80]}\n  "Arc": dg2\n  "Max": pvc\n'
                 '  "H100 arch": sm_90a\n')
     props = {t.name: variantprops.target_properties(t) for t in m.targets}
     assert props["Ampere"] == {"nvidia": {"sm_arch": ["80_real", "86_real"]}}  # PTX adds nothing
     assert props["Arc"] == {"intel": {"device_ip": ["12.55.8", "12.56.5", "12.57.0"]}}
-    assert props["Flex"] == {"intel": {"device_ip": ["12.55.8"]}}
+    assert props["Max"] == {"intel": {"device_ip": ["12.60.7"]}}
     assert props["H100 arch"] == {"nvidia": {"sm_arch": ["90_real"]}}
 
 
-@pytest.mark.parametrize("targets, words", [
-    ('  "Both": {devices: [sm_90, pvc]}\n', "targets['Both']: wheels.naming 'variant' cannot describe a target with "
-                                            "both CUDA and Intel"),
-    ('  "PTX": compute_80\n', "targets['PTX']: wheels.naming 'variant' needs an sm_ or Intel device"),
-])
-def test_a_target_no_variant_can_describe_is_refused_at_load(targets: str, words: str) -> None:
-    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+def test_a_target_no_variant_can_describe_is_refused_at_load() -> None:
+    targets = '  "Both": {devices: [sm_90, pvc]}\n'
+    with pytest.raises(ConfigError, match=r"targets\['Both'\]: wheels.naming 'variant' cannot describe a target with "
+                                          "both CUDA and Intel"):
         _matrix(targets)
     _matrix(targets, naming="local-version")  # fine with the other namings
 

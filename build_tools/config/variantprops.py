@@ -11,7 +11,8 @@
 Several values of one feature match when any of them does (a target of sm_80 and sm_86, the ``dg2``
 family); properties of different namespaces must all match (variantlib 0.2.2's
 ``filter_variants_by_property``), so a target mixing CUDA and Intel devices cannot be one variant and is
-refused. PTX-only devices (``compute_XY``) add no property: no provider value means "any GPU from X.Y on".
+refused. PTX-only devices (``compute_XY``) add no property: no provider value means "any GPU from X.Y on"
+(a target of PTX alone gets no wheel of its own in any naming).
 Here, not in build_tools/package, so the matrix loader reports these problems before any work.
 """
 from __future__ import annotations
@@ -47,11 +48,7 @@ def target_problem(target: Target, where: str) -> str | None:
         return (f"{where}: wheels.naming 'variant' cannot describe a target with both CUDA and Intel devices "
                 "(an installer needs every namespace of a variant to match); split it into one target per vendor, "
                 "or use naming: local-version")
-    if not props:
-        return (f"{where}: wheels.naming 'variant' needs an sm_ or Intel device in each target; "
-                f"{', '.join(d.requested for d in target.devices)} is PTX only, which no variant provider matches "
-                "to a GPU; add an sm_ device, or use naming: local-version")
-    return None
+    return None  # PTX only: no property, and no wheel either (wheels.specs skips a target without AOT images)
 
 
 def target_properties(target: Target) -> Properties:
