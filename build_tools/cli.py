@@ -23,7 +23,7 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.epoch import env_with_epoch
 from build_tools.errors import BuildToolError, ConfigError
 from build_tools.inputs import excerpt
-from build_tools.package import assemble, wheels
+from build_tools.package import assemble, variants, wheels
 from build_tools.sizes import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +120,9 @@ def run_build(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             specs = wheels.specs(plan.matrix, assemble.project_version(ROOT), plan.matrix.wheels.naming)
             built = assemble.make_wheels(plan, stage / "images", stage, specs, env, repair_wheels=not args.no_repair,
                                          previous=previous, write_index=True)
+            # <name>-<version>-variants.json, with naming: variant
+            variants.write_index(stage, wheels.DIST_NAME, assemble.project_version(ROOT),
+                                 [s.variant_json for s in specs if s.variant_json])
             # Measured in the staging folder, so the reports swap in together with the wheels they describe.
             report = sizes.build_report(stage, plan.matrix.sizes, baseline)
             render.write_reports(report, stage, previous=previous)
@@ -148,6 +151,7 @@ SUBCOMMANDS: dict[str, str] = {
     "merge": "build_tools.release.merge",
     "gather": "build_tools.release.gather",
     "indexes": "build_tools.release.indexes",
+    "variant": "build_tools.release.variant_wheels",
     "ci-matrix": "build_tools.release.ci_matrix",
     "repair": "build_tools.package.repair",
     "schema": "build_tools.config.schema",

@@ -377,7 +377,7 @@ def test_good_hardware_names(name: str) -> None:
      "cuda.ptx: 'highest' must be 'lowest', 'none' or a PTX target such as compute_75"),
     ("targets: {X: sm_90}\ncuda: fatbin\n", "cuda: expected a mapping of options, got 'fatbin'"),
     ("targets: {X: sm_90}\nopencl: {spirv: yes please}\n", "opencl.spirv: must be true or false, not 'yes please'"),
-    ("targets: {X: sm_90}\nwheels: {naming: fancy}\n", "wheels.naming: 'fancy' is not one of local-version, project-name"),
+    ("targets: {X: sm_90}\nwheels: {naming: fancy}\n", "wheels.naming: 'fancy' is not one of local-version, project-name, variant"),
     ("targets: {X: sm_90}\nwheels: {opencl_loader: bundle}\n",
      "wheels.opencl_loader: 'bundle' is not one of graft, exclude"),
 ])

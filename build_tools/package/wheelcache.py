@@ -48,7 +48,7 @@ from build_tools import proc
 from build_tools.compile import manifest
 from build_tools.errors import ToolchainMissingError
 from build_tools.inputs import excerpt
-from build_tools.package import native, repair, wheels
+from build_tools.package import native, repair, variants, wheels
 
 INDEX = ".aotkernels-wheels.json"
 _UNPACKED_MAX = 1 << 31  # far above any wheel of this project (a fat wheel unpacks to a few MB)
@@ -221,8 +221,11 @@ def entry_problem(entry: Entry, previous: Path, spec: wheels.WheelSpec, files: M
     if (entry.raw, entry.wheel) != want:
         return f"it names {excerpt(entry.raw)} and {excerpt(entry.wheel)}, not {want[0]} and {want[1]}"
     for name in {raw_name, wheel_name}:
+        split = variants.split_label(name)  # a wheel variant: packaging cannot parse PEP 825's label
+        if split is not None and split[1] != spec.variant:
+            return f"{excerpt(name)} is not a file name of variant {spec.variant!r}"
         try:
-            dist, version, _, tags = parse_wheel_filename(name)
+            dist, version, _, tags = parse_wheel_filename(split[0] if split else name)
         except InvalidWheelFilename:
             return f"{excerpt(name)} is not a wheel file name"
         if dist != canonicalize_name(spec.name) or str(version) != spec.version or \

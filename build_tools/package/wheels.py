@@ -15,6 +15,7 @@ Naming (``wheels.naming`` in matrix.yaml):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -33,6 +34,7 @@ from packaging.utils import canonicalize_name
 
 from build_tools.config import catalog, project
 from build_tools.config.model import Matrix, Target
+from build_tools.package import variants
 
 # The package is the user's: pyproject.toml's [project] name (the distribution) and the folder
 # src/<import name> it implies (project.py). Nothing below names it otherwise. Read when first
@@ -62,6 +64,8 @@ class WheelSpec:
     portable: bool  # holds the portable JIT forms
     target: str | None = None  # hardware name, for kind "target"
     targets: tuple[Target, ...] = ()
+    variant: str = ""  # wheel-variant label after the platform tag (naming: variant), else ""
+    variant_json: str = ""  # its .dist-info/variant.json (variants.py)
 
 
 def slug(devices: Iterable[str]) -> str:
@@ -96,9 +100,14 @@ def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[W
     for t in matrix.targets:
         if not any(d.form in catalog.AOT_FORMS for d in t.devices):
             continue
-        name, ver = _labelled(slug(d.key for d in t.devices), version, naming)
-        out.append(WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
-                             portable=t.jit, target=t.name, targets=(t,)))
+        label = slug(d.key for d in t.devices)
+        name, ver = _labelled(label, version, naming)
+        spec = WheelSpec(kind="target", name=name, version=ver, devices=tuple(d.key for d in t.devices),
+                         portable=t.jit, target=t.name, targets=(t,))
+        if naming == "variant":  # PEP 825: the label moves after the platform tag, variant.json says what it means
+            spec = dataclasses.replace(spec, version=version, variant=label,
+                                       variant_json=variants.variant_json(t, label, matrix.all_targets()))
+        out.append(spec)
     dist_name = project.load().name
     fat_devices = tuple(d.key for d in matrix.devices())
     aot = [d.key for d in matrix.devices() if d.form in catalog.AOT_FORMS]
@@ -146,7 +155,8 @@ def platform_tag() -> str:
 
 def wheel_filename(spec: WheelSpec, plat: str | None = None) -> str:
     name = canonicalize_name(spec.name).replace("-", "_")  # the binary distribution format's escaping
-    return f"{name}-{spec.version}-{TAG_PYTHON}-{TAG_ABI}-{plat or platform_tag()}.whl"
+    label = f"-{spec.variant}" if spec.variant else ""  # PEP 825: the variant label follows the platform tag
+    return f"{name}-{spec.version}-{TAG_PYTHON}-{TAG_ABI}-{plat or platform_tag()}{label}.whl"
 
 
 def record_hash(data: bytes, algo: str = "sha256") -> str:
@@ -238,6 +248,8 @@ def wheel_files(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
     label = spec.target or ("all targets" if spec.kind == "fat" else "JIT only")
     files[f"{dist_info_name(spec)}/METADATA"] = (_metadata(spec, label).encode(), False)
     files[f"{dist_info_name(spec)}/WHEEL"] = (_wheel_file(plat).encode(), False)
+    if spec.variant_json:
+        files[f"{dist_info_name(spec)}/{variants.VARIANT_JSON}"] = (spec.variant_json.encode(), False)
     return files
 
 

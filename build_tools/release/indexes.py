@@ -24,6 +24,7 @@ from pathlib import Path
 from build_tools import outdir, proc
 from build_tools.errors import ConfigError
 from build_tools.package import wheels
+from build_tools.release import variant_index
 
 DUMB_PYPI_PACKAGE = "dumb-pypi (pip install dumb-pypi)"
 FAT = "fat"
@@ -43,6 +44,9 @@ def build_site(wheels_dir: Path, out: Path, env: Mapping[str, str], base_url: st
     found = sorted(p for p in wheels_dir.glob("*.whl"))
     if not found:
         raise ConfigError(f"indexes: no wheels in {wheels_dir}")
+    # Wheel variants (and their -variants.json) go to one index of their own: variant_index.py.
+    variant_files = sorted(p for p in wheels_dir.iterdir() if variant_index.is_variant_file(p.name))
+    found = [w for w in found if w not in variant_files]
     groups: dict[str, list[Path]] = {}
     for w in found:
         groups.setdefault(flavour(w.name), []).append(w)
@@ -61,6 +65,11 @@ def build_site(wheels_dir: Path, out: Path, env: Mapping[str, str], base_url: st
                      env=env)
         rows = "".join(f"<li><b>{html.escape(n)}</b>: <code>{html.escape(install_line(base_url, n))}</code></li>\n"
                        for n in sorted(groups))
+        if variant_files:
+            names = variant_index.write(stage / "whl" / variant_index.FLAVOUR, variant_files, groups.get(FAT, []))
+            rows += (f"<li><b>{variant_index.FLAVOUR}</b> (wheel variants, PEP 825 Draft: uv picks the GPU's wheel, "
+                     f"pip gets the fat one): <code>{html.escape(variant_index.install_line(base_url))}</code></li>\n")
+            groups = {**groups, variant_index.FLAVOUR: [Path(n) for n in names]}
         (stage / "index.html").write_text(
             f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{wheels.DIST_NAME} wheels</title></head><body>\n"
             f"<h1>{wheels.DIST_NAME}: one index per flavour</h1>\n<ul>\n{rows}</ul>\n</body></html>\n", encoding="utf-8")

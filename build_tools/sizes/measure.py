@@ -110,13 +110,20 @@ def _measure_zip(path: Path) -> tuple[zipfile.ZipFile, list[Part], int, int, dic
     return zf, parts, installed, trailer, doc
 
 
-_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-[^-]+-[^-]+-(?P<plat>[^-]+)\.whl$")
+# A PEP 825 variant wheel has its label after the platform tag (naming: variant, package/variants.py).
+_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-[^-]+-[^-]+-(?P<plat>[^-]+)(?:-(?P<label>[^-]+))?\.whl$")
+
+
+def _pair_key(m: re.Match[str]) -> str:
+    """What a repaired wheel and its raw one share: name, version and variant label (not the platform)."""
+    return f"{m.group('name')}-{m.group('version')}-{m.group('label') or ''}"
 
 
 def measure_wheel(path: Path, raw: Path | None = None) -> WheelSize:
     m = _WHEEL_NAME.match(path.name)
     if not m:
-        raise ConfigError(f"--dist: {path.name} is not a wheel file name (name-version-python-abi-platform.whl)")
+        raise ConfigError(f"--dist: {path.name} is not a wheel file name (name-version-python-abi-platform.whl, "
+                          "or a variant wheel's name-version-python-abi-platform-label.whl)")
     _, parts, installed, trailer, doc = _measure_zip(path)
     info = doc["wheel"]
     kind = info.get("kind")
@@ -146,11 +153,11 @@ def find_wheels(dist: Path) -> list[tuple[Path, Path | None]]:
     for r in sorted((dist / "raw").glob("*.whl")):
         m = _WHEEL_NAME.match(r.name)
         if m:
-            raw[f"{m.group('name')}-{m.group('version')}"] = r
+            raw[_pair_key(m)] = r
     out = []
     for w in found:
         m = _WHEEL_NAME.match(w.name)
-        out.append((w, raw.get(f"{m.group('name')}-{m.group('version')}") if m else None))
+        out.append((w, raw.get(_pair_key(m)) if m else None))
     return out
 
 

@@ -25,7 +25,8 @@ from build_tools.release.merge import limits
 from build_tools.release.merge.messages import excerpt, show_path, size_text
 
 _WHEEL_NAME = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<version>[A-Za-z0-9][A-Za-z0-9_.!+]*)"
-                         r"-(?P<tag>[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+)\.whl")  # fullmatch
+                         r"-(?P<tag>[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+)"
+                         r"(?:-(?P<label>[0-9a-z._]+))?\.whl")  # fullmatch; label: a wheel variant's (PEP 825)
 # Member names: ASCII letters, digits and ``_.+!-`` in each ``/``-separated part, which covers
 # every name this builder writes (aotkernels/images/intel/dg2-g10-c0/saxpy.bin,
 # aotkernels-0.1.0+sm90.dist-info/RECORD). A part may not start with '.' or '-', so there are no
@@ -217,7 +218,8 @@ def open_wheel(path: Path, stack: contextlib.ExitStack) -> OpenedWheel:
     show = show_path(path)
     m = _WHEEL_NAME.fullmatch(path.name)
     if not m:
-        raise MergeError(f"{show}: not a wheel file name (name-version-python-abi-platform.whl)")
+        raise MergeError(f"{show}: not a wheel file name (name-version-python-abi-platform.whl, or "
+                         "name-version-python-abi-platform-label.whl for a wheel variant)")
     name, version, tag = m.group("name"), m.group("version"), m.group("tag")
     if re.search(r"-(manylinux|musllinux)", tag):
         raise MergeError(f"{path.name}: a repaired wheel (auditwheel rewrote its extensions and grafted libraries); "
