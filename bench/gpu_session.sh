@@ -3,6 +3,8 @@
 # dist-sm80/ (AOT_DEVLIST=sm_80 .venv/bin/python build_tools/build.py --matrix matrix.yaml --out dist-sm80
 # --no-repair) carried along: every GPU test on four wheels, then the native and run-time benchmarks
 # (JSON into $OUT; render here with bench/native_bench.py --render and bench/gpu_runtime.py --render).
+# With gpu-variants/ carried too (bench/gpu_variants.sh says how to make it), uv picks the GPU's wheel
+# variant with no forcing and it must run AOT. BENCH=0 leaves the benchmarks out (tests only).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 NP=$(python3 -c 'import numpy,os;print(os.path.dirname(os.path.dirname(numpy.__file__)))')
@@ -20,6 +22,8 @@ t fat aot tests/test_gpu.py tests/test_gpu_native.py tests/test_gpu_arrays.py
 t sm90 aot tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
 t jit jit tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
 t sm80 jit tests/test_gpu_native.py
+if [ -d gpu-variants ]; then echo "=== wheel variants (uv, no forcing)"; bash bench/gpu_variants.sh gpu-variants 2>&1 | tail -12; fi
+[ "${BENCH:-1}" = 0 ] && exit 0
 echo "=== native bench"
 timeout 150 python3 bench/native_bench.py --aot-wheel dist/aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl \
   --jit-wheel dist/aotkernels-0.1.0+jit-cp39-abi3-manylinux_2_34_x86_64.whl --json-out "$OUT"/native_h100.json 2>&1 | tail -25
