@@ -22,8 +22,45 @@ step() { printf '\n==> %s\n' "$*"; }
 
 pins() { python3 build_tools/compile/toolchains/pins.py "$@"; }
 
+# The Python that makes .venv (and so builds the host extension): $PYTHON, else python3.
+PY=${PYTHON:-python3}
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: not root; run: sudo apt-get install -y $*" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends --allow-downgrades "$@"
+}
+
+python_packages() {
+  # Debian's Python comes without its headers (Python.h, which the abi3 host extension's compile
+  # includes) and without ensurepip (python3 -m venv); each is a package of its own, named after
+  # the interpreter's version. A Python that is not Debian's must bring its own.
+  local inc ver
+  inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("include"))')
+  ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  if [ ! -f "$inc/Python.h" ] || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+    if ! dpkg-query -S "$(readlink -f "$(command -v "$PY")")" >/dev/null 2>&1; then
+      echo "error: $PY ($ver) lacks Python.h or ensurepip and is not Debian's; install its headers and venv module" >&2
+      exit 2
+    fi
+    [ -f "$inc/Python.h" ] || echo "python$ver-dev"
+    "$PY" -c 'import ensurepip' 2>/dev/null || echo "python$ver-venv"
+  fi
+}
+
 setup_system() {
   local missing=() spec name want have
+  if ! command -v "$PY" >/dev/null; then
+    step "python: $PY not found; installing Debian's python3"
+    apt_install python3
+  fi
+  local pypkgs
+  pypkgs=$(python_packages)  # an assignment, so that its exit 2 stops set-up (set -e)
+  [ -z "$pypkgs" ] || mapfile -t missing <<<"$pypkgs"
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
@@ -34,24 +71,17 @@ setup_system() {
     [ "$have" = "install ok installed $want" ] || missing+=("$spec")
   done < <(pins apt)
   if [ ${#missing[@]} -eq 0 ]; then
-    step "system packages: all present, toolchains at their pins.toml versions"
+    step "system packages: all present (Python's headers too), toolchains at their pins.toml versions"
   else
     step "system packages: installing ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "error: not root; run: sudo apt-get install -y ${missing[*]}" >&2
-      exit 2
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
+    apt_install "${missing[@]}"
   fi
 }
 
 setup_python() {
-  local py=${PYTHON:-python3}
   if [ ! -x "$VENV/bin/python" ]; then
-    step "python: creating $VENV with $($py --version)"
-    "$py" -m venv "$VENV"
+    step "python: creating $VENV with $("$PY" --version)"
+    "$PY" -m venv "$VENV"
   fi
   local stamp="$VENV/.requirements.sha256"
   local want

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from build_tools.cli import main
+from build_tools.compile.toolchains import cuda as cuda_toolchain
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +178,9 @@ def _env_without(tmp_path: Path, missing: str) -> dict[str, str]:
     for tool in ("bazel", "ocloc", "cpp", "cc", "nvcc"):
         if tool == missing:
             continue
-        found = shutil.which(tool)
+        # nvcc as the builder finds it (CUDA_HOME, else the pinned PyPI nvcc of this Python, else
+        # PATH): ./dev.sh puts the pinned one in .venv, not on PATH.
+        found = cuda_toolchain.find_nvcc(os.environ) if tool == "nvcc" else shutil.which(tool)
         assert found, f"{tool} must be installed for this test"
         (bindir / tool).symlink_to(found)
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
