@@ -3,6 +3,7 @@
 #   ./dev.sh build   set everything up, then build the repo's matrix.yaml into dist/ (extra args go to build.py)
 #   ./dev.sh test    set everything up, then run the whole test suite (what .ci/run calls; extra args go to pytest)
 #   ./dev.sh setup   only set up
+#   ./dev.sh system  only the system (apt) packages
 # The toolchains come from build_tools/compile/toolchains/pins.toml, the one file that pins them: Bazel and
 # ocloc as apt packages at the pinned versions, nvcc from PyPI into .venv (CUDA_HOME then points the
 # builder at it). Idempotent: packages already at their pinned version and an up-to-date .venv are
@@ -14,8 +15,9 @@ PINS=build_tools/compile/toolchains/pins.toml
 # Unpinned helpers (not compilers of device code): OpenCL on the CPU (PoCL), headers and the ICD
 # loader, clinfo, the C compilers (g++ brings cc1plus, which nvcc's host preprocessing needs),
 # patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py), podman,
-# runc and debootstrap (the release rehearsal, build_tools/release/rehearse: cibuildwheel in a container).
-APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc debootstrap)
+# runc and debootstrap (the release rehearsal, build_tools/release/rehearse: cibuildwheel in a container;
+# tests/test_debian12.py, tests/test_act.py), catatonit (podman run --init: the workflows' job containers).
+APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc catatonit debootstrap)
 VENV=.venv
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -107,6 +109,7 @@ use_pinned_nvcc() {
 cmd=${1:-}
 case "$cmd" in
   setup) setup_system; setup_python; use_pinned_nvcc ;;
+  system) setup_system ;;  # only the apt packages (the act harness's job image, tests/test_act.py)
   build)
     setup_system; setup_python; use_pinned_nvcc
     step "build: python build_tools/build.py --matrix matrix.yaml ${*:2}"
@@ -117,5 +120,5 @@ case "$cmd" in
     step "tests: pytest (unit + integration; GPU tests skip without a GPU)"
     "$VENV/bin/python" -m pytest -q "${@:2}"
     ;;
-  *) echo "usage: ./dev.sh build|test|setup [extra args]" >&2; exit 2 ;;
+  *) echo "usage: ./dev.sh build|test|setup|system [extra args]" >&2; exit 2 ;;
 esac

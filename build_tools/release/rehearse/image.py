@@ -127,20 +127,38 @@ def _chroot_env() -> dict[str, str]:
     return env
 
 
-def build(recipe: Recipe, ref: str, work: Path, mirror: str, log: Path) -> str:
-    """Root filesystem, CPython at the manylinux paths, the tools; imported as ``ref``. Returns its id."""
+def debootstrap_rootfs(rootfs: Path, *, suite: str, variant: str, packages: Sequence[str], mirror: str,
+                       log: Path) -> None:
+    """A Debian root filesystem with ``packages`` (debootstrap), trusting what this machine trusts:
+    the host's CA bundle, also as pip's (pip.conf, so every pip there uses it). Root only."""
     if os.geteuid() != 0:
         raise RehearsalError("image", "debootstrap needs root (the rehearsal runs as root in CI and on the "
                                       "development machines)")
     debootstrap = proc.which("debootstrap", package=PACKAGES)
-    rootfs = work / "rootfs"
-    _step([debootstrap, f"--variant={recipe.variant}", f"--include={','.join(recipe.packages)}", recipe.suite,
-           str(rootfs), mirror], "debootstrap", log)
-    # pip in the image verifies TLS with the host's CA bundle (pip.conf, so every pip there does:
-    # cibuildwheel's, the test step's virtualenv's); resolv.conf only while the tools are installed
-    # (podman gives containers their own).
+    include = [f"--include={','.join(packages)}"] if packages else []
+    _step([debootstrap, f"--variant={variant}", *include, suite, str(rootfs), mirror], "debootstrap", log)
     shutil.copyfile(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
     (rootfs / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n", encoding="utf-8")
+
+
+def import_rootfs(rootfs: Path, ref: str, work: Path, log: Path) -> str:
+    """``podman import`` of a root filesystem as ``ref``; returns the new image's id."""
+    tarball = work / "rootfs.tar"
+    _step(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], "tar of the root filesystem", log)
+    _step([podman(), "import", "--change", "CMD=/bin/bash", str(tarball), ref], "podman import", log, podman_env())
+    tarball.unlink()
+    found = image_id(ref)
+    if found is None:
+        raise RehearsalError("image", f"podman import made no image {ref}", str(log))
+    return found
+
+
+def build(recipe: Recipe, ref: str, work: Path, mirror: str, log: Path) -> str:
+    """Root filesystem, CPython at the manylinux paths, the tools; imported as ``ref``. Returns its id."""
+    rootfs = work / "rootfs"
+    debootstrap_rootfs(rootfs, suite=recipe.suite, variant=recipe.variant, packages=recipe.packages, mirror=mirror,
+                       log=log)
+    # resolv.conf only while the tools are installed (podman gives containers their own).
     resolv = rootfs / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
     shutil.copyfile("/etc/resolv.conf", resolv)
@@ -157,13 +175,7 @@ def build(recipe: Recipe, ref: str, work: Path, mirror: str, log: Path) -> str:
     for tool in recipe.tools_on_path:
         (rootfs / "usr/local/bin" / tool).symlink_to(f"{recipe.tools_venv}/bin/{tool}")
     resolv.unlink()
-    tarball = work / "rootfs.tar"
-    _step(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], "tar of the root filesystem", log)
-    _step([podman(), "import", "--change", "CMD=/bin/bash", str(tarball), ref], "podman import", log, podman_env())
-    found = image_id(ref)
-    if found is None:
-        raise RehearsalError("image", f"podman import made no image {ref}", str(log))
-    return found
+    return import_rootfs(rootfs, ref, work, log)
 
 
 def ensure(*, mirror: str | None = None, log: Path) -> Image:

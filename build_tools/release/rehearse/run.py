@@ -142,9 +142,9 @@ def images_and_gather(work: Path, env: Mapping[str, str]) -> Path:
     return gathered
 
 
-def stage_checkout(dest: Path, prebuilt: Path) -> Path:
-    """What the wheels job has: the checkout (git's files, uncommitted edits included, nothing
-    ignored) and the gathered images at prebuilt-images/ (its download-artifact step)."""
+def copy_checkout(dest: Path) -> Path:
+    """A copy of the checkout as a fresh clone of it would be, with uncommitted edits: git's files
+    and untracked ones not ignored; no link (the .venv link of a worktree), nothing built."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
@@ -152,6 +152,13 @@ def stage_checkout(dest: Path, prebuilt: Path) -> Path:
         if src.is_file() and not src.is_symlink():  # a tracked file deleted in the worktree is not there
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
+    return dest
+
+
+def stage_checkout(dest: Path, prebuilt: Path) -> Path:
+    """What the wheels job has: the checkout (copy_checkout) and the gathered images at
+    prebuilt-images/ (its download-artifact step)."""
+    copy_checkout(dest)
     # As the gather job's upload-artifact and the wheels job's download-artifact pass it: without
     # hidden files (upload-artifact's include-hidden-files is false), so without the gather's
     # output marker .aotkernels-output, which the backend would refuse as an unlisted file.
