@@ -124,7 +124,7 @@ def test_images_jobs_ran_in_debian_with_an_init_and_gather_verified_one_set(rele
     manifest = json.loads(gathered["manifest.json"])
     devices = {i["device"] for i in manifest["images"]}
     assert {"sm_90", "pvc"} <= devices, devices
-    assert {i["backend"] for i in manifest["images"]} == {"cuda", "opencl"}
+    assert {i["backend"] for i in manifest["images"]} == {"cuda", "intel", "opencl"}  # opencl: portable forms
     assert set(gathered) - {"manifest.json"} == {i["path"] for i in manifest["images"]}
     for slug in ("sm90", "pvc", "jit"):
         assert "manifest.json" in _artifact(release, f"images-{slug}")
@@ -135,6 +135,7 @@ def test_the_fat_wheel_was_built_repaired_and_tested_in_the_container(release: a
     assert re.fullmatch(r"aotkernels-0\.1\.0-cp39-abi3-manylinux_2_\d+_x86_64\.whl", name), name
     log = release.output("wheels")
     assert "Testing wheel..." in log and "Repairing wheel..." in log
+    assert "cpu_selftest: passed on " in log  # the test step on Intel's CPU OpenCL runtime (issue 19)
     checks = re.findall(r"^\s*(ok|FAIL) ", log, re.M)
     assert len(checks) > 10 and set(checks) == {"ok"}, log[-3000:]
 
