@@ -291,6 +291,10 @@ def _run_blocks() -> list[tuple[str, str]]:
             for i, step in enumerate(job.get("steps", [])):
                 if "run" in step:
                     out.append((f"{name}:{job_name}:{i}", step["run"]))
+    # The act harness's stand-in actions (composite: bash run blocks too).
+    for action in sorted((ROOT / "build_tools" / "release" / "rehearse" / "actions").glob("*.yml")):
+        for i, step in enumerate(_load_yaml(action)["runs"]["steps"]):
+            out.append((f"{action.name}:{i}", step["run"]))
     return out
 
 

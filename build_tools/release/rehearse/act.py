@@ -230,8 +230,18 @@ def job_image(work: Path, cache: Path) -> image_mod.Image:
             subprocess.run([podman, "rm", "--force", name], env=env, capture_output=True)
         present = image_mod.image_id(ref)
         assert present is not None
+        _prune(JOB_IMAGE, keep=present)
     subprocess.run([image_mod.podman(), "tag", present, JOB_IMAGE_AS], env=image_mod.podman_env(), check=True)
     return image_mod.Image(tag=ref, id=present, built=built)
+
+
+def _prune(repository: str, keep: str) -> None:
+    """Remove the older images of one of our repositories (each 2 GB; a dev.sh change makes a new one)."""
+    listed = subprocess.run([image_mod.podman(), "images", "--quiet", "--no-trunc", repository],
+                            env=image_mod.podman_env(), capture_output=True, text=True).stdout.split()
+    for old in sorted({i.removeprefix("sha256:") for i in listed} - {keep.removeprefix("sha256:")}):
+        subprocess.run([image_mod.podman(), "image", "rm", "--force", old], env=image_mod.podman_env(),
+                       capture_output=True)
 
 
 def _parse(log: Path) -> tuple[tuple[dict, ...], tuple[JobRun, ...]]:
