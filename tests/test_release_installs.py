@@ -10,8 +10,8 @@ which only that job's install line was installed:
 * every third-party module that the code the job runs can import (the static closure of
   ``build_tools`` imports from ``build.py`` and the subcommand module ``cli.py`` loads, function-level
   imports included, ``sys.version_info`` guards read for the job's ``python-version``,
-  ``TYPE_CHECKING`` blocks left out; the modules of ``python -m M`` and ``python -c CODE``) imports
-  in that environment;
+  ``TYPE_CHECKING`` blocks and imports under ``try: ... except ImportError`` left out; the modules
+  of ``python -m M`` and ``python -c CODE``) imports in that environment;
 * every program the subcommand's code looks up with ``proc.which`` that pip (not apt) provides in
   the development venv is in that environment's ``bin/`` (dumb-pypi for ``build.py indexes``);
 * the plan job's command runs there for real and writes its two job lists.
@@ -97,23 +97,36 @@ def _guard(test: ast.expr, version: tuple[int, int]) -> bool | None:
     return None
 
 
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+
 def _imports(tree: ast.AST, version: tuple[int, int], package: str) -> tuple[set[str], set[str]]:
     """(absolute module names imported, program names given to proc.which) under ``tree``."""
     modules: set[str] = set()
     programs: set[str] = set()
 
-    def visit(node: ast.AST) -> None:
+    def visit(node: ast.AST, optional: bool = False) -> None:
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            for child in node.body:  # an import the code can do without
+                visit(child, optional=True)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, optional)
+            return
         if isinstance(node, ast.If):
             if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
                 for child in node.orelse:
-                    visit(child)
+                    visit(child, optional)
                 return
             taken = _guard(node.test, version)
             if taken is not None:
                 for child in (node.body if taken else node.orelse):
-                    visit(child)
+                    visit(child, optional)
                 return
-        if isinstance(node, ast.Import):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and optional:
+            pass
+        elif isinstance(node, ast.Import):
             modules.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -127,7 +140,7 @@ def _imports(tree: ast.AST, version: tuple[int, int], package: str) -> tuple[set
               and isinstance(node.args[0], ast.Constant)):
             programs.add(node.args[0].value)
         for child in ast.iter_child_nodes(node):
-            visit(child)
+            visit(child, optional)
 
     visit(tree)
     return modules, programs
@@ -217,6 +230,8 @@ def test_the_closure_sees_what_build_py_imports() -> None:
     assert {"yaml", "packaging"} <= plan and "tomli" not in plan
     old, _ = reached(["build_tools.cli"], (3, 9))
     assert "tomli" in old
+    # repair.py asks auditwheel for ld.so.conf only if it is there (try: ... except ImportError).
+    assert "auditwheel" not in reached(["build_tools.cli"], (3, 12))[0]
     sizes, _ = reached(["build_tools.cli", cli.SUBCOMMANDS["sizes"]], (3, 12))
     assert "matplotlib" in sizes
     _, programs = reached([cli.SUBCOMMANDS["indexes"]], (3, 12))
