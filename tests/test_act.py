@@ -154,8 +154,11 @@ def test_sdist_indexes_and_pages(release: act.ActRun) -> None:
 def test_publish_job_uploaded_the_fat_wheel_and_sdist_to_the_local_index(release: act.ActRun,
                                                                          pypiserver: tuple[str, Path]) -> None:
     _, packages = pypiserver
-    names = sorted(p.name for p in packages.iterdir())
-    assert len(names) == 2 and "aotkernels-0.1.0.tar.gz" in names and names[0].endswith("_x86_64.whl"), names
+    names = {p.name for p in packages.iterdir()}
+    # The fat wheel (no local label), the sdist, and the sdist job's wheel-variant provider plugin.
+    (fat,) = _artifact(release, "wheel-fat-x86_64")
+    provider = set(_artifact(release, "provider"))
+    assert provider and names == {fat, "aotkernels-0.1.0.tar.gz", *provider}, names
     publish_log = (release.log.parent.parent / "publish.log").read_text(encoding="utf-8")
     # The workflow asked for TestPyPI (its dry-run step); the stand-in sent it to the local server.
     assert set(re.findall(r"repository-url=(\S+)", publish_log)) == {"https://test.pypi.org/legacy/"}
