@@ -80,8 +80,9 @@ def load_plan(matrix_path: str | os.PathLike[str], env: Mapping[str, str]) -> Pl
 def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Plan, bazel.BazelOptions]:
     project.load(ROOT)  # pyproject.toml's [project] (name, readme, metadata): a bad one fails before any work
     plan = load_plan(args.matrix, env)
-    if args.disk_cache:
-        disk_cache: str | None = str(Path(args.disk_cache).resolve())
+    if args.disk_cache is not None:
+        # Bazel adds to it: any folder that can be written, checked here rather than failing inside Bazel.
+        disk_cache: str | None = str(outdir.check(args.disk_cache, field="--disk-cache", replace=False))
     else:
         disk_cache = None if args.no_disk_cache else bazel.default_disk_cache(env)
     remote = bazel.remote_cache_option(args.remote_cache, env)  # or AOT_REMOTE_CACHE; validated there

@@ -2,16 +2,19 @@
 
 ``/dev/zero`` would be read forever, a FIFO would block ``open()`` until a writer comes, and a
 multi-gigabyte file given by mistake would be read whole before any check. Every input file of
-the builder (matrix.yaml, a baseline size report, a wheel given to ``merge`` or ``repair``) goes
-through :func:`read_regular_file`, which refuses all of these with a ``ConfigError`` naming the
-option and the file.
+the builder (matrix.yaml, a baseline size report, a wheel given to ``merge`` or ``repair``, the
+reuse index of an earlier output, a gather manifest, the wheels ``indexes`` copies) goes through
+:func:`read_regular_file` (or :func:`open_regular` for what is streamed), which refuses all of
+these with a ``ConfigError`` naming the option and the file.
 """
 from __future__ import annotations
 
+import json
 import os
 import reprlib
 import stat
 from pathlib import Path
+from typing import Any
 
 from build_tools.errors import ConfigError
 
@@ -94,6 +97,29 @@ def read_text(path: str | os.PathLike[str], field: str, *, limit: int = TEXT_LIM
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{field}: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     return text
+
+
+def copy_regular(src: str | os.PathLike[str], dst: str | os.PathLike[str], field: str, *, limit: int) -> None:
+    """Copy a regular file of at most ``limit`` bytes (checked as it is read: a file that grows is refused)."""
+    fd = open_regular(Path(src), field)
+    with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
+        total = 0
+        while chunk := f.read(min(1 << 20, limit + 1 - total)):
+            total += len(chunk)
+            if total > limit:
+                raise ConfigError(f"{field}: {src} is larger than {limit:,} bytes; check the file")
+            out.write(chunk)
+
+
+def load_json(path: str | os.PathLike[str], field: str, *, limit: int = TEXT_LIMIT) -> Any:
+    """:func:`read_text` parsed as JSON; bad JSON or nesting too deep for the parser is a ConfigError."""
+    text = read_text(path, field, limit=limit)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{field}: {path} is nested too deeply to be this input; check the file") from None
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {path} is not JSON ({excerpt(str(exc))})") from None
 
 
 def control_character(text: str) -> tuple[int, int, str] | None:

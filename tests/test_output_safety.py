@@ -80,7 +80,7 @@ def test_out_holding_the_matrix(small_matrix: Path, capsys: pytest.CaptureFixtur
 def test_out_holding_the_baseline(small_matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dist = tmp_path / "dist"
     dist.mkdir()
-    (dist / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+    (dist / outdir.MARKER).write_text(outdir.marker_text(["size-report.json"]))
     (dist / "size-report.json").write_text('{"schema": "aotkernels.size-report/1", "wheels": []}')
     before = snapshot(dist)
     # The baseline is checked first: a bad one is its own error; a good one in --out is refused as an input.
@@ -142,7 +142,8 @@ def test_unwritable_parent(small_matrix: Path, tmp_path: Path, capsys: pytest.Ca
 def test_merge_out_holding_its_input_wheels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     w = tmp_path / "W"
     w.mkdir()
-    (w / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+    names = ("aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl", "aotkernels-0.1.0+pvc-cp39-abi3-linux_x86_64.whl")
+    (w / outdir.MARKER).write_text(outdir.marker_text(names))
     for name in ("aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl", "aotkernels-0.1.0+pvc-cp39-abi3-linux_x86_64.whl"):
         (w / name).write_bytes(b"PK\x05\x06" + bytes(18))
     before = snapshot(w)
@@ -174,7 +175,7 @@ def test_staged_replaces_only_absent_empty_or_own(first: str, tmp_path: Path) ->
     if first != "absent":
         out.mkdir()
     if first == "ours":
-        (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)
+        (out / outdir.MARKER).write_text(outdir.marker_text(["old.whl"]))
         (out / "old.whl").write_bytes(b"old")
     with outdir.staged(out, checkout=tmp_path / "checkout") as stage:
         (stage / "new.whl").write_bytes(b"new")

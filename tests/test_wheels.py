@@ -271,7 +271,7 @@ def test_sdist_holds_everything_needed_to_build(tmp_path: Path) -> None:
 def test_failed_build_leaves_previous_output_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dist"
     out.mkdir()
-    (out / outdir.MARKER).write_text(outdir.MARKER_TEXT)  # an earlier build's output
+    (out / outdir.MARKER).write_text(outdir.marker_text(["previous.whl"]))  # an earlier build's output
     (out / "previous.whl").write_bytes(b"from the last good build")
     small = tmp_path / "m.yaml"
     small.write_text('targets:\n  "NVIDIA H100": sm_90\n')

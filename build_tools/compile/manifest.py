@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from build_tools import inputs
 from build_tools.compile import driver_floor
 from build_tools.compile.plan import Plan
 from build_tools.compile.sources import cuda_entry_names
@@ -48,8 +50,9 @@ class Image:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256; a FIFO, device or folder is a ConfigError, not a hang or an endless read."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with os.fdopen(inputs.open_regular(path, str(path)), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

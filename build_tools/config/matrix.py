@@ -58,6 +58,7 @@ from build_tools.inputs import excerpt
 
 # A YAML alias repeats a node; a few dozen serve any real matrix, and a bound stops "billion laughs".
 MAX_ALIASES = 64
+MAX_SIZE = 2**63
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
@@ -79,6 +80,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                   "YAML aliases (*name); write the values out")
         return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # Python refuses to convert integers of more than 4300 digits (a ValueError deep in PyYAML);
+        # no field of a matrix takes a number of more than a few digits, so say which line has one.
+        try:
+            return super().construct_yaml_int(node)  # type: ignore[no-any-return, no-untyped-call]
+        except ValueError:
+            raise ConfigError(f"{getattr(self, 'name', 'matrix')}: line {node.start_mark.line + 1}: an integer of "
+                              f"{len(str(node.value)):,} digits; no field takes a number that large") from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[str, Any] = {}
         for key_node, _ in node.value:
@@ -92,6 +102,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen[folded] = key
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -204,13 +217,15 @@ def parse_size(where: str, value: Any) -> int | None:
     """
     if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    # Past 2**63 bytes a size is a typo (and overflows the float arithmetic of the reports).
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_SIZE:
         return value
     if isinstance(value, str):
         m = _SIZE_RE.fullmatch(value.strip().lower())
-        if m and m.group(2) in _SIZE_UNITS and int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) >= 1:
+        size = float(m.group(1)) * _SIZE_UNITS[m.group(2)] if m and m.group(2) in _SIZE_UNITS else 0.0
+        if 1 <= size < MAX_SIZE:
             # "0.1 B" would round down to no budget at all: a size must come to at least one byte.
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+            return int(size)
     raise ConfigError(f"{where}: {excerpt(value)} is not a size; write a positive number of bytes or e.g. "
                       "'100 MiB', '95 MB', '500 kB' (units B, kB, MB, GB, KiB, MiB, GiB), or null for no budget")
 
@@ -219,8 +234,10 @@ def parse_percent(where: str, value: Any) -> float | None:
     """A percentage such as 10, 2.5 or "10%"; null: off."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_SIZE:
         return float(value)
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return value
     if isinstance(value, str):
         m = _PERCENT_RE.fullmatch(value.strip())
         if m and math.isfinite(float(m.group(1))):

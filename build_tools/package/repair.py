@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from build_tools import proc
+from build_tools import inputs, outdir, proc
 from build_tools.compile.manifest import sha256_file
 from build_tools.errors import ConfigError, RepairError
 from build_tools.package import variants, wheels
@@ -56,12 +56,14 @@ def grafted_libraries(env: Mapping[str, str]) -> dict[str, str]:
         for d in loader_dirs(env):
             path = Path(d) / lib
             try:
-                with path.open("rb") as f:  # auditwheel takes the first ELF file of that name
+                # Regular files only (a FIFO of that name is skipped, not waited on); auditwheel takes the
+                # first ELF file of that name.
+                with os.fdopen(inputs.open_regular(path, lib), "rb") as f:
                     if f.read(4) != b"\x7fELF":
                         continue
                 out[lib] = sha256_file(path)  # the bytes decide the wheel, not the folder they were found in
                 break
-            except OSError:
+            except (OSError, ConfigError):
                 continue
     return out
 
@@ -150,10 +152,29 @@ KEEP_RAW_ENV = "AOT_KEEP_RAW_DIR"
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheel", type=Path, help="the unrepaired wheel (cibuildwheel's {wheel})")
-    p.add_argument("--out", required=True, type=Path, help="folder for the repaired wheel (cibuildwheel's {dest_dir})")
+    # Strings, not Paths: Path("") is ".", and an empty folder name must be refused, not read as the current folder.
+    p.add_argument("--out", required=True, help="folder for the repaired wheel (cibuildwheel's {dest_dir})")
     p.add_argument("--matrix", default="matrix.yaml", help="its wheels.opencl_loader picks the policy (default: %(default)s)")
-    p.add_argument("--keep-raw", type=Path, metavar="DIR",
+    p.add_argument("--keep-raw", metavar="DIR",
                    help=f"also copy the unrepaired wheel here: the input of `build.py merge` (default: ${KEEP_RAW_ENV})")
+
+
+def input_wheel(path: Path) -> Path:
+    """``path`` if it is a regular file with a wheel's name and a zip archive's structure, else a ConfigError
+    (auditwheel's own traceback would not say which argument was wrong)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import InvalidVersion
+
+    with os.fdopen(inputs.open_regular(path, "repair: WHEEL"), "rb") as f:
+        is_zip = zipfile.is_zipfile(f)
+    try:
+        parse_wheel_filename(path.name)
+    except (InvalidWheelFilename, InvalidVersion):
+        raise ConfigError(f"repair: {inputs.excerpt(path.name)} is not a wheel file name "
+                          "(name-version-python-abi-platform.whl)") from None
+    if not is_zip:
+        raise ConfigError(f"repair: {path} is not a wheel (not a zip archive); give the wheel pip or build.py built")
+    return path
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -161,19 +182,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from build_tools.config import matrix
 
     m = matrix.load(args.matrix)
-    if not args.wheel.is_file():
-        raise RepairError(f"repair: {args.wheel} is not a file")
-    # Only one wheel is added to --out (cibuildwheel's fresh dest_dir), so any folder will do; never a file.
-    if os.path.lexists(args.out) and not args.out.is_dir():
-        raise ConfigError(f"--out: {args.out} exists and is not a folder; give the folder for the repaired wheel")
-    fixed = repair(args.wheel, args.out, graft_opencl=m.wheels.opencl_loader == "graft",
-                   env=epoch.env_with_epoch(env))
-    keep = args.keep_raw or (Path(env[KEEP_RAW_ENV]) if env.get(KEEP_RAW_ENV) else None)
+    # Both folders only gain a file (cibuildwheel's fresh dest_dir), so any folder will do, never a file;
+    # checked, like the input, before auditwheel runs.
+    out = outdir.check(args.out, replace=False)
+    keep_text = args.keep_raw if args.keep_raw is not None else (env.get(KEEP_RAW_ENV) or None)
+    keep = outdir.check(keep_text, field="--keep-raw", replace=False) if keep_text is not None else None
+    wheel = input_wheel(args.wheel)
+    fixed = repair(wheel, out, graft_opencl=m.wheels.opencl_loader == "graft", env=epoch.env_with_epoch(env))
     if keep is not None:
         # cibuildwheel keeps only the repaired wheel; the merge job needs the raw one.
         keep.mkdir(parents=True, exist_ok=True)
-        tmp = keep / f".{args.wheel.name}.tmp"
-        shutil.copyfile(args.wheel, tmp)
-        os.replace(tmp, keep / args.wheel.name)
-    print(f"repaired {args.wheel.name} -> {fixed.wheel.name}" + (f" (raw kept in {keep})" if keep else ""))
+        tmp = keep / f".{wheel.name}.tmp"
+        shutil.copyfile(wheel, tmp)
+        os.replace(tmp, keep / wheel.name)
+    print(f"repaired {wheel.name} -> {fixed.wheel.name}" + (f" (raw kept in {keep})" if keep else ""))
     return 0

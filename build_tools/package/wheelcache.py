@@ -44,9 +44,9 @@ from typing import Any
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from build_tools import proc
+from build_tools import inputs, proc
 from build_tools.compile import manifest
-from build_tools.errors import ToolchainMissingError
+from build_tools.errors import ConfigError, ToolchainMissingError
 from build_tools.inputs import excerpt
 from build_tools.package import native, repair, variants, wheels
 
@@ -54,6 +54,7 @@ INDEX = ".aotkernels-wheels.json"
 _UNPACKED_MAX = 1 << 31  # far above any wheel of this project (a fat wheel unpacks to a few MB)
 _PLATFORM = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")  # manylinux_2_34_x86_64, or several joined by "."
 SCHEMA = "aotkernels.wheel-index/1"
+INDEX_LIMIT = 16 * inputs.TEXT_LIMIT  # a few hundred bytes a wheel
 # The modules whose code shapes a wheel's bytes: a change to any of them rebuilds every wheel.
 # Relative to build_tools/: every module whose text decides a wheel's bytes.
 BUILDER_MODULES = ("package/wheels.py", "package/repair.py", "package/assemble.py", "package/native.py",
@@ -127,13 +128,14 @@ def load_index(previous: Path | None) -> tuple[dict[str, Entry], list[str]]:
     if previous is None:
         return {}, []
     try:
-        doc = json.loads((previous / INDEX).read_text(encoding="utf-8"))
+        # Bounded and regular files only: a FIFO or a link to /dev/zero in dist/ means "build it", not a hang.
+        doc = inputs.load_json(previous / INDEX, INDEX, limit=INDEX_LIMIT)
         if doc.get("schema") != SCHEMA:
             return {}, []
         found: list[Entry] = []
         for raw in doc["wheels"]:
             found.append(Entry(**{f.name: str(raw[f.name]) for f in dataclasses.fields(Entry)}))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}, []
     keys = Counter(e.key for e in found)
     files = Counter(f for e in found for f in {e.raw, e.wheel})
@@ -150,7 +152,10 @@ def load_index(previous: Path | None) -> tuple[dict[str, Entry], list[str]]:
 
 
 def _inside(folder: Path, rel: str) -> Path | None:
-    path = (folder / rel).resolve()
+    try:
+        path = (folder / rel).resolve()
+    except (OSError, RuntimeError, ValueError):  # a NUL byte, a link loop: not an entry to trust
+        return None
     return path if folder.resolve() in path.parents else None
 
 
@@ -158,7 +163,7 @@ def _file_sha256(path: Path) -> str | None:
     """The file's sha256, or None when it cannot be read (then the wheel is built, not reused)."""
     try:
         return manifest.sha256_file(path)
-    except OSError:
+    except (OSError, ConfigError):
         return None
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import stat
 from collections.abc import Mapping, Sequence
@@ -30,14 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from build_tools import outdir
+from build_tools import inputs, outdir
 from build_tools.compile import manifest
 from build_tools.compile.sources import MODULE_NAME
 from build_tools.config import catalog
 from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
-from build_tools.errors import GatherError
+from build_tools.errors import ConfigError, GatherError
 from build_tools.inputs import excerpt
+
+# A manifest lists a few hundred images (a few hundred kB); a bigger file is not one.
+MANIFEST_LIMIT = 16 * inputs.TEXT_LIMIT
+# The text fields every image entry holds, checked before any of it is used (bytes has its own check).
+IMAGE_FIELDS = ("path", "sha256", "backend", "form", "device", "module")
+# The manifest's other parts that gather() joins, and their types.
+DOC_FIELDS: dict[str, type] = {"toolchains": dict, "all_targets": list, "modules": dict}
 
 
 @dataclass(frozen=True)
@@ -65,17 +73,25 @@ def load_set(folder: Path) -> ImageSet:
     """Read one image set and verify every image against its manifest entry."""
     folder = Path(folder)
     doc_path = folder / manifest.MANIFEST_NAME
-    if not doc_path.is_file():
+    if not os.path.lexists(doc_path):
         raise GatherError(f"{folder}: no {manifest.MANIFEST_NAME}; give the images/ folder of "
                           "`build.py --images-only --out X` (X/images)")
     try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GatherError(f"{doc_path}: not a readable manifest ({exc})") from None
+        # Bounded, regular files only (a FIFO or a link to /dev/zero is refused, not waited on or read forever).
+        doc = inputs.load_json(doc_path, f"{folder}: {manifest.MANIFEST_NAME}", limit=MANIFEST_LIMIT)
+    except ConfigError as exc:
+        raise GatherError(exc.message) from None
     if not isinstance(doc, dict) or doc.get("schema") != manifest.SCHEMA or not isinstance(doc.get("images"), list):
         raise GatherError(f"{doc_path}: not an image manifest of schema {manifest.SCHEMA}")
+    for key, kind in DOC_FIELDS.items():
+        if not isinstance(doc.get(key), kind):
+            raise GatherError(f"{doc_path}: {key} is {excerpt(doc.get(key))}, not a {kind.__name__}; "
+                              "not an image manifest of this builder")
     listed = set()
-    for img in doc["images"]:
+    for n, img in enumerate(doc["images"]):
+        if not isinstance(img, dict) or not all(isinstance(img.get(k), str) for k in IMAGE_FIELDS):
+            raise GatherError(f"{doc_path}: images[{n}] is {excerpt(img)}, not an image entry with the text fields "
+                              f"{', '.join(IMAGE_FIELDS)}")
         rel = _safe_rel(folder, img.get("path"))
         listed.add(rel.as_posix())
         f = folder / rel
@@ -205,8 +221,8 @@ def gather(sets: Sequence[ImageSet], m: matrix_model.Matrix, *, require_all: boo
     return doc, {rel: source[rel] / rel for rel in chosen}
 
 
-def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path) -> None:
-    with outdir.staged(out) as stage:
+def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path, inputs: Sequence[str | Path] = ()) -> None:
+    with outdir.staged(out, inputs=inputs) as stage:
         for rel, src in sorted(files.items()):
             dst = stage / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +233,8 @@ def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path) -> None:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("sets", nargs="+", type=Path, metavar="SET",
                    help="images/ folders of `build.py --images-only` runs (each with manifest.json)")
-    p.add_argument("--out", required=True, type=Path, help="output images folder, replaced atomically on success")
+    # A string, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current folder.
+    p.add_argument("--out", required=True, help="output images folder, replaced atomically on success")
     p.add_argument("--matrix", default="matrix.yaml", help="the matrix every set was built from (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",
                    help="refuse unless every target of the matrix and the portable forms are covered")
@@ -225,14 +242,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     m = matrix_mod.load(args.matrix)
-    out = args.out.resolve()
-    for s in args.sets:
-        r = s.resolve()
-        if out == r or out in r.parents or r in out.parents:
-            raise GatherError(f"--out {args.out}: overlaps the input set {s}; write the gathered set elsewhere")
+    # Before any set is read: --out may not hold (or lie inside) a set or the matrix.
+    out = outdir.check(args.out, inputs=[*args.sets, args.matrix])
     sets = [load_set(s) for s in args.sets]
     doc, files = gather(sets, m, require_all=args.require_all)
-    write(doc, files, args.out)
+    write(doc, files, out, inputs=[*args.sets, args.matrix])
     n_aot = sum(1 for i in doc["images"] if i["form"] not in catalog.PORTABLE_FORMS)
     print(f"gathered {len(sets)} image sets: {len(doc['images'])} images ({n_aot} AOT) for "
           f"{len(doc['targets'])} of {len(doc['all_targets'])} targets -> {args.out}")

@@ -17,22 +17,67 @@ from __future__ import annotations
 
 import argparse
 import html
-import shutil
+import os
+import re
+import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from build_tools import outdir, proc
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion
+
+from build_tools import inputs, outdir, proc
 from build_tools.errors import ConfigError
+from build_tools.inputs import excerpt
 from build_tools.package import wheels
+from build_tools.release.merge.limits import MAX_WHEEL_BYTES
 from build_tools.release import variant_index
 
 DUMB_PYPI_PACKAGE = "dumb-pypi (pip install dumb-pypi)"
 FAT = "fat"
+# A flavour becomes a folder name (whl/<flavour>/): a PEP 440 local label as packaging normalises it
+# (lowercase letters and digits, dot-separated), nothing that could be "..", a slash or a hidden name.
+FLAVOUR = re.compile(r"[a-z0-9]{1,40}(?:\.[a-z0-9]{1,40}){0,15}")
+# Wheel file names as this builder writes them: no space, quote, slash or control character.
+FILE_NAME = re.compile(r"[A-Za-z0-9_.+!-]{1,240}\.whl")
 
 
 def flavour(wheel_name: str) -> str:
-    version = wheel_name.split("-")[1]
-    return version.partition("+")[2] or FAT
+    """The flavour of a wheel file name: its local version label, ``fat`` without one; a ConfigError if
+    the name is not a wheel name or the label not a plain one."""
+    if not FILE_NAME.fullmatch(wheel_name):
+        raise ConfigError(f"indexes: {excerpt(wheel_name)} is not a wheel file name of letters, digits and _.+!- "
+                          "(name-version-python-abi-platform.whl)")
+    try:
+        _, version, _, _ = parse_wheel_filename(wheel_name)
+    except (InvalidWheelFilename, InvalidVersion) as exc:
+        raise ConfigError(f"indexes: {excerpt(wheel_name)} is not a wheel file name ({excerpt(str(exc))})") from None
+    label = version.local or FAT
+    if not FLAVOUR.fullmatch(label):
+        raise ConfigError(f"indexes: {excerpt(wheel_name)}: the local version label {excerpt(label)} is not a flavour "
+                          "name (letters and digits, dot-separated)")
+    return label
+
+
+def _regular(p: Path, wheels_dir: Path) -> Path:
+    """``p`` if it is a regular file: a link (to /etc/shadow, to /dev/zero), FIFO or folder is not published."""
+    mode = p.lstat().st_mode
+    if not stat.S_ISREG(mode):
+        what = "a link" if stat.S_ISLNK(mode) else inputs.file_kind(mode)
+        raise ConfigError(f"indexes: {excerpt(p.name)} in {wheels_dir} is {what}, not a regular file; "
+                          "the site publishes wheel files only: remove it or replace it with the wheel")
+    return p
+
+
+def _wheels(wheels_dir: Path) -> list[Path]:
+    """The ``*.whl`` of the folder, each a regular file (not a link, FIFO or folder named x.whl)."""
+    if not wheels_dir.is_dir():
+        raise ConfigError(f"indexes: {wheels_dir} is not a folder; give the folder of the release's wheels")
+    found = [_regular(p, wheels_dir) for p in sorted(wheels_dir.glob("*.whl"))]
+    if not found:
+        raise ConfigError(f"indexes: no wheels in {wheels_dir}")
+    return found
 
 
 def install_line(base_url: str, name: str) -> str:
@@ -40,23 +85,26 @@ def install_line(base_url: str, name: str) -> str:
             "--extra-index-url https://pypi.org/simple")
 
 
-def build_site(wheels_dir: Path, out: Path, env: Mapping[str, str], base_url: str) -> dict[str, list[str]]:
-    found = sorted(p for p in wheels_dir.glob("*.whl"))
-    if not found:
-        raise ConfigError(f"indexes: no wheels in {wheels_dir}")
+def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_url: str) -> dict[str, list[str]]:
+    # Checked before any wheel is read: --out may not hold the wheels folder (indexes dist --out dist).
+    outdir.check(out, inputs=[wheels_dir])
+    found = _wheels(wheels_dir)
     # Wheel variants (and their -variants.json) go to one index of their own: variant_index.py.
     variant_files = sorted(p for p in wheels_dir.iterdir() if variant_index.is_variant_file(p.name))
+    for p in variant_files:
+        _regular(p, wheels_dir)
     found = [w for w in found if w not in variant_files]
     groups: dict[str, list[Path]] = {}
     for w in found:
         groups.setdefault(flavour(w.name), []).append(w)
-    dumb_pypi = proc.which("dumb-pypi", package=DUMB_PYPI_PACKAGE, env=env)
-    with outdir.staged(out) as stage:
+    # Beside the running Python first: `.venv/bin/python build_tools/build.py indexes` with the venv not activated.
+    dumb_pypi = proc.which("dumb-pypi", package=DUMB_PYPI_PACKAGE, env=env, extra_dirs=[os.path.dirname(sys.executable)])
+    with outdir.staged(out, inputs=[wheels_dir]) as stage:
         for name, ws in sorted(groups.items()):
             root = stage / "whl" / name
             (root / "packages").mkdir(parents=True)
             for w in ws:
-                shutil.copyfile(w, root / "packages" / w.name)
+                inputs.copy_regular(w, root / "packages" / w.name, "indexes", limit=MAX_WHEEL_BYTES)
             listing = root / "packages.txt"
             listing.write_text("".join(f"{w.name}\n" for w in ws), encoding="utf-8")
             # The index pages sit in simple/<project>/: packages/ is two levels up.
@@ -78,7 +126,8 @@ def build_site(wheels_dir: Path, out: Path, env: Mapping[str, str], base_url: st
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheels", type=Path, help="folder of every wheel of the release (all flavours, all architectures)")
-    p.add_argument("--out", required=True, type=Path, help="site folder, replaced atomically on success")
+    # A string, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current folder.
+    p.add_argument("--out", required=True, help="site folder, replaced atomically on success")
     p.add_argument("--base-url", default="https://<owner>.github.io/<repo>",
                    help="where the site is served, for the install lines of index.html (default: %(default)s)")
 

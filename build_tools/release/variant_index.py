@@ -18,7 +18,6 @@ import hashlib
 import html
 import json
 import re
-import shutil
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +25,10 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from build_tools import inputs
 from build_tools.errors import ConfigError
 from build_tools.package import variants, wheels
+from build_tools.release.merge.limits import MAX_TEXT_BYTES, MAX_WHEEL_BYTES
 
 FLAVOUR = "variants"
 _INDEX_JSON = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)-variants\.json")
@@ -82,7 +83,7 @@ def index_file(variant_wheels: Sequence[Path], given: Sequence[Path]) -> tuple[s
     data = variants.dumps(variants.merge_documents((_variant_json(w) for w in variant_wheels), "indexes"))
     out = variants.index_name(name, version)
     for g in given:
-        if g.name != out or g.read_bytes() != data:
+        if g.name != out or inputs.read_regular_file(g, "indexes", limit=MAX_TEXT_BYTES) != data:
             raise ConfigError(f"indexes: {g.name} does not match the variant wheels beside it (expected {out} "
                               "with their variant.json merged); remove it or give the whole output of one build")
     return out, data
@@ -103,7 +104,7 @@ def write(root: Path, files: Sequence[Path], fat: Sequence[Path]) -> list[str]:
     (root / "packages").mkdir(parents=True)
     (root / "simple" / project).mkdir(parents=True)
     for f in everything:
-        shutil.copyfile(f, root / "packages" / f.name)
+        inputs.copy_regular(f, root / "packages" / f.name, "indexes", limit=MAX_WHEEL_BYTES)  # bounded, regular only
     (root / "packages" / json_name).write_bytes(json_data)
     links = []
     for n in sorted([*(f.name for f in everything), json_name]):

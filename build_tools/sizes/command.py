@@ -9,9 +9,10 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
-from build_tools import sizes
+from build_tools import outdir, sizes
 from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
+from build_tools.errors import ConfigError
 from build_tools.sizes import render
 
 
@@ -40,9 +41,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     options = size_options(args.matrix)
     baseline = sizes.load_baseline(args.baseline) if args.baseline is not None else None
     devices = sizes.parse_project(args.project) if args.project is not None else ()
+    if not args.dist.strip():  # Path("") would be the current folder
+        raise ConfigError("--dist: empty path; give the output folder of a build such as dist")
     dist = Path(args.dist)
     report = sizes.build_report(dist, options, baseline, devices)
     if not args.no_write:
+        # The reports replace only report files this tool wrote (the folder's marker lists them) or none.
+        outdir.claim(dist, [sizes.REPORT_JSON, sizes.REPORT_MD, sizes.REPORT_SVG], field="--dist")
         render.write_reports(report, dist)
     print(render.format_table(report))
     if report.projection is not None:

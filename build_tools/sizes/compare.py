@@ -1,7 +1,6 @@
 """An earlier report as baseline, the comparison with it, and the budget and growth checks."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -48,11 +47,10 @@ def load_baseline(path_text: str) -> Baseline:
         raise ConfigError(f"--baseline: {path} does not exist; pass the {REPORT_JSON} of an earlier build "
                           "(or its output folder)")
     # A regular file of bounded size: /dev/zero or a FIFO must not read forever or hang.
-    text = inputs.read_text(path, "--baseline", limit=16 * inputs.TEXT_LIMIT)
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"--baseline: {path} is not JSON ({exc}); pass the {REPORT_JSON} of an earlier build") from None
+        doc = inputs.load_json(path, "--baseline", limit=16 * inputs.TEXT_LIMIT)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.message}; pass the {REPORT_JSON} of an earlier build") from None
     _want(isinstance(doc, dict), str(path), "expected a JSON object at the top level")
     _want(doc.get("schema") == SCHEMA, f"{path}: schema",
           f"{doc.get('schema')!r} is not a size-report schema this builder reads (it reads {SCHEMA})")

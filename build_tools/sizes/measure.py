@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from collections import defaultdict
@@ -9,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from build_tools import inputs
 from build_tools.compile.manifest import sha256_file
 from build_tools.config import catalog
 from build_tools.errors import ConfigError
@@ -84,13 +86,19 @@ def _embedded_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     return doc
 
 
-def _measure_zip(path: Path) -> tuple[zipfile.ZipFile, list[Part], int, int, dict[str, Any]]:
-    """Parts, installed bytes, trailer and the embedded manifest of one wheel file."""
-    size = path.stat().st_size
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The wheel at ``path``, if it is a regular file (a FIFO named x.whl is refused, not waited on)."""
+    os.close(inputs.open_regular(path, "--dist"))
     try:
-        zf = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ConfigError(f"--dist: {path.name} is not a readable wheel: {exc}") from None
+
+
+def _measure_zip(path: Path) -> tuple[zipfile.ZipFile, list[Part], int, int, dict[str, Any]]:
+    """Parts, installed bytes, trailer and the embedded manifest of one wheel file."""
+    zf = _open_zip(path)
+    size = path.stat().st_size
     with zf:
         doc = _embedded_manifest(zf, path)
         images = {img["path"]: img for img in doc["images"]}
@@ -167,7 +175,7 @@ def measure_dist(dist: Path) -> tuple[tuple[WheelSize, ...], list[dict[str, Any]
     all_targets: list[dict[str, Any]] = []
     images: dict[str, dict[str, Any]] = {}
     for w, _ in find_wheels(dist):
-        with zipfile.ZipFile(w) as zf:
+        with _open_zip(w) as zf:
             doc = json.loads(zf.read(manifest_member()))
         all_targets = all_targets or list(doc.get("all_targets", []))
         for img in doc["images"]:

@@ -45,7 +45,8 @@ __all__ = ["Merged", "configure_parser", "merge", "run"]
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL",
                    help="unrepaired wheels of per-target builds (X/raw/*.whl, or pip wheel / cibuildwheel's build step)")
-    p.add_argument("--out", required=True, type=Path, help="output folder, replaced atomically on success")
+    # A string, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current folder.
+    p.add_argument("--out", required=True, help="output folder, replaced atomically on success")
     p.add_argument("--matrix", default="matrix.yaml",
                    help="matrix.yaml the wheels were built from: checked against theirs, and its wheels.opencl_loader "
                         "picks the repair policy (default: %(default)s)")
@@ -56,8 +57,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     m = matrix_mod.load(args.matrix)
-    outdir.check(args.out, inputs=[*args.wheels, args.matrix])  # before reading any wheel
-    result = merge(args.wheels, args.out, matrix=m, env=env, require_all=args.require_all,
+    out = outdir.check(args.out, inputs=[*args.wheels, args.matrix])  # before reading any wheel
+    result = merge(args.wheels, out, matrix=m, env=env, require_all=args.require_all,
                    repair_wheel=not args.no_repair)
     print(f"merged {len(result.inputs)} wheels into {result.wheel.name} "
           f"({len(result.targets)} targets: {', '.join(result.targets)})")
