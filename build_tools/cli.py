@@ -171,6 +171,10 @@ def _subcommand(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     argv = list(sys.argv[1:] if argv is None else argv)
+    nul = next((a for a in argv if "\0" in a), None)
+    if nul is not None:  # no shell can pass one; from main(argv), every path function would raise ValueError
+        print(f"error: the argument {nul!r:.80} contains a NUL byte; pass plain text", file=sys.stderr)
+        return ConfigError.exit_code
     sub = _subcommand(argv)
     if sub is not None:
         args, runner = sub

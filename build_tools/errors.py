@@ -85,6 +85,12 @@ class GatherError(BuildToolError):
     exit_code = 9
 
 
+class SiteError(BuildToolError):
+    """``build.py indexes``: dumb-pypi failed to write a flavour's index; nothing was written."""
+
+    exit_code = 11
+
+
 class HostBuildError(BuildToolError):
     """The C compiler failed on a host extension (src/aotkernels/_*.c)."""
 

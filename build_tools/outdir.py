@@ -160,6 +160,10 @@ def strangers(folder: Path) -> list[str]:
     return _walk(folder, recorded(folder))
 
 
+def _count(names: Sequence[str]) -> str:
+    return f"{len(names):,} {'entry' if len(names) == 1 else 'entries'}"
+
+
 def _shown(names: Sequence[str]) -> str:
     more = f" and {len(names) - SHOWN:,} more" if len(names) > SHOWN else ""
     return ", ".join(inputs_mod.excerpt(n) for n in names[:SHOWN]) + more
@@ -194,7 +198,7 @@ def _check_contents(out: Path, field: str) -> None:
         raise ConfigError(f"{field}: cannot list {out}: {exc.strerror or exc}") from None
     if others:
         raise ConfigError(
-            f"{field}: {out} holds {len(others):,} entries this tool did not write (not in its {MARKER} list): "
+            f"{field}: {out} holds {_count(others)} this tool did not write (not in its {MARKER} list): "
             f"{_shown(others)}; move them out of the folder (or delete it yourself), or give another folder")
 
 
@@ -211,8 +215,15 @@ def _check_creatable(out: Path, field: str, *, replace: bool) -> None:
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
-        raise ConfigError(f"{field}: cannot create the output folder {out}: cannot write in {probe_in} "
+        raise ConfigError(f"{field}: cannot create the folder {out}: cannot write in {probe_in} "
                           f"({exc.strerror or exc}); give a folder in a writable place") from None
+
+
+def _cwd() -> Path:
+    try:
+        return Path.cwd().resolve()
+    except OSError:  # the current folder was removed: nothing to protect
+        return Path("/nonexistent-cwd")
 
 
 def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Sequence[str | os.PathLike[str]] = (),
@@ -237,6 +248,11 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
         raise ConfigError(f"{field}: {text!r} is the filesystem root; give an output folder such as dist")
     if _is_within(checkout, out):
         raise ConfigError(f"{field}: {text!r} is the checkout {checkout} or a folder holding it; "
+                          "give a folder of its own such as dist")
+    if replace and _is_within(_cwd(), out):
+        # Replacing it would pull the folder away from under the shell that runs the tool (and, empty
+        # or not, "." is never a place to build into): a folder of its own.
+        raise ConfigError(f"{field}: {text!r} is the current folder or a folder holding it; "
                           "give a folder of its own such as dist")
     for given in inputs:
         try:

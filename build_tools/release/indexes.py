@@ -28,7 +28,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
 from build_tools import inputs, outdir, proc
-from build_tools.errors import ConfigError
+from build_tools.errors import ConfigError, SiteError
 from build_tools.inputs import excerpt
 from build_tools.package import wheels
 from build_tools.release.merge.limits import MAX_WHEEL_BYTES
@@ -108,9 +108,12 @@ def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_u
             listing = root / "packages.txt"
             listing.write_text("".join(f"{w.name}\n" for w in ws), encoding="utf-8")
             # The index pages sit in simple/<project>/: packages/ is two levels up.
-            proc.run([dumb_pypi, "--package-list", str(listing), "--packages-url", "../../packages/",
-                      "--output-dir", str(root), "--no-generate-timestamp", "--title", f"{wheels.DIST_NAME} ({name})"],
-                     env=env)
+            done = proc.run([dumb_pypi, "--package-list", str(listing), "--packages-url", "../../packages/",
+                             "--output-dir", str(root), "--no-generate-timestamp", "--title",
+                             f"{wheels.DIST_NAME} ({name})"], env=env, check=False)
+            if done.returncode != 0:
+                raise SiteError(f"indexes: dumb-pypi failed on the {name} flavour (exit {done.returncode}):\n"
+                                f"{(done.stderr or done.stdout).strip()[-2000:]}")
         rows = "".join(f"<li><b>{html.escape(n)}</b>: <code>{html.escape(install_line(base_url, n))}</code></li>\n"
                        for n in sorted(groups))
         if variant_files:
