@@ -197,8 +197,10 @@ def _check_contents(out: Path, field: str) -> None:
     except OSError as exc:
         raise ConfigError(f"{field}: cannot list {out}: {exc.strerror or exc}") from None
     if others:
+        # A marker with no list (written by hand, or by a version of this tool before the list) proves nothing.
+        why = "its marker lists nothing" if not recorded(out) else f"not in its {MARKER} list"
         raise ConfigError(
-            f"{field}: {out} holds {_count(others)} this tool did not write (not in its {MARKER} list): "
+            f"{field}: {out} holds {_count(others)} this tool did not write ({why}): "
             f"{_shown(others)}; move them out of the folder (or delete it yourself), or give another folder")
 
 

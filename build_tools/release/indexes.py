@@ -12,6 +12,12 @@ repeatable output). Each index holds only its flavour, so
 installs the +sm90 wheel (numpy from PyPI), and ``--index-url <site>/whl/fat/simple/`` the fat
 one; a single folder of every flavour (``--find-links dist``) would pick the highest local label
 instead. ``SITE/index.html`` lists the flavours and their install lines.
+
+Only regular files are published: a link (to ``/etc/shadow``, to ``/dev/zero``), a FIFO or a folder
+named ``x.whl`` is refused (exit 2), as is a name ``packaging.utils.parse_wheel_filename`` does not
+read or whose local label is not a flavour name (``FLAVOUR``: a ``+..`` label would have made the
+flavour folder ``whl/..``). Each wheel is copied bounded (``MAX_WHEEL_BYTES``, as ``merge`` reads
+them). dumb-pypi is looked for beside the running Python first, then on ``PATH``.
 """
 from __future__ import annotations
 
