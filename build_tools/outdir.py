@@ -344,6 +344,7 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
 def claim(folder: Path, names: Sequence[str], *, field: str) -> None:
     """Before writing the files ``names`` into the existing ``folder`` (``sizes`` writing its reports):
     each must be absent or listed by the marker; then the marker lists them (a folder without one gets one)."""
+    check(folder, field=field, replace=False)  # the path rules of every output: not the checkout, a file, /proc/x
     mine = recorded(folder)
     others = [n for n in names if os.path.lexists(folder / n) and n not in mine]
     if others:

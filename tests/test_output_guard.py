@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -571,3 +572,24 @@ def test_property_hostile_arguments_and_inputs(data: st.DataObject, hostile_worl
     assert not list(w["tmp"].rglob(PWNED)) and not (ROOT / PWNED).exists()
     shutil.rmtree(w["new"], ignore_errors=True)
     shutil.rmtree(w["cwd"] / DOLLAR, ignore_errors=True)
+
+
+def test_the_previous_reports_are_read_bounded(tmp_path: Path, special: Callable[[Path, str], None]) -> None:
+    # The chart of an unchanged report is taken from the previous output: a FIFO there must not hang the build.
+    from build_tools.config.model import SizeOptions
+    from build_tools.sizes import REPORT_JSON, REPORT_SVG, SizeReport, render
+
+    report = SizeReport(project="aotkernels", version="0.1.0", wheels=(), devices=(), targets=(), checks=(),
+                        comparison=None, projection=None, options=SizeOptions())
+    previous = _marked(tmp_path / "dist", {})
+    (previous / REPORT_JSON).write_text(json.dumps(render.to_json(report), indent=2) + "\n")
+    special(previous / REPORT_SVG, "fifo")
+    stage = tmp_path / "stage"
+    worker = threading.Thread(target=render.write_reports, args=(report, stage), kwargs={"previous": previous},
+                              daemon=True)
+    worker.start()
+    worker.join(120)  # drawing the chart takes seconds; a reader waiting on the FIFO never ends
+    if worker.is_alive():
+        os.close(os.open(previous / REPORT_SVG, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck reader go
+        pytest.fail("write_reports waited on a FIFO in the previous output")
+    assert (stage / REPORT_SVG).read_text().startswith("<?xml")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from build_tools import outdir
+from build_tools import inputs, outdir
+from build_tools.errors import ConfigError
 from build_tools.sizes import (
     REPORT_JSON,
     REPORT_MD,
@@ -237,10 +238,10 @@ def write_reports(report: SizeReport, folder: Path, *, previous: Path | None = N
     json_text = json.dumps(to_json(report), indent=2) + "\n"
     svg: str | None = None
     if previous is not None:
-        try:
-            if (previous / REPORT_JSON).read_text(encoding="utf-8") == json_text:
-                svg = (previous / REPORT_SVG).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        try:  # bounded, regular files only: a FIFO left in dist/ means "draw it", not a hang
+            if inputs.read_text(previous / REPORT_JSON, REPORT_JSON, limit=16 * inputs.TEXT_LIMIT) == json_text:
+                svg = inputs.read_text(previous / REPORT_SVG, REPORT_SVG, limit=16 * inputs.TEXT_LIMIT)
+        except ConfigError:
             svg = None
     written = []
     for name, text in ((REPORT_JSON, json_text), (REPORT_MD, to_markdown(report)),
