@@ -268,7 +268,12 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
             raise ConfigError(f"{field}: {text!r} lies inside the input folder {os.fspath(given)!r}; "
                               "write the output to another folder")
     if replace:
-        _check_contents(out, field)
+        with contextlib.ExitStack() as stack:
+            # Not halfway through another run's swap into the same folder. No parent yet, or one that
+            # cannot be opened: no swap there to wait for.
+            with contextlib.suppress(OSError):
+                stack.enter_context(_locked(out.parent))
+            _check_contents(out, field)
     elif os.path.lexists(out) and not out.is_dir():
         raise ConfigError(f"{field}: {out} exists and is not a folder; give the folder to write into")
     _check_creatable(out, field, replace=replace)
