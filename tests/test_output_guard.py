@@ -419,7 +419,8 @@ def special(tmp_path: Path) -> Callable[[Path, str], None]:
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero", "nested", "big"])
-def test_the_reuse_index_is_read_bounded(kind: str, tmp_path: Path, special: Callable[[Path, str], None]) -> None:
+def test_the_reuse_index_is_read_bounded(kind: str, tmp_path: Path, special: Callable[[Path, str], None],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     # Issue 20, items 13 and 16: a FIFO hung the build after compiling; /dev/zero read without bound;
     # deep nesting raised RecursionError. Anything odd about the index means "build it".
     out = _marked(tmp_path / "dist", {wheelcache.INDEX: b"{}"})
@@ -427,6 +428,7 @@ def test_the_reuse_index_is_read_bounded(kind: str, tmp_path: Path, special: Cal
     started = time.monotonic()
     assert wheelcache.load_index(out) == {}
     assert time.monotonic() - started < 10
+    assert capsys.readouterr().err.startswith(f"note: {wheelcache.INDEX}: ")
 
 
 def test_a_nul_byte_in_a_reuse_entry_means_build_it(tmp_path: Path) -> None:

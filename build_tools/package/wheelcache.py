@@ -135,7 +135,11 @@ def load_index(previous: Path | None) -> tuple[dict[str, Entry], list[str]]:
         found: list[Entry] = []
         for raw in doc["wheels"]:
             found.append(Entry(**{f.name: str(raw[f.name]) for f in dataclasses.fields(Entry)}))
-    except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except ConfigError as exc:
+        if os.path.lexists(previous / INDEX):  # there but unreadable (a FIFO, /dev/zero, nested): say why
+            print(f"note: {exc.message}; every wheel is built, none reused", file=sys.stderr)
+        return {}, []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}, []
     keys = Counter(e.key for e in found)
     files = Counter(f for e in found for f in {e.raw, e.wheel})
