@@ -426,7 +426,7 @@ def test_the_reuse_index_is_read_bounded(kind: str, tmp_path: Path, special: Cal
     out = _marked(tmp_path / "dist", {wheelcache.INDEX: b"{}"})
     special(out / wheelcache.INDEX, kind)
     started = time.monotonic()
-    assert wheelcache.load_index(out) == {}
+    assert wheelcache.load_index(out) == ({}, [])
     assert time.monotonic() - started < 10
     assert capsys.readouterr().err.startswith(f"note: {wheelcache.INDEX}: ")
 
