@@ -237,6 +237,7 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
     ``inputs``: what the run reads; the output folder may neither hold one nor lie inside one.
     """
     text = os.fspath(out_text)
+    shown = inputs_mod.excerpt(text)  # bounded: a path of 10,000 characters is not echoed whole
     if not text.strip():
         raise ConfigError(f"{field}: empty path; give an output folder such as dist")
     if any(ord(c) < 0x20 or c == "\x7f" for c in text):
@@ -247,14 +248,14 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
     except (OSError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"{field}: cannot resolve {inputs_mod.excerpt(text)}: {exc}") from None
     if out == Path(out.anchor):
-        raise ConfigError(f"{field}: {text!r} is the filesystem root; give an output folder such as dist")
+        raise ConfigError(f"{field}: {shown} is the filesystem root; give an output folder such as dist")
     if _is_within(checkout, out):
-        raise ConfigError(f"{field}: {text!r} is the checkout {checkout} or a folder holding it; "
+        raise ConfigError(f"{field}: {shown} is the checkout {checkout} or a folder holding it; "
                           "give a folder of its own such as dist")
     if replace and _is_within(_cwd(), out):
         # Replacing it would pull the folder away from under the shell that runs the tool (and, empty
         # or not, "." is never a place to build into): a folder of its own.
-        raise ConfigError(f"{field}: {text!r} is the current folder or a folder holding it; "
+        raise ConfigError(f"{field}: {shown} is the current folder or a folder holding it; "
                           "give a folder of its own such as dist")
     for given in inputs:
         try:
@@ -262,10 +263,10 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
         except (OSError, RuntimeError, ValueError):
             continue
         if _is_within(source, out):
-            raise ConfigError(f"{field}: {text!r} holds the input {os.fspath(given)!r}, which replacing it would delete; "
+            raise ConfigError(f"{field}: {shown} holds the input {inputs_mod.excerpt(os.fspath(given))}, which replacing it would delete; "
                               "write the output to another folder")
         if replace and source.is_dir() and _is_within(out, source):
-            raise ConfigError(f"{field}: {text!r} lies inside the input folder {os.fspath(given)!r}; "
+            raise ConfigError(f"{field}: {shown} lies inside the input folder {inputs_mod.excerpt(os.fspath(given))}; "
                               "write the output to another folder")
     if replace:
         with contextlib.ExitStack() as stack:
