@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from build_tools import outdir
 from build_tools.cli import main
 from build_tools.package import wheelcache, wheels
 
@@ -149,6 +150,8 @@ def test_a_reused_wheel_is_checked_to_be_the_wheel_its_entry_claims(
         sm90 = _entry_of(doc, "sm90")
         shutil.copyfile(out / sm90["wheel"], out / "evil.whl")
         sm90["wheel"] = "evil.whl"
+        # The marker's list tampered too: a file it does not list would be refused as a stranger (exit 2).
+        (out / outdir.MARKER).write_text(outdir.marker_text(outdir.recorded(out) | {"evil.whl"}))
 
     def raw_is_wheel(doc: dict[str, object]) -> None:
         sm90 = _entry_of(doc, "sm90")
