@@ -356,6 +356,7 @@ def _indexes(w: dict[str, Path], name: str, make: Callable[[Path], None]) -> str
     ("evil-1.0-py3-none-any.whl", lambda p: p.symlink_to("/etc/hostname"), "is a link, not a regular file"),
     ("zero-1.0-py3-none-any.whl", lambda p: p.symlink_to("/dev/zero"), "is a link, not a regular file"),
     ("fifo-1.0-py3-none-any.whl", os.mkfifo, "is a FIFO, not a regular file"),
+    ("aotkernels-0.1.0-variants.json", lambda p: p.symlink_to("/dev/zero"), "is a link, not a regular file"),
     ("x.whl", lambda p: p.mkdir(), "is a folder, not a regular file"),
     ("foo.whl", lambda p: p.write_bytes(b"PK"), "is not a wheel file name"),
     ("aotkernels-0.1.0+..-cp39-abi3-linux_x86_64.whl", lambda p: p.write_bytes(b"PK"), "is not a wheel file name"),

@@ -167,8 +167,9 @@ def input_wheel(path: Path) -> Path:
 
     with os.fdopen(inputs.open_regular(path, "repair: WHEEL"), "rb") as f:
         is_zip = zipfile.is_zipfile(f)
+    label = variants.split_label(path.name)  # a variant wheel (PEP 825): the five-part name before its label
     try:
-        parse_wheel_filename(path.name)
+        parse_wheel_filename(label[0] if label else path.name)
     except (InvalidWheelFilename, InvalidVersion):
         raise ConfigError(f"repair: {inputs.excerpt(path.name)} is not a wheel file name "
                           "(name-version-python-abi-platform.whl)") from None
