@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from functools import partial
@@ -28,6 +27,7 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.config import variantprops
 from build_tools.errors import ConfigError
 from build_tools.package import variants, wheels
+from build_tools.release.rehearse import act
 
 BIN = Path(sys.executable).parent
 # What uv picks for each forced compute capability ("" = no GPU), measured and written in the issue.
@@ -137,18 +137,14 @@ def test_builder_writes_variant_wheels_that_variantlib_accepts(variant_dist: Pat
     assert json.loads((copy / "aotkernels-0.1.0-variants.json").read_text()) == ours
 
 
-@contextlib.contextmanager
-def _serve(folder: Path) -> Iterator[str]:
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # no request lines in the test output
+        pass
+
+
+def _serve(folder: Path) -> contextlib.AbstractContextManager[str]:
+    """``folder`` served on 127.0.0.1 (the act harness's loopback server)."""
+    return act.loopback(partial(_Quiet, directory=str(folder)))
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ from typing import BinaryIO
 
 from build_tools import inputs
 from build_tools.errors import MergeError
-from build_tools.package import wheels
+from build_tools.package import variants, wheels
 from build_tools.release.merge import limits
 from build_tools.release.merge.messages import excerpt, show_path, size_text
 
 _WHEEL_NAME = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<version>[A-Za-z0-9][A-Za-z0-9_.!+]*)"
                          r"-(?P<tag>[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+)"
-                         r"(?:-(?P<label>[0-9a-z._]+))?\.whl")  # fullmatch; label: a wheel variant's (PEP 825)
+                         rf"(?:-(?P<label>{variants.LABEL_RE.pattern}))?\.whl")  # fullmatch; label: a wheel variant's (PEP 825)
 # Member names: ASCII letters, digits and ``_.+!-`` in each ``/``-separated part, which covers
 # every name this builder writes (aotkernels/images/intel/dg2-g10-c0/saxpy.bin,
 # aotkernels-0.1.0+sm90.dist-info/RECORD). A part may not start with '.' or '-', so there are no

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -159,6 +159,13 @@ def serve(root: Path) -> Iterator[str]:
     def handler(*a: object, **kw: object) -> _Handler:
         return _Handler(*a, directory=str(root), **kw)  # type: ignore[arg-type]
 
+    with loopback(handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def loopback(handler: Callable[..., socketserver.BaseRequestHandler]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 (a free port) in a thread, for as long as the block runs; yields its URL."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
