@@ -19,6 +19,7 @@ from aotkernels import (
     ops,  # noqa: E402
     runtime,  # noqa: E402
 )
+from aotkernels.runtime import registry  # noqa: E402
 
 f32 = np.float32
 
@@ -28,8 +29,9 @@ def no_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any attempt to reach a device loud, so a missing check cannot pass by accident."""
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("validation let the call reach a device")
-    monkeypatch.setattr(runtime, "session", refuse)
-    monkeypatch.setattr(runtime, "discover", refuse)
+    # the names resolve_session calls, in the module that holds them (runtime/registry.py)
+    monkeypatch.setattr(registry, "session", refuse)
+    monkeypatch.setattr(registry, "discover", refuse)
 
 
 def vec(n: int = 8, dtype: Any = f32) -> np.ndarray:

@@ -286,5 +286,7 @@ def build_wheel(spec: WheelSpec, *, images_dir: Path, package_files: Mapping[str
 def package_sources(root: Path) -> dict[str, bytes]:
     """The pure-Python part of the package (what every wheel ships besides extensions and images)."""
     src = root / "src" / project.load().import_name
-    return {p.name: p.read_bytes() for p in sorted(src.glob("*.py"))} | (
+    # its subpackages too (runtime/), by their path inside the package; no __pycache__ or stray files
+    return {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted(src.rglob("*.py"))
+            if "__pycache__" not in p.relative_to(src).parts} | (
         {"py.typed": b""} if (src / "py.typed").exists() else {})
