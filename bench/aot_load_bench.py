@@ -13,6 +13,14 @@ context, retained as the package does), it loads the 5 kernel modules of the whe
   (cuModuleLoadDataEx with JIT log buffers);
 - ``raw``: ctypes ``cuModuleLoadData`` on the same files' bytes (read before timing);
 - ``raw_ex``: ctypes ``cuModuleLoadDataEx`` with the same four log options as the extension.
+
+Issue 26 adds, each in fresh processes too:
+- ``first_call``: PyTorch imported and its context made, then ``import aotkernels`` and the first
+  ``aotkernels.saxpy(2, x, y, out=y)`` on two 1024-element tensors, timed up to its return (device
+  discovery, the session, the manifest, the saxpy module's image and load, the launch), with the
+  modules it loaded; against ``raw_saxpy``, ctypes ``cuModuleLoadData`` of that module's image alone;
+- ``import``: ``import numpy``, then ``import aotkernels`` on its own (what the package costs
+  without numpy's share).
 """
 from __future__ import annotations
 
@@ -30,6 +38,23 @@ CHILD = r"""
 import ctypes, json, sys, time
 kind = sys.argv[1]
 t = time.perf_counter
+if kind == "import":
+    t0 = t(); import numpy; t1 = t(); import aotkernels; t2 = t()
+    print(json.dumps({"numpy_ms": (t1 - t0) * 1e3, "aotkernels_ms": (t2 - t1) * 1e3}))
+    sys.exit(0)
+if kind == "first_call":
+    import torch
+    x, y = torch.ones(1024, device="cuda"), torch.zeros(1024, device="cuda")
+    torch.cuda.synchronize()
+    t0 = t(); import aotkernels; t1 = t()
+    aotkernels.saxpy(2.0, x, y, out=y); t2 = t()
+    aotkernels.saxpy(2.0, x, y, out=y); t3 = t()
+    torch.cuda.synchronize()
+    from aotkernels import runtime
+    s = runtime.session()
+    print(json.dumps({"import_ms": (t1 - t0) * 1e3, "first_call_ms": (t2 - t1) * 1e3, "second_call_ms": (t3 - t2) * 1e3,
+                      "loaded": sorted(s._modules), "file": str(s._modules["saxpy"].file), "ok": float(y[0]) == 4.0}))
+    sys.exit(0)
 import aotkernels
 from aotkernels import runtime
 s = runtime.session()  # device discovery + primary context, outside the timing
@@ -43,8 +68,9 @@ if kind == "package":
     out["total_ms"] = (t() - t0) * 1e3
     out["files"] = [str(s._modules[n].file) for n in mods]
 elif kind == "steps":
-    runtime._manifest = None
-    t0 = t(); runtime.manifest(); out["manifest_ms"] = (t() - t0) * 1e3
+    mf = getattr(runtime, "manifest_file", runtime)  # where the cached manifest lives (runtime/ since issue 26)
+    mf._manifest = None
+    t0 = t(); mf.manifest(); out["manifest_ms"] = (t() - t0) * 1e3
     acc = {"choose_ms": 0.0, "driver_check_ms": 0.0, "read_image_ms": 0.0, "load_module_ms": 0.0}
     for name in mods:
         a = t(); ch = s.choose(name); b = t(); s._check_driver(ch.image); c = t()
@@ -82,14 +108,19 @@ def child(kind: str, *extra: str) -> dict:
 
 def measure(runs: int) -> dict:
     files = child("package")["files"]
-    res: dict[str, list[dict]] = {"package": [], "steps": [], "raw": [], "raw_ex": []}
+    saxpy = [f for f in files if "/saxpy." in f][:1]
+    res: dict[str, list[dict]] = {"package": [], "steps": [], "raw": [], "raw_ex": [], "first_call": [],
+                                  "raw_saxpy": [], "import": []}
     for _ in range(runs):
         res["package"].append(child("package"))
         res["steps"].append(child("steps"))
         res["raw"].append(child("raw", json.dumps(files)))
         res["raw_ex"].append(child("raw_ex", json.dumps(files)))
+        res["first_call"].append(child("first_call"))
+        res["raw_saxpy"].append(child("raw", json.dumps(saxpy)))
+        res["import"].append(child("import"))
     med = {k: {f: statistics.median(r[f] for r in rows) for f in rows[0] if f.endswith("_ms")} for k, rows in res.items()}
-    return {"files": files, "median": med, "runs": res}
+    return {"files": files, "median": med, "runs": res, "first_call_loaded": res["first_call"][0]["loaded"]}
 
 
 EARLIER = [Path(__file__).resolve().parent / "results" / f"aot_load_h200_2026-12-04_run{i}.json" for i in (1, 2)]
@@ -101,6 +132,7 @@ def render(res: dict, source: Path) -> str:
     rows = [f"| {k} | {v['total_ms']:.3f} |" for k, v in med.items()]
     srows = [f"| {k[:-3]} | {v:.3f} |" for k, v in steps.items() if k != "total_ms"]
     gap = med["package"]["total_ms"] - med["raw"]["total_ms"]
+    first = med.get("first_call")
     return "\n".join([
         "## AOT first load: the package's path against raw cuModuleLoadData",
         "",
@@ -124,6 +156,14 @@ def render(res: dict, source: Path) -> str:
         f"what the raw calls cost ({med['raw']['total_ms']:.2f} ms plain, {med['raw_ex']['total_ms']:.2f} ms with the "
         "same options): the gap is Python's, chiefly reading each image as untrusted input (regular-file and "
         "symlink checks, size, sha256) and choosing it.",
+        *([f"- First call of one op in a fresh process (PyTorch imported and its context made first): "
+           f"`import aotkernels` {first['import_ms']:.2f} ms, then the first `aotkernels.saxpy(2, x, y, out=y)` on "
+           f"1024-element tensors {first['first_call_ms']:.3f} ms (device discovery, session, manifest, the saxpy "
+           f"image read and loaded, the launch), the second {first['second_call_ms']:.3f} ms; raw cuModuleLoadData "
+           f"of the saxpy image alone: {med['raw_saxpy']['total_ms']:.3f} ms. Modules loaded by the first call: "
+           f"{', '.join(res.get('first_call_loaded', []))}.",
+           f"- `import aotkernels` after `import numpy`: {med['import']['aotkernels_ms']:.1f} ms "
+           f"(numpy itself: {med['import']['numpy_ms']:.1f} ms)."] if first else []),
         f"- The manifest ({steps['manifest_ms']:.2f} ms: JSON and its validation) is read once per process, when the "
         "first Session is made, and is not in `package` (nor in raw, which needs none).",
         "- Made cheaper for this run: image paths are checked with one regular expression and a string prefix "

@@ -136,10 +136,29 @@ class Driver:
         self.dlpack_take = ext.dlpack_take
         self.calls: List[Tuple[Any, ...]] = []
         self.owner: Dict[int, int] = {}  # address -> device ordinal (cuPointerGetAttribute)
+        self.ranges: Dict[int, Tuple[int, int]] = {}  # address -> (base, size) of its allocation
         self.finished = False  # what cuEventQuery answers
 
     def pointer_device(self, ctx: Any, ptr: int) -> Optional[int]:
         return self.owner.get(ptr)
+
+    def pointer_range(self, ctx: Any, ptr: int) -> Optional[Tuple[int, int, int]]:
+        if ptr not in self.owner:
+            return None
+        base, size = self.ranges.get(ptr, (ptr, 1 << 40))
+        return self.owner[ptr], base, size
+
+    def event_rerecord(self, ev: Any, stream: int) -> None:
+        self.calls.append(("event", stream))
+
+    def buffer_ready(self, buf: Any, stream: int) -> None:
+        self.calls.append(("ready", stream))
+
+    def buffer_order(self, ctx: Any, buf: Any, consumer: int) -> None:
+        self.calls.append(("order", consumer))
+
+    def aux_stream(self, ctx: Any) -> int:
+        return 0xA0C
 
     def stream_wait(self, ctx: Any, waiter: int, producer: int) -> None:
         self.calls.append(("wait", waiter, producer))
@@ -171,6 +190,7 @@ def cuda_session(driver: Driver, index: int = 0) -> Session:
     s._lib, s._ctx, s._driver_version = driver, object(), None
     s._modules = {"k": Loaded(choice=None, handle=object(), load_ms=0.0, file=Path("k"))}  # type: ignore[arg-type]
     s._inflight = runtime.Inflight(driver, s._ctx)
+    s._launchable = {}
     return s
 
 
@@ -349,19 +369,45 @@ def test_async_launch_keeps_arrays_alive_until_the_event_says_done(drv: Driver) 
     s = cuda_session(drv)
     t = FakeCudaTensor((4,))
     s.launch("k", "k", (1,), (1,), [("i", 4), ("b", t)], stream=TorchStream())
-    launch = drv.calls[-1]
+    launch = drv.calls[-2]
     assert launch[0] == "launch" and launch[2] == [("i", 4), ("p", t.ptr)] and launch[3:] == (0x77, False)
     gc.collect()
     assert t.deleted == 0  # the holder is kept: the kernel may still run
-    for _ in range(inflight.BATCH):  # fills a batch: one event for its stream, not yet done
+    # the caller's stream gets its event at once, inside the launch's call (issue 26: the stream
+    # may be destroyed the moment the call returns), not when a batch closes calls later
+    assert drv.calls[-1] == ("event", 0x77)
+    for _ in range(inflight.BATCH):
         s.launch("k", "k", (1,), (1,), [("i", 4)], stream=0x77)
-    assert ("event", 0x77) in drv.calls
     gc.collect()
-    assert t.deleted == 0
+    assert t.deleted == 0  # not done yet
     drv.finished = True
-    s.launch("k", "k", (1,), (1,), [("i", 4)], stream=0x77)  # the next launch reaps finished batches
+    s.launch("k", "k", (1,), (1,), [("i", 4)], stream=0x77)  # the next launch reaps finished ones
     gc.collect()
     assert t.deleted == 1
+
+
+def test_no_stream_of_the_caller_is_touched_after_its_call(drv: Driver) -> None:
+    """Every event on a caller's stream is recorded right after that stream's launch; only the
+    legacy default stream (never destroyed) gets events later, when its batch closes (issue 26)."""
+    s = cuda_session(drv)
+    t = FakeCudaTensor((4,))
+    streams = [0x100 + i for i in range(inflight.BATCH + 5)]
+    for h in streams:
+        s.launch("k", "k", (1,), (1,), [("b", t)], stream=h)
+        s.launch("k", "k", (1,), (1,), [("b", t)], stream=0)  # legacy launches in between: batched
+    for i, c in enumerate(drv.calls):
+        if c[0] == "launch" and c[3] not in (0, 1):
+            assert drv.calls[i + 1] == ("event", c[3]), drv.calls[i:i + 2]  # at once, in the launch's call
+        if c[0] == "event" and c[1] not in (0, 1):
+            assert drv.calls[i - 1][0] == "launch" and drv.calls[i - 1][3] == c[1], drv.calls[i - 1:i + 1]
+    assert ("event", 0) in drv.calls  # a batch of legacy-stream launches closed on that stream
+    drv.finished = True
+    s.synchronize()
+    assert not s._inflight.pending
+    # the events come back to the pool and are recorded again, on the next caller's stream
+    drv.calls.clear()
+    s.launch("k", "k", (1,), (1,), [("b", t)], stream=0x999)
+    assert drv.calls[-1] == ("event", 0x999) and s._inflight._pool
 
 
 def test_default_stream_with_users_arrays_does_not_wait_and_download_orders_after(drv: Driver) -> None:
@@ -386,7 +432,7 @@ def test_a_prepared_device_array_is_not_read_again(drv: Driver) -> None:
     for _ in range(3):
         s.launch("k", "k", (1,), (1,), [("b", x)], stream=0x77)
     assert t.stream_args == [0x77]  # one __dlpack__ call for the four uses
-    assert drv.calls[-1][2] == [("p", t.ptr)]
+    assert drv.calls[-2][2] == [("p", t.ptr)] and drv.calls[-1] == ("event", 0x77)
     ro = s.device_array(FakeCudaTensor((4,), readonly=True), "x", writable=False)
     with pytest.raises(ValueError, match=r"x is read-only"):
         s.launch("k", "k", (1,), (1,), [("b", ro)], stream=0x77)
@@ -401,14 +447,22 @@ def test_cudaarray_exports_dlpack_and_orders_the_consumers_stream(drv: Driver, e
     arr = CudaArray(s, object(), 0x5000, (2, 3), np.float16, stream=0x77)
     assert arr.__dlpack_device__() == (2, 0)
     cai = arr.__cuda_array_interface__
-    assert cai["typestr"] == "<f2" and cai["data"] == (0x5000, False) and cai["stream"] == 0x77
+    # never the producing stream itself (the caller may have destroyed it): the context's own
+    # stream, made to wait for the array's writer when the interface is read
+    assert cai["typestr"] == "<f2" and cai["data"] == (0x5000, False) and cai["stream"] == 0xA0C
+    assert drv.calls == [("order", 0xA0C)]
+    drv.calls.clear()
     cap = arr.__dlpack__(stream=0x99, max_version=(1, 0))
-    assert drv.calls == [("wait", 0x99, 0x77)]  # the consumer's stream waits for the producing one
+    assert drv.calls == [("order", 0x99)]  # the consumer's stream waits for the writer's event
     holder, ptr, dev_type, dev_id, shape, strides, dtype, ro, version = ext.dlpack_take(cap)
     assert (ptr, dev_type, dev_id, shape, dtype, version) == (0x5000, 2, 0, (2, 3), (2, 16, 1), (1, 0))
-    arr.__dlpack__(stream=0x77)  # the same stream: no wait
+    arr.__dlpack__(stream=0x77)  # even the same handle: it may be another stream by now
+    assert drv.calls[-1] == ("order", 0x77)
+    drv.calls.clear()
     arr.__dlpack__(stream=-1)  # the consumer asks for none
-    assert len(drv.calls) == 1
+    legacy = CudaArray(s, object(), 0x6000, (2,), np.float32, stream=0)
+    legacy.__dlpack__(stream=1)  # both the legacy default stream: ordered already
+    assert drv.calls == [] and legacy.__cuda_array_interface__["stream"] == 1
     with pytest.raises(BufferError, match="cannot be exported to device"):
         arr.__dlpack__(dl_device=(2, 1))
     with pytest.raises(BufferError, match="copy=True"):
@@ -504,3 +558,78 @@ def test_opencl_session_refuses_device_arrays_and_streams(ext: Any, monkeypatch:
     with pytest.raises(ValueError, match="x \\(FakeCudaTensor, a device array\\) " + words):
         ops.softmax(FakeCudaTensor((2, 2)), device=s)
     s.synchronize()  # nothing to wait for: OpenCL launches finish before they return
+
+
+# --- issue 26: the allocation behind a pointer, and the fast paths -----------------------------------
+
+def test_an_array_that_overstates_its_allocation_is_refused_before_use(drv: Driver) -> None:
+    s = cuda_session(drv)
+    drv.owner[0x7F0000001000] = 0
+    drv.ranges[0x7F0000001000] = (0x7F0000001000, 16)  # 16 bytes: 4 float32, the interface says 8
+    with pytest.raises(ValueError, match=r"^x \(from its CUDA Array Interface\) states 8 element\(s\) of 4 byte\(s\) "
+                       r"at 0x7f0000001000.*holds 16 bytes from 0x7f0000001000: its shape or strides do not fit"):
+        s.device_array(CAI(), "x")
+    with pytest.raises(ValueError, match=r"^args\[1\] .*do not fit the memory behind its pointer"):
+        s.launch("k", "k", (1,), (1,), [("i", 4), ("b", CAI())], stream=0x77)
+    assert not [c for c in drv.calls if c[0] == "launch"]
+    drv.ranges[0x7F0000001000] = (0x7F0000000000, 0x1020)  # an allocation that holds it
+    assert s.device_array(CAI(), "x").ptr == 0x7F0000001000
+    # negative strides reach below the pointer: that part must be inside the allocation too
+    arr = arrays.from_cai(CAI(shape=(4,), strides=(-4,)), "x")
+    assert arrays.extent(arr) == (-12, 4)
+
+
+def test_torch_tensors_are_read_from_their_attributes_with_the_streams_ordered(drv: Driver,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in ``torch`` module: its Tensor is read without __dlpack__ and without importing anything,
+    and the launch's stream waits for PyTorch's current stream as the DLPack export would make it."""
+    import types
+    torch = types.ModuleType("torch")
+    calls: List[str] = []
+
+    class Tensor:
+        is_cuda, layout, dtype, shape = True, "strided", "f32", (4,)
+
+        def is_neg(self) -> bool:
+            return False
+
+        def get_device(self) -> int:
+            return 0
+
+        def data_ptr(self) -> int:
+            return 0x7F0000002000
+
+        def is_contiguous(self) -> bool:
+            return True
+
+        def numel(self) -> int:
+            return 4
+
+        def __dlpack__(self, **_: Any) -> Any:
+            calls.append("__dlpack__")
+            raise AssertionError("the fast path does not export")
+
+        def __dlpack_device__(self) -> Tuple[int, int]:
+            return (2, 0)
+
+    Tensor.__module__ = "torch"
+    torch.Tensor, torch.strided, torch.float32 = Tensor, "strided", "f32"
+    torch.nn = types.SimpleNamespace(Parameter=type("Parameter", (Tensor,), {"__module__": "torch.nn.parameter"}))
+    current = [0xC0]  # PyTorch's current stream
+    torch._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda index: current[0])
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setattr(arrays, "_FAST", {})
+    s = cuda_session(drv)
+    t = Tensor()
+    assert arrays.is_device_array(t) and arrays.array_device(t) == 0
+    arr = s.device_array(t, "x", stream=0x77)
+    assert (arr.ptr, arr.shape, arr.dtype, arr.itemsize, arr.device, arr.keep) == (0x7F0000002000, (4,), "float32", 4,
+                                                                                   0, t)
+    assert drv.calls == [("wait", 0x77, 0xC0)] and calls == []  # PyTorch's current stream first
+    drv.calls.clear()
+    current[0] = 0
+    s.device_array(t, "x", stream=None)  # PyTorch's default stream is the legacy one: no wait
+    assert drv.calls == []
+    Tensor.dtype = "complex64"  # a dtype the fast path does not know: the protocols decide
+    with pytest.raises(AssertionError, match="does not export"):
+        s.device_array(t, "x")

@@ -80,6 +80,9 @@ typedef CUresult (*PFN_cuPointerGetAttribute)(void *, int, CUdeviceptr);
 typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
 typedef CUresult (*PFN_cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
 typedef CUresult (*PFN_cuMemFreeAsync)(CUdeviceptr, CUstream);
+typedef CUresult (*PFN_cuStreamCreate)(CUstream *, unsigned int);
+typedef CUresult (*PFN_cuStreamDestroy)(CUstream);
+typedef CUresult (*PFN_cuMemGetAddressRange)(CUdeviceptr *, size_t *, CUdeviceptr);
 /* optional, CUDA >= 12.4 */
 typedef CUresult (*PFN_cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
 
@@ -115,6 +118,9 @@ static struct {
     PFN_cuMemcpyDtoDAsync cuMemcpyDtoDAsync;
     PFN_cuMemAllocAsync cuMemAllocAsync; /* CUDA >= 11.2 */
     PFN_cuMemFreeAsync cuMemFreeAsync;
+    PFN_cuStreamCreate cuStreamCreate;
+    PFN_cuStreamDestroy cuStreamDestroy;
+    PFN_cuMemGetAddressRange cuMemGetAddressRange;
     PFN_cuFuncGetParamInfo cuFuncGetParamInfo; /* may be NULL */
 } cu;
 
@@ -223,6 +229,9 @@ cu_ensure_init(void)
     LOAD_SYM(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2");
     LOAD_SYM(cuMemAllocAsync, "cuMemAllocAsync");
     LOAD_SYM(cuMemFreeAsync, "cuMemFreeAsync");
+    LOAD_SYM(cuStreamCreate, "cuStreamCreate");
+    LOAD_SYM(cuStreamDestroy, "cuStreamDestroy_v2");
+    LOAD_SYM(cuMemGetAddressRange, "cuMemGetAddressRange_v2");
 #undef LOAD_SYM
     {
         void *p = dlsym(lib, "cuFuncGetParamInfo");
@@ -273,15 +282,22 @@ typedef struct {
     CUdevice dev;
     int index;
     CUcontext ctx; /* retained primary context */
+    CUstream aux;  /* the package's own stream (made at first use; cu_aux_stream), never a caller's */
 } cu_ctx_t;
 
 static void
 cu_ctx_release(ak_head *p)
 {
     cu_ctx_t *c = (cu_ctx_t *)p;
+    if (c->aux != NULL) { /* every buffer that frees on it held this capsule, so all are gone */
+        (void)cu.cuCtxSetCurrent(c->ctx);
+        (void)cu.cuStreamDestroy(c->aux);
+    }
     if (c->ctx != NULL && cu.cuDevicePrimaryCtxRelease != NULL)
         (void)cu.cuDevicePrimaryCtxRelease(c->dev);
 }
+
+static void cu_fcache_forget(CUmodule mod);
 
 /* The driver frees into the current context, which a destructor cannot assume. */
 static void
@@ -289,6 +305,7 @@ cu_module_release(ak_head *p)
 {
     ak_obj *m = (ak_obj *)p;
     if (m->h.p != NULL) {
+        cu_fcache_forget((CUmodule)m->h.p); /* its functions' cached lookups (cu_function) */
         (void)cu.cuCtxSetCurrent((CUcontext)m->owner);
         (void)cu.cuModuleUnload((CUmodule)m->h.p);
     }
@@ -549,7 +566,7 @@ py_create_context(PyObject *self, PyObject *args)
         (void)cu.cuDevicePrimaryCtxRelease(dev);
         return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
     }
-    c = (cu_ctx_t){.head.release = cu_ctx_release, .dev = dev, .index = index, .ctx = ctx};
+    c = (cu_ctx_t){.head.release = cu_ctx_release, .dev = dev, .index = index, .ctx = ctx, .aux = NULL};
     return ak_capsule_new(&c.head, sizeof c, CTX_NAME, NULL);
 }
 
@@ -586,16 +603,30 @@ py_load_module(PyObject *self, PyObject *args)
     /* NUL-terminated, 8-byte padded copy (PTX needs the terminator; cubin/fatbin
      * get an aligned buffer). */
     image = (unsigned char *)PyMem_Malloc((size_t)len + 16);
+    if (image == NULL)
+        return PyErr_NoMemory();
+    memcpy(image, data, (size_t)len);
+    memset(image + len, 0, 16);
+
+    /* First without JIT log options, as a raw cuModuleLoadData: the log buffers cost the AOT
+     * first load about 0.08 ms a module on an H100 (issue 26, item 4). Only a load that fails is
+     * repeated with them, to say why. */
+    Py_BEGIN_ALLOW_THREADS
+    r = cu.cuModuleLoadDataEx(&mod, image, 0, NULL, NULL);
+    Py_END_ALLOW_THREADS
+    if (r == CUDA_SUCCESS) {
+        PyMem_Free(image);
+        return ak_obj_capsule(mod, cu_module_release, c->ctx, MOD_NAME, ctx_obj);
+    }
+    mod = NULL;
     info_log = (char *)PyMem_Malloc(JIT_LOG_SIZE);
     error_log = (char *)PyMem_Malloc(JIT_LOG_SIZE);
-    if (image == NULL || info_log == NULL || error_log == NULL) {
+    if (info_log == NULL || error_log == NULL) {
         PyMem_Free(image);
         PyMem_Free(info_log);
         PyMem_Free(error_log);
         return PyErr_NoMemory();
     }
-    memcpy(image, data, (size_t)len);
-    memset(image + len, 0, 16);
     memset(info_log, 0, JIT_LOG_SIZE);
     memset(error_log, 0, JIT_LOG_SIZE);
 
@@ -681,6 +712,98 @@ typedef struct {
     Py_ssize_t n;
 } cu_kernel_t;
 
+/* Kernel lookups, cached (issue 26, the per-call cost): cuModuleGetFunction and one
+ * cuFuncGetParamInfo per parameter (and one past the last) ran at every launch. A kernel's
+ * function and its parameters' (offset, size) are asked once per (module, name) and kept until
+ * the module is unloaded (cu_module_release forgets them); cu_param_info answers what
+ * cuFuncGetParamInfo would for the function of the last lookup, so cu_check_params checks every
+ * launch as before. The GIL guards the table: every caller holds it. A full table, a long name
+ * or a kernel of many parameters just goes to the driver as before. */
+#define CU_FCACHE_SLOTS 64
+#define CU_FCACHE_NAME 96
+#define CU_FCACHE_PARAMS 48
+
+typedef struct {
+    CUmodule mod; /* NULL: a free slot */
+    CUfunction f;
+    char name[CU_FCACHE_NAME];
+    int nparams;  /* parameters the driver reported; -1: not cached (ask the driver) */
+    CUresult end; /* what cuFuncGetParamInfo answered for index nparams (and answers above it) */
+    size_t off[CU_FCACHE_PARAMS], size[CU_FCACHE_PARAMS];
+} cu_fentry;
+
+static cu_fentry cu_fcache[CU_FCACHE_SLOTS];
+static cu_fentry *cu_flast; /* the entry of the last lookup */
+
+static void
+cu_fcache_forget(CUmodule mod)
+{
+    int i;
+    for (i = 0; i < CU_FCACHE_SLOTS; i++)
+        if (cu_fcache[i].mod == mod)
+            cu_fcache[i].mod = NULL;
+    if (cu_flast != NULL && cu_flast->mod == NULL)
+        cu_flast = NULL;
+}
+
+static CUresult
+cu_function(CUmodule mod, const char *kname, CUfunction *f)
+{
+    cu_fentry *e, *free_slot = NULL;
+    CUresult r;
+    size_t k, off, sz;
+    int i;
+    for (i = 0; i < CU_FCACHE_SLOTS; i++) {
+        e = &cu_fcache[i];
+        if (e->mod == mod && strcmp(e->name, kname) == 0) {
+            cu_flast = e;
+            *f = e->f;
+            return CUDA_SUCCESS;
+        }
+        if (e->mod == NULL && free_slot == NULL)
+            free_slot = e;
+    }
+    cu_flast = NULL;
+    if ((r = cu.cuModuleGetFunction(f, mod, kname)) != CUDA_SUCCESS)
+        return r;
+    if (free_slot == NULL || strlen(kname) >= CU_FCACHE_NAME)
+        return CUDA_SUCCESS;
+    e = free_slot;
+    e->f = *f;
+    e->nparams = -1;
+    if (cu.cuFuncGetParamInfo != NULL) {
+        for (k = 0; k < CU_FCACHE_PARAMS; k++) {
+            r = cu.cuFuncGetParamInfo(*f, k, &off, &sz);
+            if (r != CUDA_SUCCESS) {
+                e->nparams = (int)k;
+                e->end = r;
+                break;
+            }
+            e->off[k] = off;
+            e->size[k] = sz;
+        }
+    }
+    memcpy(e->name, kname, strlen(kname) + 1);
+    e->mod = mod;
+    cu_flast = e;
+    return CUDA_SUCCESS;
+}
+
+/* cuFuncGetParamInfo, from the cache when `f` is the function of the last lookup. */
+static CUresult
+cu_param_info(CUfunction f, size_t k, size_t *off, size_t *sz)
+{
+    cu_fentry *e = cu_flast;
+    if (e != NULL && e->f == f && e->nparams >= 0) {
+        if (k >= (size_t)e->nparams)
+            return e->end;
+        *off = e->off[k];
+        *sz = e->size[k];
+        return CUDA_SUCCESS;
+    }
+    return cu.cuFuncGetParamInfo(f, k, off, sz);
+}
+
 /* Check argument count/sizes against the kernel signature when the driver
  * can tell us (cuFuncGetParamInfo, CUDA >= 12.4): a mismatch would otherwise
  * launch with garbage parameters. */
@@ -694,7 +817,7 @@ cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t 
         return 0;
     for (k = 0; k < n; k++) {
         size_t want = (args[k].kind == 'b' || args[k].kind == 'p') ? sizeof(CUdeviceptr) : 4;
-        r = cu.cuFuncGetParamInfo(f, (size_t)k, &off, &sz);
+        r = cu_param_info(f, (size_t)k, &off, &sz);
         if (r != CUDA_SUCCESS) {
             if (r != CUDA_ERROR_INVALID_VALUE)
                 return 0; /* query not supported here: skip the check */
@@ -711,10 +834,10 @@ cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t 
             return -1;
         }
     }
-    if (cu.cuFuncGetParamInfo(f, (size_t)n, &off, &sz) != CUDA_SUCCESS)
+    if (cu_param_info(f, (size_t)n, &off, &sz) != CUDA_SUCCESS)
         return 0;
     total = (size_t)n + 1;
-    while (total < 65536 && cu.cuFuncGetParamInfo(f, total, &off, &sz) == CUDA_SUCCESS)
+    while (total < 65536 && cu_param_info(f, total, &off, &sz) == CUDA_SUCCESS)
         total++;
     PyErr_Format(PyExc_ValueError,
                  "kernel '%s' takes %zu parameter(s), but %zd argument(s) were given", kname,
@@ -740,7 +863,7 @@ cu_kernel(void *ctx, const ak_obj *mod, const char *kname, const ak_arg *args, P
     size_t slots = (size_t)(n > 0 ? n : 1);
     (void)ctx;
 
-    r = cu.cuModuleGetFunction(&f, (CUmodule)mod->h.p, kname);
+    r = cu_function((CUmodule)mod->h.p, kname, &f); /* cached: see cu_fentry */
     if (r != CUDA_SUCCESS) {
         cu_raise("cuModuleGetFunction", r, kname, NULL);
         return NULL;
@@ -875,6 +998,28 @@ py_event_record(PyObject *self, PyObject *args)
     return ak_obj_capsule(ev, cu_event_release, c->ctx, EVENT_NAME, ctx_obj);
 }
 
+/* event_rerecord(event, stream): record an event of inflight.py's pool again, on `stream`.
+ * Called right after the launch it covers, inside the caller's call, while the caller's stream
+ * certainly exists; later only the event is queried, never the stream (issue 26). */
+static PyObject *
+py_event_rerecord(PyObject *self, PyObject *args)
+{
+    PyObject *ev_obj;
+    unsigned long long stream;
+    ak_obj *e;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OK:event_rerecord", &ev_obj, &stream))
+        return NULL;
+    if ((e = (ak_obj *)ak_capsule_ptr(ev_obj, EVENT_NAME, "event")) == NULL)
+        return NULL;
+    if ((r = cu.cuCtxSetCurrent((CUcontext)e->owner)) != CUDA_SUCCESS)
+        return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
+    if ((r = cu.cuEventRecord((CUevent)e->h.p, CU_STREAM(stream))) != CUDA_SUCCESS)
+        return cu_raise("cuEventRecord", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
 /* event_query(event) -> True when the work before it is done (cuEventQuery). */
 static PyObject *
 py_event_query(PyObject *self, PyObject *ev_obj)
@@ -913,6 +1058,29 @@ py_stream_wait(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* pointer_range(ctx, address) -> (ordinal, base, size) of the allocation that holds the address
+ * (cuPointerGetAttribute, cuMemGetAddressRange), or None when the driver does not know it: an
+ * array's stated extent is checked against it before anything reads or writes it (issue 26). */
+static PyObject *
+py_pointer_range(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj;
+    unsigned long long ptr;
+    int ordinal = -1;
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OK:pointer_range", &ctx_obj, &ptr))
+        return NULL;
+    if (get_ctx_current(ctx_obj) == NULL)
+        return NULL;
+    if (cu.cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, (CUdeviceptr)ptr) !=
+            CUDA_SUCCESS ||
+        cu.cuMemGetAddressRange(&base, &size, (CUdeviceptr)ptr) != CUDA_SUCCESS)
+        Py_RETURN_NONE;
+    return Py_BuildValue("iKK", ordinal, (unsigned long long)base, (unsigned long long)size);
+}
+
 /* pointer_device(ctx, address) -> the CUDA device ordinal that owns the memory, or None when
  * the driver does not know the address (host memory, a freed or foreign pointer). */
 static PyObject *
@@ -933,22 +1101,54 @@ py_pointer_device(PyObject *self, PyObject *args)
     return PyLong_FromLong(ordinal);
 }
 
-/* A buffer from the stream-ordered allocator: freed on the stream it was allocated on, after
- * the work queued there, so dropping it never waits for the GPU. */
+/* Streams 0 and 1 name the legacy default stream: never destroyed, so work may be queued on it
+ * at any time. Any other handle is the caller's (the per-thread default stream 2 too: it is
+ * another stream in another thread) and is used only inside the call that names it. */
+#define CU_LEGACY(h) ((h) == 0 || (h) == 1)
+
+/* The context's own stream (non-blocking, made at first use, destroyed with the context). */
+static CUstream
+cu_aux_stream(cu_ctx_t *c)
+{
+    CUresult r;
+    if (c->aux == NULL && (r = cu.cuStreamCreate(&c->aux, 1 /* CU_STREAM_NON_BLOCKING */)) != CUDA_SUCCESS) {
+        c->aux = NULL;
+        cu_raise("cuStreamCreate", r, NULL, NULL);
+    }
+    return c->aux;
+}
+
+/* A buffer from the stream-ordered allocator (a result of an operation, cudaarray.py).
+ *
+ * Allocated on the operation's stream. Freed when the last reference goes, which may be long
+ * after the caller destroyed that stream (issue 26: a CuPy stream dropped, a raw stream
+ * destroyed): so a buffer of a caller's stream never touches that stream again. An event,
+ * `ready`, is recorded on it at allocation and again after each operation that wrote the buffer
+ * (buffer_ready, inside that call), and the release frees on the context's own stream after
+ * that event: recording and waiting use only the event, which the buffer owns. A buffer of the
+ * legacy default stream is freed there, after all work queued on it (and on blocking streams). */
 typedef struct {
     ak_obj o;
-    unsigned long long stream;
+    unsigned long long stream; /* the allocation's stream, used later only when CU_LEGACY */
+    CUevent ready;             /* NULL for the legacy default stream */
+    CUstream aux;              /* the context's own stream (ready != NULL) */
 } cu_abuf;
 
 static void
 cu_abuf_release(ak_head *p)
 {
     cu_abuf *b = (cu_abuf *)p;
-    if (b->o.h.d != 0) {
+    CUstream on = b->ready != NULL ? b->aux : CU_STREAM(b->stream);
+    if (b->o.h.d != 0 || b->ready != NULL)
         (void)cu.cuCtxSetCurrent((CUcontext)b->o.owner);
-        if (cu.cuMemFreeAsync(b->o.h.d, CU_STREAM(b->stream)) != CUDA_SUCCESS)
-            (void)cu.cuMemFree(b->o.h.d); /* the stream is gone: free once the device is idle */
+    if (b->o.h.d != 0) {
+        if (b->ready != NULL)
+            (void)cu.cuStreamWaitEvent(on, b->ready, 0);
+        if (cu.cuMemFreeAsync(b->o.h.d, on) != CUDA_SUCCESS)
+            (void)cu.cuMemFree(b->o.h.d); /* free once the device is idle */
     }
+    if (b->ready != NULL)
+        (void)cu.cuEventDestroy(b->ready); /* allowed while the wait is pending */
 }
 
 static PyObject *
@@ -966,16 +1166,109 @@ py_alloc_async(PyObject *self, PyObject *args)
         return NULL;
     if (ak_check_nbytes(nbytes, "nbytes") < 0 || (c = get_ctx_current(ctx_obj)) == NULL)
         return NULL;
-    r = cu.cuMemAllocAsync(&ptr, nbytes > 0 ? (size_t)nbytes : 1, CU_STREAM(stream));
-    if (r != CUDA_SUCCESS)
-        return cu_raise("cuMemAllocAsync", r, NULL, NULL);
     memset(&b, 0, sizeof b);
+    if (!CU_LEGACY(stream)) {
+        if ((b.aux = cu_aux_stream(c)) == NULL)
+            return NULL;
+        if ((r = cu.cuEventCreate(&b.ready, CU_EVENT_DISABLE_TIMING)) != CUDA_SUCCESS)
+            return cu_raise("cuEventCreate", r, NULL, NULL);
+    }
+    r = cu.cuMemAllocAsync(&ptr, nbytes > 0 ? (size_t)nbytes : 1, CU_STREAM(stream));
+    if (r == CUDA_SUCCESS && b.ready != NULL &&
+        (r = cu.cuEventRecord(b.ready, CU_STREAM(stream))) != CUDA_SUCCESS) {
+        (void)cu.cuMemFreeAsync(ptr, CU_STREAM(stream));
+        (void)cu.cuEventDestroy(b.ready);
+        return cu_raise("cuEventRecord", r, NULL, NULL);
+    }
+    if (r != CUDA_SUCCESS) {
+        if (b.ready != NULL)
+            (void)cu.cuEventDestroy(b.ready);
+        return cu_raise("cuMemAllocAsync", r, NULL, NULL);
+    }
     b.o.head.release = cu_abuf_release;
     b.o.h.d = ptr;
     b.o.size = (size_t)nbytes;
     b.o.owner = c->ctx;
     b.stream = stream;
     return ak_capsule_new(&b.o.head, sizeof b, BUF_NAME, ctx_obj);
+}
+
+static cu_abuf *
+cu_abuf_get(PyObject *buf_obj)
+{
+    cu_abuf *b = (cu_abuf *)ak_capsule_ptr(buf_obj, BUF_NAME, "buf");
+    if (b != NULL && b->o.head.release != cu_abuf_release) {
+        PyErr_SetString(PyExc_ValueError, "buf is not a buffer of alloc_async");
+        return NULL;
+    }
+    return b;
+}
+
+/* buffer_ready(buf, stream): the operation that wrote the buffer queued its last work on
+ * `stream` (the buffer's own): record its `ready` event there, now. */
+static PyObject *
+py_buffer_ready(PyObject *self, PyObject *args)
+{
+    PyObject *buf_obj;
+    unsigned long long stream;
+    cu_abuf *b;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OK:buffer_ready", &buf_obj, &stream))
+        return NULL;
+    if ((b = cu_abuf_get(buf_obj)) == NULL)
+        return NULL;
+    if (b->ready == NULL)
+        Py_RETURN_NONE; /* the legacy default stream: ordered by the stream itself */
+    if ((r = cu.cuCtxSetCurrent((CUcontext)b->o.owner)) != CUDA_SUCCESS ||
+        (r = cu.cuEventRecord(b->ready, CU_STREAM(stream))) != CUDA_SUCCESS)
+        return cu_raise("cuEventRecord", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+/* buffer_order(ctx, buf, consumer): work queued on `consumer` (the caller's stream of this call)
+ * from now on starts after the work that wrote the buffer: its `ready` event, or for a buffer of
+ * the legacy default stream, all work queued there so far. */
+static PyObject *
+py_buffer_order(PyObject *self, PyObject *args)
+{
+    PyObject *ctx_obj, *buf_obj;
+    unsigned long long consumer;
+    cu_abuf *b;
+    CUevent ev;
+    CUresult r;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOK:buffer_order", &ctx_obj, &buf_obj, &consumer))
+        return NULL;
+    if (get_ctx_current(ctx_obj) == NULL || (b = cu_abuf_get(buf_obj)) == NULL)
+        return NULL;
+    if (b->ready != NULL) {
+        if ((r = cu.cuStreamWaitEvent(CU_STREAM(consumer), b->ready, 0)) != CUDA_SUCCESS)
+            return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
+        Py_RETURN_NONE;
+    }
+    if (CU_LEGACY(consumer))
+        Py_RETURN_NONE; /* the same stream */
+    if ((ev = cu_record(b->stream)) == NULL)
+        return NULL;
+    r = cu.cuStreamWaitEvent(CU_STREAM(consumer), ev, 0);
+    (void)cu.cuEventDestroy(ev);
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+/* aux_stream(ctx) -> the handle of the context's own stream (for a CUDA Array Interface's
+ * `stream` field: a stream of ours that a consumer may wait for at any time). */
+static PyObject *
+py_aux_stream(PyObject *self, PyObject *ctx_obj)
+{
+    cu_ctx_t *c;
+    CUstream s;
+    (void)self;
+    if ((c = get_ctx_current(ctx_obj)) == NULL || (s = cu_aux_stream(c)) == NULL)
+        return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)s);
 }
 
 /* buffer_ptr(buf) -> the device address of a buffer of this module. */
@@ -1027,6 +1320,15 @@ static PyMethodDef cuda_methods[] = {
     {"event_record", py_event_record, METH_VARARGS,
      "event_record(ctx, stream) -> event capsule recorded on the stream."},
     {"event_query", py_event_query, METH_O, "event_query(event) -> whether its work is done."},
+    {"event_rerecord", py_event_rerecord, METH_VARARGS,
+     "event_rerecord(event, stream) -> None: records the event again, on the stream."},
+    {"pointer_range", py_pointer_range, METH_VARARGS,
+     "pointer_range(ctx, address) -> (ordinal, base, size) of its allocation, or None."},
+    {"buffer_ready", py_buffer_ready, METH_VARARGS,
+     "buffer_ready(buf, stream) -> None: an alloc_async buffer's writer is done queuing on stream."},
+    {"buffer_order", py_buffer_order, METH_VARARGS,
+     "buffer_order(ctx, buf, consumer) -> None: later work on consumer waits for the buffer's writer."},
+    {"aux_stream", py_aux_stream, METH_O, "aux_stream(ctx) -> the context's own stream handle."},
     {"stream_wait", py_stream_wait, METH_VARARGS,
      "stream_wait(ctx, waiter, producer) -> None: later work on waiter waits for producer's."},
     {"pointer_device", py_pointer_device, METH_VARARGS,

@@ -9,11 +9,24 @@ consumer does that ordering itself from the ``stream`` field (runtime.Session do
 
 This module only reads and checks; it never touches a driver, so every refusal here is tested
 without a GPU (tests/test_device_arrays.py). The driver-side checks (the device that owns a CUDA
-Array Interface pointer) live in runtime.Session.
+Array Interface pointer, the allocation that holds an array's extent) live in runtime.Session.
+
+Fast paths (issue 26, the per-call cost): a ``torch.Tensor`` and a ``cupy.ndarray`` are read from
+their own cheap attributes (``data_ptr()``, ``is_cuda``, ``dtype``, ``stride()``; CuPy's
+``.data.ptr``) instead of their DLPack export, which for PyTorch is Python code costing more than
+the launch (``fast_reader``). Neither framework is imported for it: the module is taken from
+``sys.modules``, where it is, since the object is one of its classes. The DeviceArray holds what
+the export would state, and the stream ordering the protocol promises still holds: DLPack's
+``__dlpack__(stream=s)`` makes ``s`` wait for the producer's current stream when they differ, and
+the fast path states that current stream (PyTorch's ``torch._C._cuda_getCurrentRawStream``, CuPy's
+``get_current_stream()``) as ``producer_stream``, for which ``Session.device_array`` makes the
+launch's stream wait (an event between them, on the GPU), as it does for a CUDA Array Interface's
+``stream`` field. Subclasses (FakeTensor, Parameter subclasses, CuPy subclasses) take the protocols.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Protocol, Tuple
+import sys
+from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple
 
 # DLPack device types (dlpack.h DLDeviceType)
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
@@ -104,6 +117,9 @@ def is_device_array(obj: Any) -> bool:
     """
     if isinstance(obj, DeviceArray):
         return True
+    fast = fast_reader(obj)
+    if fast is not None and fast[0](obj) is not None:
+        return True
     dev = _dlpack_device(obj)
     if dev is not None and dev[0] != KDL_CPU:
         return True
@@ -123,6 +139,11 @@ def _dlpack_device(obj: Any) -> Optional[Tuple[int, int]]:
 
 def array_device(obj: Any) -> Optional[int]:
     """The CUDA ordinal an object's DLPack device states (None: it does not say, as with CAI)."""
+    fast = fast_reader(obj)
+    if fast is not None:
+        index = fast[0](obj)
+        if index is not None:
+            return index
     dev = _dlpack_device(obj)
     return dev[1] if dev is not None and dev[0] == KDL_CUDA else None
 
@@ -250,6 +271,127 @@ def read(obj: Any, name: str, stream: int, take: Take, where: Where,
         return from_cai(obj, name)
     raise TypeError(f"{name} ({type(obj).__name__}) is not a device array: it exports neither DLPack "
                     "(__dlpack__/__dlpack_device__) nor __cuda_array_interface__")
+
+
+# --- fast paths (see the module's docstring) ---------------------------------------------------------
+
+# (device(obj) -> CUDA ordinal, or None when it is not a CUDA array the reader takes;
+#  read(obj, name) -> DeviceArray, or None to take the protocols instead;
+#  empty(like, shape, dtype, stream) -> a new array of the framework from its own allocator, on the
+#  device of ``like``, when ``stream`` is the framework's current stream there (the one its allocator
+#  orders the memory's reuse on), else None)
+FastReader = Tuple[Callable[[Any], Optional[int]], Callable[[Any, str], Optional[DeviceArray]],
+                   Callable[[Any, Tuple[int, ...], str, int], Any]]
+_FAST: Dict[type, Optional[FastReader]] = {}
+# PyTorch dtype names -> (name as DLPack states it, itemsize)
+_TORCH_DTYPES = {"float32": ("float32", 4), "float16": ("float16", 2), "float64": ("float64", 8),
+                 "bfloat16": ("bfloat16", 2), "int8": ("int8", 1), "int16": ("int16", 2), "int32": ("int32", 4),
+                 "int64": ("int64", 8), "uint8": ("uint8", 1), "uint16": ("uint16", 2), "uint32": ("uint32", 4),
+                 "uint64": ("uint64", 8), "bool": ("bool", 1)}
+
+
+def fast_reader(obj: Any) -> Optional[FastReader]:
+    """The fast reader of ``type(obj)`` (None: read it through its protocols); decided once per type."""
+    cls = type(obj)
+    try:
+        return _FAST[cls]
+    except KeyError:
+        pass
+    reader: Optional[FastReader] = None
+    try:
+        top = cls.__module__.split(".")[0]
+        if top == "torch":
+            reader = _torch_reader(sys.modules.get("torch"), cls)
+        elif top == "cupy":
+            reader = _cupy_reader(sys.modules.get("cupy"), cls)
+    except Exception:  # noqa: BLE001 - a framework of another shape: the protocols serve it
+        reader = None
+    _FAST[cls] = reader
+    return reader
+
+
+def _torch_reader(torch: Any, cls: type) -> Optional[FastReader]:
+    if torch is None or cls not in (torch.Tensor, torch.nn.Parameter):
+        return None
+    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw_stream is None:
+        return None
+    dtypes = {getattr(torch, k): v for k, v in _TORCH_DTYPES.items() if hasattr(torch, k)}
+    strided = torch.strided
+
+    def device(obj: Any) -> Optional[int]:
+        return obj.get_device() if obj.is_cuda else None
+
+    def read(obj: Any, name: str) -> Optional[DeviceArray]:
+        if not obj.is_cuda or obj.layout is not strided or obj.is_neg():
+            return None  # the protocols read it, or refuse it with their own words
+        info = dtypes.get(obj.dtype)
+        if info is None:
+            return None
+        dtype, itemsize = info
+        index = obj.get_device()
+        # positional: this runs for every tensor of every call (name, ptr, shape, strides, dtype, itemsize,
+        # device, readonly, protocol, keep, source, size, producer_stream)
+        return DeviceArray(name, obj.data_ptr(), tuple(obj.shape),
+                           None if obj.is_contiguous() else tuple(s * itemsize for s in obj.stride()),
+                           dtype, itemsize, index, False, "DLPack", obj, obj, obj.numel(), raw_stream(index))
+
+    def empty(like: Any, shape: Tuple[int, ...], dtype: str, stream: int) -> Any:
+        dt = getattr(torch, dtype, None)
+        if dt is None or not same_stream(raw_stream(like.get_device()), stream):
+            return None
+        return like.new_empty(shape, dtype=dt)
+    return device, read, empty
+
+
+def _cupy_reader(cupy: Any, cls: type) -> Optional[FastReader]:
+    if cupy is None or cls is not cupy.ndarray:
+        return None
+    current = cupy.cuda.get_current_stream
+
+    def device(obj: Any) -> Optional[int]:
+        return obj.data.device_id
+
+    def read(obj: Any, name: str) -> Optional[DeviceArray]:
+        dt = obj.dtype
+        kind = _CAI_KINDS.get(dt.kind)
+        if kind is None:
+            return None
+        mem = obj.data
+        return DeviceArray(name, mem.ptr, obj.shape, None if obj.flags.c_contiguous else obj.strides,
+                           dtype_name(kind, dt.itemsize * 8), dt.itemsize, mem.device_id, False, "DLPack", obj, obj,
+                           obj.size, current().ptr)
+
+    def empty(like: Any, shape: Tuple[int, ...], dtype: str, stream: int) -> Any:
+        if like.data.device_id != cupy.cuda.runtime.getDevice() or not same_stream(current().ptr, stream):
+            return None  # cupy.empty allocates on the current device, for its current stream
+        return cupy.empty(shape, dtype=dtype)
+    return device, read, empty
+
+
+def extent(arr: DeviceArray) -> Tuple[int, int]:
+    """[first, last + 1) bytes an array's elements occupy, relative to its pointer (strides may be negative)."""
+    if arr.size == 0:
+        return 0, 0
+    if arr.strides is None:
+        return 0, arr.nbytes
+    lo = hi = 0
+    for dim, stride in zip(arr.shape, arr.strides):
+        if stride < 0:
+            lo += (dim - 1) * stride
+        else:
+            hi += (dim - 1) * stride
+    return lo, hi + arr.itemsize
+
+
+def check_extent(arr: DeviceArray, base: int, size: int) -> None:
+    """Refuse an array whose elements do not all lie in the allocation [base, base + size)."""
+    lo, hi = extent(arr)
+    if arr.ptr + lo < base or arr.ptr + hi > base + size:
+        raise ValueError(f"{arr.name} (from its {arr.protocol}) states {arr.size} element(s) of {arr.itemsize} "
+                         f"byte(s) at {arr.ptr:#x}, bytes {arr.ptr + lo:#x} to {arr.ptr + hi:#x}, but the allocation "
+                         f"there holds {size} bytes from {base:#x}: its shape or strides do not fit the memory behind "
+                         "its pointer")
 
 
 class Where(Protocol):

@@ -2,10 +2,17 @@
 
 The operations return, for device inputs, the input's own kind of array when its library can
 wrap a DLPack capsule (``torch.from_dlpack``, ``cupy.from_dlpack``): see ``wrap``. The memory
-comes from the driver's stream-ordered allocator on the stream the operation ran on and is freed
-there, after the work queued on it, when the last reference (ours or the consumer's) goes, like
-PyTorch's caching allocator: a consumer that uses it on another stream orders that itself (the
-DLPack ``stream`` argument does so at export).
+comes from the driver's stream-ordered allocator on the stream the operation ran on.
+
+The caller may destroy that stream as soon as the operation returned (issue 26), so nothing here
+uses it afterwards unless it is the legacy default stream (0 or 1, never destroyed). For any other
+stream the buffer owns an event, recorded on the stream at allocation and again when the operation
+that wrote it is done queuing (``written``, inside that call); exports order the consumer's stream
+after that event, and the last reference frees the memory on the context's own stream after it
+(``_cuda.c``, cu_abuf). A buffer of the legacy default stream is freed there, after all work queued
+on it, as before. Work a consumer queues on the array on its own stream is ordered by that
+consumer (the DLPack ``stream`` argument does so at export); the consumer must not drop the last
+reference before such work is done, as with any memory handed over through DLPack.
 """
 from __future__ import annotations
 
@@ -48,6 +55,10 @@ class CudaArray:
     def __repr__(self) -> str:
         return f"CudaArray(shape={self.shape}, dtype={self.dtype.name}, device='cuda:{self.device}')"
 
+    def written(self) -> None:
+        """The operation that wrote this array is done queuing on its stream (called inside that call)."""
+        self._session._lib.buffer_ready(self._buf, self._stream)
+
     def __dlpack_device__(self) -> Tuple[int, int]:
         return (arrays.KDL_CUDA, self.device)
 
@@ -59,8 +70,9 @@ class CudaArray:
             raise BufferError("this CudaArray is exported without a copy (copy=True is not supported)")
         if stream != -1:  # -1: the consumer asks for no synchronisation
             consumer = 0 if stream is None else arrays.stream_handle(stream, "stream")
-            if not arrays.same_stream(consumer, self._stream):
-                self._session._lib.stream_wait(self._session._ctx, consumer, self._stream)
+            if not (_legacy(consumer) and _legacy(self._stream)):
+                # the consumer's stream (valid now: the caller names it) waits for the writer's work
+                self._session._lib.buffer_order(self._session._ctx, self._buf, consumer)
         versioned = max_version is not None and max_version[0] >= 1
         code = (_DL_CODES[self.dtype.kind], self.dtype.itemsize * 8)
         return self._session._lib.dlpack_export(self, self._ptr, self.shape, code, arrays.KDL_CUDA, self.device,
@@ -68,13 +80,25 @@ class CudaArray:
 
     @property
     def __cuda_array_interface__(self) -> dict:
+        """The interface (v3); its ``stream`` is one a consumer may wait for at any time: the legacy
+        default stream, or the context's own stream made to wait for the writer's work now."""
+        if _legacy(self._stream):
+            stream = arrays.STREAM_LEGACY
+        else:
+            lib, ctx = self._session._lib, self._session._ctx
+            stream = lib.aux_stream(ctx)
+            lib.buffer_order(ctx, self._buf, stream)
         return {"version": 3, "shape": self.shape, "typestr": self.dtype.str, "data": (self._ptr, False),
-                "strides": None, "stream": arrays.STREAM_LEGACY if self._stream == 0 else self._stream}
+                "strides": None, "stream": stream}
 
     def numpy(self) -> np.ndarray:
         """A host copy, after every launch of the session so far."""
         data = self._session.download(self._buf, self.nbytes)
         return np.frombuffer(data, dtype=self.dtype).reshape(self.shape).copy()
+
+
+def _legacy(handle: int) -> bool:
+    return handle == 0 or handle == arrays.STREAM_LEGACY
 
 
 def wrap(result: CudaArray, like: Any) -> Any:

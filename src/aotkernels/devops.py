@@ -46,14 +46,30 @@ def take(s: Session, name: str, obj: Any, ndim: int, dtype: str, stream: int, *,
     return arr
 
 
+def new_array(s: Session, like: DeviceArray, shape: Tuple[int, ...], dtype: str, stream: int) -> Tuple[Any, Any]:
+    """(kernel argument, what to return) for a new array like ``like`` (the input's kind) on ``stream``.
+
+    A PyTorch tensor or CuPy array is allocated by its own framework (``like.new_empty``,
+    ``cupy.empty``) when the launch's stream is that framework's current stream, the one its
+    allocator orders the memory's reuse on: the result is then the framework's own array, at the
+    framework's cost (issue 26: wrapping a result through ``torch.from_dlpack`` cost more than the
+    kernel launch). Otherwise a CudaArray, handed over through DLPack by ``finish``."""
+    fast = arrays.fast_reader(like.source)
+    if fast is not None:
+        native = fast[2](like.source, shape, dtype, stream)
+        if native is not None:
+            return s.device_array(native, "out", stream), native
+    arr = CudaArray.empty(s, shape, dtype, stream)
+    return arr, arr
+
+
 def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int,
            inputs: Tuple[DeviceArray, ...]) -> Tuple[Any, Any]:
     """(kernel argument, what to return): ``out`` checked, or a new array on ``stream``."""
     if out is None:
-        arr = CudaArray.empty(s, shape, dtype, stream)
-        return arr, arr
+        return new_array(s, inputs[0], shape, dtype, stream)
     o = s.device_array(out, "out", stream, writable=True)
-    if o.dtype != dtype or o.size != int(np.prod(shape, dtype=np.int64)) or (shape and o.shape != shape):
+    if o.dtype != dtype or o.size != arrays._count(shape) or (shape and o.shape != shape):
         raise ValueError(f"out must be a {dtype} array of shape {shape}, not {o.dtype} of shape {o.shape}")
     for a in inputs:
         if arrays.overlap(o, a):
@@ -62,23 +78,35 @@ def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int
     return o, out
 
 
+def bound(o: Any) -> Tuple[Tuple[str, Any], Any]:
+    """An array's kernel argument and what its launch keeps: a user's array (or one of its framework
+    that we allocated) by address, a CudaArray by its buffer."""
+    if isinstance(o, DeviceArray):
+        return ("p", o.ptr), o.keep
+    return ("b", o._buf), o._buf
+
+
 def finish(ret: Any, like: Any) -> Any:
-    if isinstance(like, DeviceArray):
-        like = like.source
-    return wrap(ret, like) if isinstance(ret, CudaArray) else ret
+    if isinstance(ret, CudaArray):
+        ret.written()  # the operation queued its last work: the array's event is recorded now
+        if isinstance(like, DeviceArray):
+            like = like.source
+        return wrap(ret, like)
+    return ret
 
 
 def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
     s = session_for(device, x)
-    h = arrays.stream_handle(stream)
+    h = 0 if stream is None else arrays.stream_handle(stream)
     X = take(s, "x", x, 1, "float32", h)
     Y = take(s, "y", y, 1, "float32", h)
     if X.shape != Y.shape:
         raise ValueError(f"x and y must have the same shape, got {X.shape} and {Y.shape}")
     if out is not None and out is y:
         O, ret = Y, y  # y += a * x in place: y must then be writable
-        arrays.check(Y, s.device, writable=True, owner=s.device.index)
-        if arrays.overlap(X, Y) and X.ptr != Y.ptr:
+        if Y.readonly:
+            arrays.check(Y, s.device, writable=True, owner=s.device.index)
+        if X.ptr != Y.ptr and arrays.overlap(X, Y):
             raise ValueError("x and y share memory at different offsets: y is written while x is read")
     else:
         O, ret = result(s, out, Y.shape, "float32", h, (X,))
@@ -89,31 +117,36 @@ def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
         dst = O.ptr if isinstance(O, DeviceArray) else O._ptr
         if dst != Y.ptr:  # the kernel updates its second array in place: start from a copy of y
             s._lib.copy_async(s._ctx, dst, Y.ptr, Y.nbytes, h)
-        s.launch("saxpy", "saxpy", ((n + 255) // 256,), (256,), [("i", n), ("f", a), ("r", X), ("b", O)], stream=h)
+        o_arg, o_keep = bound(O)
+        s.enqueue("saxpy", "saxpy", ((n + 255) // 256,), (256,), [("i", n), ("f", a), ("p", X.ptr), o_arg],
+                  (X.keep, Y.keep, o_keep), h)
     return finish(ret, y)
 
 
 def sum(x: Any, out: Any, stream: Any, device: Any) -> Any:  # noqa: A001 - mirrors numpy.sum
     s = session_for(device, x)
-    h = arrays.stream_handle(stream)
+    h = 0 if stream is None else arrays.stream_handle(stream)
     X = take(s, "x", x, 1, "float32", h)
     O, ret = result(s, out, (), "float32", h, (X,))
     n = X.size
     groups = min(max((n + 255) // 256, 1), 1024)
-    partial = CudaArray.empty(s, (groups,), "float32", h)  # freed on h after the second pass
-    s.launch("reduce_sum", "reduce_sum", (groups,), (256,), [("i", n), ("r", X), ("b", partial)], stream=h)
-    s.launch("reduce_sum", "reduce_sum", (1,), (256,), [("i", groups), ("r", partial), ("b", O)], stream=h)
+    p_arg, p_keep = bound(new_array(s, X, (groups,), "float32", h)[0])  # kept by the launches until they ran
+    o_arg, o_keep = bound(O)
+    s.enqueue("reduce_sum", "reduce_sum", (groups,), (256,), [("i", n), ("p", X.ptr), p_arg], (X.keep, p_keep), h)
+    s.enqueue("reduce_sum", "reduce_sum", (1,), (256,), [("i", groups), p_arg, o_arg], (p_keep, o_keep), h)
     return finish(ret, x)
 
 
 def softmax(x: Any, out: Any, stream: Any, device: Any) -> Any:
     s = session_for(device, x)
-    h = arrays.stream_handle(stream)
+    h = 0 if stream is None else arrays.stream_handle(stream)
     X = take(s, "x", x, 2, "float32", h)
     rows, cols = X.shape
     O, ret = result(s, out, X.shape, "float32", h, (X,))
     if X.size:
-        s.launch("softmax", "softmax_rows", (rows,), (256,), [("i", rows), ("i", cols), ("r", X), ("b", O)], stream=h)
+        o_arg, o_keep = bound(O)
+        s.enqueue("softmax", "softmax_rows", (rows,), (256,), [("i", rows), ("i", cols), ("p", X.ptr), o_arg],
+                  (X.keep, o_keep), h)
     return finish(ret, x)
 
 
@@ -121,7 +154,7 @@ def softmax_f16(x: Any, out_dtype: Optional[np.dtype], kernels: dict, block: int
                 device: Any) -> Any:
     s = session_for(device, x)
     s.module("softmax_f16")  # a device this native CUDA module does not serve fails here
-    h = arrays.stream_handle(stream)
+    h = 0 if stream is None else arrays.stream_handle(stream)
     X = take(s, "x", x, 2, "float16", h)
     rows, cols = X.shape
     dtype = np.dtype(out_dtype) if out_dtype is not None else None
@@ -132,15 +165,16 @@ def softmax_f16(x: Any, out_dtype: Optional[np.dtype], kernels: dict, block: int
     dtype = dtype or np.dtype(np.float32)
     O, ret = result(s, out, X.shape, dtype.name, h, (X,))
     if X.size:
-        s.launch("softmax_f16", kernels[dtype], (rows,), (block,), [("i", rows), ("i", cols), ("r", X), ("b", O)],
-                 stream=h)
+        o_arg, o_keep = bound(O)
+        s.enqueue("softmax_f16", kernels[dtype], (rows,), (block,), [("i", rows), ("i", cols), ("p", X.ptr), o_arg],
+                  (X.keep, o_keep), h)
     return finish(ret, x)
 
 
 def matmul(a: Any, b: Any, variant: Optional[str], pick: Any, out: Any, stream: Any, device: Any) -> Any:
     """``pick(session, m, n, variant)`` -> (kernel, groups, local): ops.py's tile choice."""
     s = session_for(device, a)
-    h = arrays.stream_handle(stream)
+    h = 0 if stream is None else arrays.stream_handle(stream)
     A = take(s, "a", a, 2, "float32", h)
     B = take(s, "b", b, 2, "float32", h)
     if A.shape[1] != B.shape[0]:
@@ -150,6 +184,7 @@ def matmul(a: Any, b: Any, variant: Optional[str], pick: Any, out: Any, stream: 
     kernel, groups, local = pick(s, m, n, variant)
     O, ret = result(s, out, (m, n), "float32", h, (A, B))
     if m and n:  # k == 0: the kernel writes zeros (no k step)
-        s.launch("matmul", kernel, groups, local, [("i", m), ("i", n), ("i", k), ("r", A), ("r", B), ("b", O)],
-                 stream=h)
+        o_arg, o_keep = bound(O)
+        s.enqueue("matmul", kernel, tuple(groups), tuple(local),
+                  [("i", m), ("i", n), ("i", k), ("p", A.ptr), ("p", B.ptr), o_arg], (A.keep, B.keep, o_keep), h)
     return finish(ret, a)

@@ -3,13 +3,26 @@
 A launch that returns before its kernel ran must not let the memory it reads or writes go: a
 PyTorch tensor handed over through DLPack goes back to PyTorch's caching allocator when its
 last reference dies, and could be given to other work on another stream while the kernel still
-runs. So each asynchronous launch leaves here what it uses (DLPack holders, the objects of the
-CUDA Array Interface, the session's buffers), and they are released once an event recorded after
-the launch has completed, or at the next ``Session.synchronize()``.
+runs. So each asynchronous launch leaves here what it uses (DLPack holders, the arrays, the
+session's buffers), and they are released once an event recorded after the launch has completed,
+or at the next ``Session.synchronize()``.
 
-Events are recorded per batch of launches (one per stream used in the batch), not per launch:
-recording costs about as much as a launch, and a batch of at most ``BATCH`` launches delays the
-release only a little.
+Nothing here touches a caller's stream after the call that named it has returned (issue 26: a
+CuPy stream synchronised and dropped, a cuda.core stream closed, a raw stream destroyed under a
+``torch.cuda.ExternalStream``, then an event recorded on it later crashed the process):
+
+- A launch on a stream of the caller (any handle but 0 and 1, the per-thread default stream 2
+  included) gets an event of its own, from a pool, recorded on that stream by ``add``, which
+  ``Session.launch`` calls right after the launch, inside the same call: the caller's stream
+  exists then, whatever the caller does with it afterwards. From then on only the event is used
+  (queried, recorded again for a later launch), never the stream. This is safe for an int handle
+  the caller destroys the moment the call returns: CUDA lets an event outlive the stream it was
+  recorded on (the stream's queued work still completes, and querying the event says when), and
+  the handle itself is not kept anywhere.
+- Launches on the legacy default stream (handles 0 and 1: the stream PyTorch and CuPy use unless
+  told otherwise) are batched, one event per ``BATCH`` launches, recorded on that stream when the
+  batch closes, possibly calls later: that stream belongs to the context and is never destroyed.
+  Recording costs about as much as a launch, so the common case does not pay it per launch.
 """
 from __future__ import annotations
 
@@ -18,6 +31,7 @@ from collections import deque
 from typing import Any, Deque, List, Tuple
 
 BATCH = 32
+POOL_MAX = 256  # events kept for reuse; more are destroyed with their capsule
 
 
 class Inflight:
@@ -25,45 +39,73 @@ class Inflight:
         self._lib, self._ctx = lib, ctx
         self._lock = threading.Lock()
         self._seq = 0  # launches added so far; a synchronisation covers those added before it began
-        self._open: List[Tuple[int, int, Any]] = []  # (seq, stream, what the launch uses), no event yet
-        self._closed: Deque[Tuple[int, List[Any], List[Any]]] = deque()  # (last seq, events, kept objects)
+        self._open: List[Tuple[int, Any]] = []  # (seq, what it uses): legacy-stream launches, no event yet
+        self._closed: Deque[Tuple[int, Any, Any]] = deque()  # (last seq, event, what it uses), oldest first
+        self._pool: List[Any] = []  # events whose work is done, to be recorded again
 
     @property
     def pending(self) -> bool:
         """Whether any asynchronous launch may still run (so host copies must wait first)."""
-        with self._lock:
-            return bool(self._open or self._closed)
+        return bool(self._open or self._closed)
 
     def mark(self) -> int:
         """Taken before a synchronisation starts: ``done(mark)`` then releases only what it covered
         (another thread may launch while this one waits)."""
-        with self._lock:
-            return self._seq
+        return self._seq
 
-    def add(self, stream: int, keep: List[Any]) -> None:
+    def _event(self, stream: int) -> Any:
+        """An event recorded on ``stream`` now (from the pool when one is free)."""
+        if self._pool:
+            ev = self._pool.pop()
+            self._lib.event_rerecord(ev, stream)
+            return ev
+        return self._lib.event_record(self._ctx, stream)
+
+    def add(self, stream: int, keep: Any) -> None:
+        """The launch just queued on ``stream`` uses ``keep``; called inside the launch's call."""
         with self._lock:
             self._seq += 1
-            self._open.append((self._seq, stream, keep))
-            if len(self._open) >= BATCH:
-                self._close()
-            self._reap()
+            if stream == 0 or stream == 1:
+                self._open.append((self._seq, keep))
+                if len(self._open) >= BATCH:
+                    self._close()
+            else:
+                try:
+                    ev = self._event(stream)
+                except RuntimeError:
+                    # the launch was queued but no event says when it ends: wait for it here, while
+                    # the stream still exists, so that what it uses can be let go safely
+                    self._lib.synchronize(self._ctx, stream)
+                    raise
+                self._closed.append((self._seq, ev, keep))
+            if self._closed:
+                self._reap()
 
     def _close(self) -> None:
-        streams = sorted({s for _, s, _ in self._open})
-        events = [self._lib.event_record(self._ctx, s) for s in streams]
-        self._closed.append((self._open[-1][0], events, [k for _, _, k in self._open]))
+        """Close the legacy-stream batch: one event on the legacy default stream covers it."""
+        self._closed.append((self._open[-1][0], self._event(0), [k for _, k in self._open]))
         self._open = []
 
     def _reap(self) -> None:
-        while self._closed and all(self._lib.event_query(e) for e in self._closed[0][1]):
-            self._closed.popleft()
+        closed, query = self._closed, self._lib.event_query
+        while closed and query(closed[0][1]):
+            self._recycle(closed.popleft()[1])
+
+    def _recycle(self, ev: Any) -> None:
+        if len(self._pool) < POOL_MAX:
+            self._pool.append(ev)
 
     def done(self, mark: int) -> None:
         """The context was synchronised after ``mark()``: what was launched up to it is finished."""
         with self._lock:
             self._open = [e for e in self._open if e[0] > mark]
-            while self._closed and self._closed[0][0] <= mark:
-                self._closed.popleft()
+            keep: Deque[Tuple[int, Any, Any]] = deque()
+            for entry in self._closed:  # not in seq order across streams: look at every entry
+                if entry[0] <= mark:
+                    self._recycle(entry[1])
+                else:
+                    keep.append(entry)
+            self._closed = keep
 
     def reap(self, stream: int) -> None:
         """A stream was synchronised: close the batch so its events can say what finished."""

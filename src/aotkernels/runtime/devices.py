@@ -18,8 +18,11 @@ def _native(name: str) -> Tuple[Any, str]:
 
 
 
-def discover() -> Tuple[List[Device], List[str]]:
-    """All usable devices (CUDA first) and one note per backend that found nothing."""
+def discover(cuda_only: bool = False) -> Tuple[List[Device], List[str]]:
+    """All usable devices (CUDA first) and one note per backend that found nothing.
+
+    ``cuda_only``: the CUDA devices alone (a user's GPU array names its CUDA device): the OpenCL
+    platforms are not asked, which can cost milliseconds at a first call (issue 26, item 4)."""
     devices: List[Device] = []
     notes: List[str] = []
     cuda, why = _native("_cuda")
@@ -36,6 +39,8 @@ def discover() -> Tuple[List[Device], List[str]]:
         else:
             notes.append(f"CUDA: {message}")
     have_cuda = any(d.backend == "cuda" for d in devices)
+    if cuda_only:
+        return devices, notes
     opencl, why = _native("_opencl")
     if opencl is None:
         notes.append(f"OpenCL: {why}")

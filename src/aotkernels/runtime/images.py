@@ -92,6 +92,20 @@ def _realpath(folder: Path) -> Path:
     return real
 
 
+def _resolve_inside(root: str, rel: str) -> str:
+    """``os.path.realpath(root + "/" + rel)`` for a resolved ``root``, asking only ``rel``'s components
+    (realpath would lstat every component of the site-packages path again, at every module's load)."""
+    cur = root.rstrip("/")
+    for part in rel.split("/"):
+        cur = f"{cur}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(cur).st_mode):
+                return os.path.realpath(f"{root}/{rel}")  # a link on the way: resolve it all
+        except OSError:
+            return os.path.realpath(f"{root}/{rel}")  # missing: realpath says what the read will not find
+    return cur
+
+
 def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
     """The image's bytes, from a regular file inside ``folder`` whose size and sha256 match the manifest."""
     path = folder / image.path
@@ -100,7 +114,8 @@ def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
         # a symlink (of the file or a folder on the way) must not lead out of the images folder
         # (strings, not Path.parents: this runs at every module's first load, and the walk of
         # Path parents cost more than the file's read and sha256)
-        real_s, root = os.path.realpath(path), _realpath(folder)
+        root = _realpath(folder)
+        real_s = _resolve_inside(str(root), image.path)
         real = Path(real_s)
         if not real_s.startswith(str(root).rstrip("/") + "/"):
             problem = f"resolves to {real}, outside the images folder {root}"

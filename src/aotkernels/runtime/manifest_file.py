@@ -1,7 +1,6 @@
 """images/manifest.json: read once, validated as a whole (an installed package can be edited)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -49,6 +48,8 @@ class Manifest:
             raise bad(str(exc)) from None
         except OSError as exc:
             raise bad(f"cannot be read ({exc.strerror})") from None
+        import json  # here: the import costs the package's import nothing until a manifest is read
+
         try:
             doc = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:

@@ -15,7 +15,7 @@ def cuda_session(index: int) -> Session:
     """The session of CUDA device ``index`` (a user's array's device), discovering devices once."""
     s = _sessions.get(("cuda", index))
     if s is None:
-        devices, notes = discover()
+        devices, notes = discover(cuda_only=True)
         s = session(find_device(f"cuda:{index}", "the array's device", devices, notes))
     return s
 

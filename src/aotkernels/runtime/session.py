@@ -66,6 +66,7 @@ class Session:
             raise NoDeviceError(why)
         self._ctx = self._lib.create_context(device.index)
         self._modules: Dict[str, Loaded] = {}
+        self._launchable: Dict[Tuple[str, str], Loaded] = {}  # (module, kernel) launched once: listed, loaded
         self._driver_version: Optional[int] = None
         # asynchronous launches (CUDA): what they use, kept until they are done (inflight.py)
         self._inflight: Optional[Inflight] = Inflight(self._lib, self._ctx) if device.backend == "cuda" else None
@@ -184,12 +185,31 @@ class Session:
             # a CAI array was placed by the driver when it was read
             arrays.check(obj, self.device, writable=writable, owner=self.device.index if obj.device is None else None)
             return obj if obj.name == name else obj._replace(name=name)
-        handle = arrays.stream_handle(stream)
-        arr = arrays.read(obj, name, handle, self._lib.dlpack_take, self.device)
-        owner = None
-        if arr.device is None and arr.size:
-            owner = self._lib.pointer_device(self._ctx, arr.ptr)
-        arrays.check(arr, self.device, writable=writable, owner=owner)
+        handle = stream if type(stream) is int and 0 <= stream < 2**64 else arrays.stream_handle(stream)
+        fast = arrays.fast_reader(obj)
+        arr = fast[1](obj, name) if fast is not None else None
+        if arr is not None:
+            # A PyTorch tensor or CuPy array read from its own attributes (arrays.fast_reader): the
+            # framework's bookkeeping stands for the allocation, and its current stream is the
+            # producer's, which the launch's stream waits for below as its __dlpack__ would.
+            if arr.device != self.device.index or arr.strides is not None:  # else nothing to refuse
+                arrays.check(arr, self.device, writable=writable)
+            producer = arr.producer_stream
+            if producer != handle and not arrays.same_stream(producer, handle):
+                self._lib.stream_wait(self._ctx, handle, producer)
+            return arr
+        else:
+            arr = arrays.read(obj, name, handle, self._lib.dlpack_take, self.device)
+            owner = None
+            if arr.size:
+                # the allocation behind the pointer must hold the extent the array states, before
+                # anything reads or writes it (issue 26: a CUDA Array Interface claiming 2**20
+                # elements over a 16-element tensor reached cuMemcpyDtoDAsync)
+                found = self._lib.pointer_range(self._ctx, arr.ptr)
+                if found is not None:
+                    owner = found[0]
+                    arrays.check_extent(arr, found[1], found[2])
+            arrays.check(arr, self.device, writable=writable, owner=owner if arr.device is None else None)
         if arr.producer_stream is not None and not arrays.same_stream(arr.producer_stream, handle):
             self._lib.stream_wait(self._ctx, handle, arr.producer_stream)
         return arr
@@ -231,35 +251,61 @@ class Session:
         """Launch a kernel; see docs/kernels.md. ``stream``: None (the legacy default stream; waits for
         completion unless an argument is a user's device array) or the caller's CUDA stream (returns at
         once)."""
+        inflight = self._inflight
         handle = 0
-        if self._inflight is None:
+        if inflight is None:
             if stream is not None:
                 raise self._no_device_arrays("stream=")
-        else:
-            handle = arrays.stream_handle(stream)
-        listed = self.manifest.kernels.get(module)
-        if listed is not None and kernel not in listed:
-            raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for module "
-                             f"{module!r} ({', '.join(listed) or 'none'}); reinstall the package")
-        loaded = self.module(module)
+        elif stream is not None:
+            handle = stream if type(stream) is int and 0 <= stream < 2**64 else arrays.stream_handle(stream)
+        loaded = self._launchable.get((module, kernel)) or self._target(module, kernel)
         bound, keep, users = self._bind(args, stream) if isinstance(args, (list, tuple)) else (args, [], False)
         try:
-            if self._inflight is not None:
-                grid = tuple(groups) + (1,) * (3 - len(groups))
-                block = tuple(local) + (1,) * (3 - len(local))
-                wait = stream is None and not users  # the host path: today's launch-and-wait
-                mark = self._inflight.mark()
-                self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, wait)
-                if wait:
-                    self._inflight.done(mark)
+            if inflight is not None:
+                # the extension takes 1 to 3 sizes and pads them with 1s
+                grid = groups if type(groups) is tuple else tuple(groups)
+                block = local if type(local) is tuple else tuple(local)
+                if stream is None and not users:  # the host path: today's launch-and-wait
+                    mark = inflight.mark()
+                    self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, True)
+                    inflight.done(mark)
                 else:
-                    self._inflight.add(handle, keep)
+                    self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, False)
+                    # now, inside this call, while the caller's stream certainly exists (inflight.py)
+                    inflight.add(handle, keep)
+                self._launchable[(module, kernel)] = loaded
             else:
                 global_size = tuple(g * l for g, l in zip(groups, local))
                 self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), bound)
         except RuntimeError as exc:
-            # The manifest lists the kernel but the image lacks it: say which file, not the driver's code.
-            if str(exc).startswith(("cuModuleGetFunction failed", "clCreateKernel failed")):
-                raise ImageError(f"aotkernels: kernel {kernel!r} is not in image file {loaded.file} although the "
-                                 f"manifest lists it for module {module!r} ({exc}); reinstall the package") from None
+            self._launch_failed(exc, module, kernel, loaded)
             raise
+
+    def _target(self, module: str, kernel: str) -> Loaded:
+        """The loaded module of a kernel the manifest lists (checked at its first launch)."""
+        listed = self.manifest.kernels.get(module)
+        if listed is not None and kernel not in listed:
+            raise ImageError(f"aotkernels: kernel {kernel!r} is not among the kernels the manifest lists for "
+                             f"module {module!r} ({', '.join(listed) or 'none'}); reinstall the package")
+        return self.module(module)
+
+    @staticmethod
+    def _launch_failed(exc: RuntimeError, module: str, kernel: str, loaded: Loaded) -> None:
+        # The manifest lists the kernel but the image lacks it: say which file, not the driver's code.
+        if str(exc).startswith(("cuModuleGetFunction failed", "clCreateKernel failed")):
+            raise ImageError(f"aotkernels: kernel {kernel!r} is not in image file {loaded.file} although the "
+                             f"manifest lists it for module {module!r} ({exc}); reinstall the package") from None
+
+    def enqueue(self, module: str, kernel: str, grid: Tuple[int, ...], block: Tuple[int, ...],
+                args: List[Tuple[str, Any]], keep: Any, stream: int) -> None:
+        """The operations' launch (devops.py): arguments bound already, their arrays read and checked
+        (``('p', address)``, or ``('b', buffer)`` of this session), ``keep`` what the launch uses, ``stream``
+        a handle; always asynchronous. Session.launch without its reading of each argument."""
+        loaded = self._launchable.get((module, kernel)) or self._target(module, kernel)
+        try:
+            self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, args, stream, False)
+        except RuntimeError as exc:
+            self._launch_failed(exc, module, kernel, loaded)
+            raise
+        self._inflight.add(stream, keep)  # now, inside this call (inflight.py)
+        self._launchable[(module, kernel)] = loaded
