@@ -609,8 +609,8 @@ py_load_module(PyObject *self, PyObject *args)
     memset(image + len, 0, 16);
 
     /* First without JIT log options, as a raw cuModuleLoadData: the log buffers cost the AOT
-     * first load about 0.08 ms a module on an H100 (issue 26, item 4). Only a load that fails is
-     * repeated with them, to say why. */
+     * first load up to about 0.08 ms a module on an H100 (issue 26, item 4; bench/aot_load_bench.py,
+     * raw_ex against raw). Only a load that fails is repeated with them, to say why. */
     Py_BEGIN_ALLOW_THREADS
     r = cu.cuModuleLoadDataEx(&mod, image, 0, NULL, NULL);
     Py_END_ALLOW_THREADS
