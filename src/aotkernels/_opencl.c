@@ -632,10 +632,14 @@ ocl_read(void *ctx, const ak_obj *buf, void *dst, size_t n)
  * A value ('v') may go only to a by-value parameter.  clSetKernelArg reads a pointer
  * parameter's 8 bytes as a cl_mem and PoCL dereferences it (a crash, not an error), so the
  * parameter's address space is asked first (CL_KERNEL_ARG_ADDRESS_QUALIFIER: the package builds
- * source and SPIR-V programs with -cl-kernel-arg-info).  Where the program cannot say, a value of
- * a cl_mem's size is refused; any other size is left to clSetKernelArg's own size check, which
- * refuses it for a pointer parameter before reading it.
+ * source and SPIR-V programs with -cl-kernel-arg-info).  Where the program cannot say (SPIR-V from
+ * ocloc, binaries), a value of a cl_mem's size is checked by the driver's answer to a null value;
+ * any other size is left to clSetKernelArg's own size check, which refuses it for a pointer
+ * parameter before reading it.
  */
+static int ocl_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *val,
+                       size_t size);
+
 static int
 ocl_check_values(cl_kernel kernel, const char *kname, const ak_arg *args, Py_ssize_t n)
 {
@@ -661,12 +665,26 @@ ocl_check_values(cl_kernel kernel, const char *kname, const ak_arg *args, Py_ssi
             return -1;
         }
         if (args[k].size == sizeof(cl_mem)) {
-            PyErr_Format(PyExc_ValueError,
-                         "kernel '%s': args[%zd] is a %zu-byte value, and this OpenCL program "
-                         "does not say whether parameter %zd is a value or a buffer "
-                         "(clGetKernelArgInfo: %s); a buffer of the same size cannot be told "
-                         "apart, so it is refused",
-                         kname, k, args[k].size, k, cl_err_name(e));
+            /* The program cannot say (a SPIR-V or binary program without arg info): ask the
+             * driver instead.  A null value is a valid null buffer (or a __local size) for a
+             * pointer parameter, and CL_INVALID_ARG_VALUE for a by-value one; the real value
+             * is set afterwards either way. */
+            cl_int probe = clSetKernelArg(kernel, (cl_uint)k, sizeof(cl_mem), NULL);
+            if (probe == CL_INVALID_ARG_VALUE)
+                continue;
+            if (probe == CL_INVALID_ARG_SIZE) /* not 8 bytes, so no pointer either: say the size */
+                return ocl_set_arg(kernel, kname, k, args[k].kind, NULL, args[k].size) < 0 ? -1 : 0;
+            if (probe == CL_SUCCESS)
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': parameter %zd is a pointer (the driver takes a buffer "
+                             "there), but args[%zd] is a %zu-byte value: pass a buffer ('b')",
+                             kname, k, k, args[k].size);
+            else
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': args[%zd] is a %zu-byte value, and neither this OpenCL "
+                             "program (clGetKernelArgInfo: %s) nor the driver (clSetKernelArg: %s) "
+                             "says whether parameter %zd is a value or a buffer, so it is refused",
+                             kname, k, args[k].size, cl_err_name(e), cl_err_name(probe), k);
             return -1;
         }
     }
