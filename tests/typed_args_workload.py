@@ -72,9 +72,13 @@ def opencl_source(half):
     return "\n".join(lines) + "\n"
 
 
-def cuda_source():
-    lines = ["#include <cuda_fp16.h>", "struct S { int a; float b; long long c; signed char d; };"]
+def cuda_source(half):
+    """``half``: float16's parameter type; "unsigned short" (2 bytes too) where NVRTC finds no cuda_fp16.h."""
+    lines = ["struct S { int a; float b; long long c; signed char d; };"]
+    if half == "__half":
+        lines.insert(0, "#include <cuda_fp16.h>")
     for name, (_, _, t) in CASES.items():
+        t = half if t == "__half" else t
         lines.append(f'extern "C" __global__ void put_{ident(name)}({t} v, {t}* out) {{ out[0] = v; }}')
     # the signature of cuda-samples' matrixMul_bs16_64bit (matrixMulDrv): C = A * B, widths as size_t
     lines.append('''
@@ -96,10 +100,14 @@ def nvrtc_ptx(src, arch):
     found = sorted(f for f in found if "builtins" not in f and "alt" not in os.path.basename(f))
     if not found:
         raise RuntimeError("no libnvrtc.so under nvidia/ in sys.path (PyTorch's or CuPy's CUDA wheels bring it)")
+    # libnvrtc dlopens its builtins library by name: load it first from the same folder
+    for builtins in sorted(glob.glob(os.path.join(os.path.dirname(found[-1]), "libnvrtc-builtins.so*"))):
+        ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
     lib = ctypes.CDLL(found[-1])
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"typed.cu", 0, None, None) == 0
-    inc = [os.path.join(os.path.dirname(os.path.dirname(f)), "include") for f in found]
+    inc = sorted({os.path.dirname(h) for p in sys.path
+                  for h in glob.glob(os.path.join(p, "nvidia", "**", "include", "cuda_fp16.h"), recursive=True)})
     opts = [f"--gpu-architecture={arch}".encode(), b"-default-device"] + [f"-I{i}".encode() for i in inc]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
@@ -155,7 +163,16 @@ def main():
                 result["float16_as"] = "ushort"
         result["options"] = options
     else:
-        handle = s._lib.load_module(s._ctx, nvrtc_ptx(cuda_source(), "compute_%d%d" % dev[0].cc))
+        arch = "compute_%d%d" % dev[0].cc
+        try:
+            ptx = nvrtc_ptx(cuda_source("__half"), arch)
+            result["float16_as"] = "__half"
+        except RuntimeError as exc:
+            if "cuda_fp16.h" not in str(exc):
+                raise
+            ptx = nvrtc_ptx(cuda_source("unsigned short"), arch)
+            result["float16_as"] = "unsigned short"
+        handle = s._lib.load_module(s._ctx, ptx)
     s._modules["typed"] = Loaded(choice=None, handle=handle, load_ms=0.0, file=Path("typed"))
 
     for name, (value, _, _) in CASES.items():

@@ -22,8 +22,10 @@ functions: the default device, e.g. an OpenCL CPU device, with copies). Other de
 argument is a tensor and Dynamo is tracing, or a tensor is on the CPU. Eager CUDA calls keep the
 direct path (ops.py / devops.py), which costs less per call and honours ``stream=``.
 
-Autograd: none is registered. Tensors that require grad are accepted for inference; the results do
-not require grad, and nothing flows back (torch's custom-op machinery raises in backward).
+Autograd: none. Tensors that require grad are accepted for inference (also inside torch.compile with
+grad enabled); with grad enabled a result of such inputs has a grad_fn whose backward raises
+``aotkernels.<op> has no autograd`` (the op ``_no_autograd``), never a silent zero gradient. Under
+``torch.no_grad()``/``torch.inference_mode()`` results do not require grad.
 """
 import sys
 import threading
@@ -288,11 +290,36 @@ def _define(torch: Any) -> None:
             check(*args_)
             _check_out(torch, name, out, result(*args_, meta=True))
 
+        def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+            ctx.like = [(tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else None for t in inputs]
+
+        def backward(ctx: Any, grad: Any) -> Tuple[Any, ...]:
+            # traced into the backward graph by torch.compile; raises only when a backward runs
+            return tuple(None if like is None or not need else no_grad(name, grad, list(like[0]), like[1])
+                         for like, need in zip(ctx.like, ctx.needs_input_grad))
+
         lib = torch.library
-        lib.custom_op(f"{NAMESPACE}::{name}", impl, mutates_args=(), schema=f"({schema}) -> Tensor"
-                      ).register_fake(fake)
+        d = lib.custom_op(f"{NAMESPACE}::{name}", impl, mutates_args=(), schema=f"({schema}) -> Tensor")
+        d.register_fake(fake)
+        d.register_autograd(backward, setup_context=setup_context)
         lib.custom_op(f"{NAMESPACE}::{name}_out", impl_out, mutates_args=("out",),
                       schema=f"({schema.replace('=None', '')}, Tensor(a!) out) -> ()").register_fake(fake_out)
+
+    # No autograd: a result of inputs that require grad gets a grad_fn whose backward raises this
+    # op's error. Registered as an op (not raised in Python) so torch.compile can trace a forward
+    # with such inputs: the backward graph holds the op, and only running it fails.
+    def no_grad_impl(op: str, grad: Any, shape: Sequence[int], dtype: Any) -> Any:
+        raise RuntimeError(f"aotkernels.{op} has no autograd: its inputs required grad and a backward pass reached "
+                           "it. The ops are for inference: call them under torch.no_grad() or "
+                           "torch.inference_mode(), or pass x.detach(); or register a formula on "
+                           f"torch.ops.{NAMESPACE}.{op} with torch.library.register_autograd")
+
+    nograd = torch.library.custom_op(f"{NAMESPACE}::_no_autograd", no_grad_impl, mutates_args=(),
+                                     schema="(str op, Tensor grad, SymInt[] shape, ScalarType dtype) -> Tensor")
+    nograd.register_fake(lambda op, grad, shape, dtype: grad.new_empty(shape, dtype=dtype))
+
+    def no_grad(op: str, grad: Any, shape: Sequence[int], dtype: Any) -> Any:
+        return getattr(torch.ops, NAMESPACE)._no_autograd(op, grad, shape, dtype)
 
     def like(t: Any, shape: Tuple[int, ...], dtype: Any, meta: bool) -> Any:
         return t.new_empty(shape, dtype=dtype, device="meta" if meta else t.device)
