@@ -185,7 +185,6 @@ def main():
     buf = s.empty(64)
     result["refusals"] = {
         "narrow": attempt(lambda: s.launch("typed", "put_int64", (1,), (1,), [np.int32(5), ("b", buf)])),
-        "value_for_pointer": attempt(lambda: s.launch("typed", "put_int64", (1,), (1,), [np.int64(5), np.int64(7)])),
         "python_int": attempt(lambda: s.launch("typed", "put_int64", (1,), (1,), [5, ("b", buf)])),
         "c_void_p": attempt(lambda: s.launch("typed", "put_uint64", (1,), (1,), [ctypes.c_void_p(5), ("b", buf)])),
         "longdouble": attempt(lambda: s.launch("typed", "put_float64", (1,), (1,), [np.longdouble(1), ("b", buf)])),
@@ -195,6 +194,12 @@ def main():
         "v_empty": attempt(lambda: s.launch("typed", "put_int64", (1,), (1,), [("v", b""), ("b", buf)])),
         "v_huge": attempt(lambda: s.launch("typed", "put_int64", (1,), (1,), [("v", bytes(40000)), ("b", buf)])),
     }
+    if backend == "opencl":
+        # PoCL would read the value as a cl_mem and dereference it; the extension refuses it first.
+        # (On CUDA an 8-byte value for a pointer parameter passes the size check, as in CuPy: the
+        # kernel would fault on the address, so it is not tried there.)
+        result["refusals"]["value_for_pointer"] = attempt(
+            lambda: s.launch("typed", "put_int64", (1,), (1,), [np.int64(5), np.int64(7)]))
     if backend == "cuda":
         rng = np.random.default_rng(0)
         hA, wA, wB = 64, 48, 80
