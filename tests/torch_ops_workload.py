@@ -74,9 +74,9 @@ def common(torch, aotkernels, dev):
         m = aotkernels.matmul(a, b)
         return aotkernels.softmax(m) + aotkernels.sum(m.flatten()), aotkernels.softmax(s)
 
-    def h(x, y, o):
-        aotkernels.saxpy(3.0, x, y, out=o)  # into the caller's tensor: a mutating op in the graph
-        aotkernels.sum(o, out=o[:1])
+    def h(x, y, o, t):
+        aotkernels.saxpy(3.0, x, y, out=o)  # into the caller's tensors: mutating ops in the graph
+        aotkernels.sum(o, out=t[:1])  # a view of t as out
         return o
 
     def via_torch_ops(x, y):
@@ -93,12 +93,11 @@ def common(torch, aotkernels, dev):
     case("softmax compiled", r2, torch.softmax(s, 1))
     e1, _ = g(a, b, s)
     case("matmul+softmax+sum eager", e1, torch.softmax(ref_m, 1) + ref_m.sum(), 1e-4, 1e-3)
-    o = torch.empty(1000, device=dev)
+    o, t = torch.empty(1000, device=dev), torch.zeros(4, device=dev)
     want = 3 * x + y
-    want_sum = want.sum()
-    ch(x, y, o)
-    case("out= compiled", o[1:], want[1:])
-    case("sum out= compiled", o[:1], want_sum.reshape(1), 1e-4, 1e-2)
+    ch(x, y, o, t)
+    case("out= compiled", o, want)
+    case("sum out= compiled", t, torch.stack([want.sum(), *torch.zeros(3, device=dev)]), 1e-4, 1e-2)
     case("torch.ops compiled", ct(x, y), 0.5 * x + y + x.sum(), 1e-4, 1e-3)
     case("matmul variant", aotkernels.matmul(a, b, variant=aotkernels.matmul_variants()[0]), ref_m, 1e-4, 1e-4)
     explain = torch._dynamo.explain(g)(a, b, s)
@@ -191,14 +190,17 @@ def cuda():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up (module loads) outside the capture
-        aotkernels.saxpy(2.0, x, y, out=o)
+        aotkernels.saxpy(2.0, x, y, out=o, stream=side)
         torch.ops.aotkernels.softmax(m)
+        torch.ops.aotkernels.sum(o)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        aotkernels.saxpy(2.0, x, y, out=o)
+        # the eager API on the capturing stream (stream=None would be the legacy default stream,
+        # which a capture refuses), and the torch ops, which take PyTorch's current stream
+        aotkernels.saxpy(2.0, x, y, out=o, stream=torch.cuda.current_stream())
         sm = torch.ops.aotkernels.softmax(m)
-        tot = aotkernels.sum(o)
+        tot = torch.ops.aotkernels.sum(o)
     for k in range(3):
         x.copy_(torch.randn(4096, device=dev))
         m.copy_(torch.randn(16, 500, device=dev) * (k + 1))

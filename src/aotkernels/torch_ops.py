@@ -376,7 +376,7 @@ def launch(module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, 
     require grad are passed detached. Arguments are as for ``Session.launch`` (docs/kernels.md).
     """
     torch = sys.modules["torch"]
-    from .runtime import resolve_session
+    from .runtime import cuda_session
 
     dev = None
     bound = []
@@ -393,5 +393,5 @@ def launch(module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, 
     if dev is None:
         raise ValueError("aotkernels.torch_ops.launch needs at least one CUDA tensor argument (its device and "
                          "PyTorch's current stream there are the launch's)")
-    s = resolve_session(f"cuda:{dev.index or 0}")
+    s = cuda_session(dev.index if dev.index is not None else torch.cuda.current_device())
     s.launch(module, kernel, groups, local, bound, stream=torch.cuda.current_stream(dev))
