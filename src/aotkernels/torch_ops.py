@@ -76,6 +76,7 @@ def register() -> Any:
                                     "(PyTorch 2.4 or newer registers the ops)")
             _define(torch)
             _is_compiling = torch.compiler.is_compiling
+            _TENSOR_TYPES.update({torch.Tensor: True, torch.nn.Parameter: True})
             _Tensor = torch.Tensor
         return getattr(torch.ops, NAMESPACE)
 
@@ -133,19 +134,27 @@ def _remove_hook() -> None:
 
 # --- the ops' routing (called by ops.py on every call: keep it cheap) ---------------------------
 
-def route(*objs: Any) -> bool:
+def route(a: Any, b: Any = None, c: Any = None) -> bool:
     """Whether a call with these arrays is one for ``call``: a tensor that requires grad or is not
-    on a CUDA device, or any tensor while Dynamo traces. One global read when PyTorch is not in use."""
-    T = _Tensor
-    if T is None:
+    on a CUDA device, or any tensor while Dynamo traces. One global read when PyTorch is not in use;
+    else a dict lookup per argument (isinstance against torch.Tensor goes through its metaclass and
+    costs several times more, for NumPy and CuPy arrays too): this runs on every call of every op."""
+    if _Tensor is None:
         return False
     seen = False
-    for o in objs:
-        if isinstance(o, T):
+    for o in (a, b, c):
+        t = type(o)
+        k = _TENSOR_TYPES.get(t)
+        if k is None:
+            k = _TENSOR_TYPES[t] = issubclass(t, _Tensor)
+        if k:
             if o.requires_grad or not o.is_cuda:
                 return True
             seen = True
     return seen and bool(_is_compiling())
+
+
+_TENSOR_TYPES: Dict[type, bool] = {type(None): False}  # type -> is a torch.Tensor (filled at registration, then as met)
 
 
 def _is_compiling() -> bool:  # replaced by torch.compiler.is_compiling at registration (Dynamo knows that one)
@@ -230,6 +239,26 @@ def _checked(torch: Any, name: str, t: Any, ndim: int, dtype: Any) -> None:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(t.shape)}")
 
 
+def tensor_array(t: Any, name: str, *, writable: bool = False) -> Any:
+    """A CUDA tensor as the kernels see it (arrays.DeviceArray), from its own attributes: no DLPack
+    export and nothing kept after the call (``keep=None``). Safe because the launch goes on PyTorch's
+    current stream and the memory is PyTorch's: its caching allocator reuses a freed block only in
+    that stream's order, as for its own kernels, and the caller holds the tensor during the call.
+    Keeping nothing is also what CUDA graph trees require (torch.compile's "reduce-overhead": a pool
+    tensor held past the call is an error there). An input that is not contiguous is copied first."""
+    from .arrays import DeviceArray
+
+    t = t.detach()
+    if not t.is_contiguous():
+        if writable:
+            raise ValueError(f"{name} is not C-contiguous (shape {tuple(t.shape)}, strides {t.stride()}): the kernels "
+                             f"write it densely; pass a contiguous tensor ({name}.contiguous())")
+        t = t.contiguous()
+    return DeviceArray(name=name, ptr=t.data_ptr(), shape=tuple(t.shape), strides=None,
+                       dtype=str(t.dtype).replace("torch.", ""), itemsize=t.element_size(), device=t.device.index,
+                       readonly=False, protocol="PyTorch tensor", keep=None, source=t, size=t.numel())
+
+
 def _run(torch: Any, fn: Callable[..., Any], lead: Tuple[Any, ...], tensors: Sequence[Any], kw: Dict[str, Any],
          out: Any) -> Any:
     """Run the package's function ``fn`` (ops.py) into ``out`` on the tensors' device."""
@@ -238,8 +267,10 @@ def _run(torch: Any, fn: Callable[..., Any], lead: Tuple[Any, ...], tensors: Seq
     x = tensors[0]
     if x.device.type == "cuda":
         stream = torch.cuda.current_stream(x.device)
-        args = [t.detach() for t in tensors]
-        fn(*lead, *args, out=out.detach(), stream=stream, **kw)
+        names = ("x", "y") if len(tensors) == 2 and fn.__name__ == "saxpy" else ("a", "b") if len(tensors) == 2 \
+            else ("x",)
+        args = [tensor_array(t, n) for t, n in zip(tensors, names)]
+        fn(*lead, *args, out=tensor_array(out, "out", writable=True), stream=stream, **kw)
         return out
     if x.device.type == "cpu":
         import numpy as np
@@ -372,8 +403,9 @@ def launch(module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, 
     """``Session.launch`` for the body of a user's ``torch.library.custom_op`` on CUDA tensors.
 
     The session is the tensors' CUDA device's, the stream PyTorch's current stream there (so the
-    launch is ordered with PyTorch's work and captured by ``torch.cuda.graph``), and tensors that
-    require grad are passed detached. Arguments are as for ``Session.launch`` (docs/kernels.md).
+    launch is ordered with PyTorch's work and captured by ``torch.cuda.graph``); tensors are passed
+    by address (``tensor_array``: detached, nothing kept past the call, an input copied if it is not
+    contiguous). Arguments are as for ``Session.launch`` (docs/kernels.md).
     """
     torch = sys.modules["torch"]
     from .runtime import cuda_session
@@ -388,7 +420,7 @@ def launch(module: str, kernel: str, groups: Tuple[int, ...], local: Tuple[int, 
                                  "on CUDA tensors (move it with .cuda())")
             if dev is None:
                 dev = t.device
-            item = (item[0], t.detach())
+            item = (item[0], tensor_array(t, f"args[{k}]", writable=item[0] == "b"))
         bound.append(item)
     if dev is None:
         raise ValueError("aotkernels.torch_ops.launch needs at least one CUDA tensor argument (its device and "
