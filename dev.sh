@@ -19,6 +19,7 @@ PINS=build_tools/compile/toolchains/pins.toml
 # tests/test_debian12.py, tests/test_act.py), catatonit (podman run --init: the workflows' job containers).
 APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc catatonit debootstrap)
 VENV=.venv
+TORCH_VENV=.venv-torch
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -99,6 +100,35 @@ setup_python() {
   fi
 }
 
+setup_torch() {
+  # PyTorch's CPU build for tests/test_torch_ops.py, in a venv of its own (pyproject.toml's
+  # [dependency-groups] torch-cpu says why; its pins are Python 3.11's).
+  local ver stamp want start
+  ver=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  if [ "$ver" != "3.11" ]; then
+    step "torch: not installed ($TORCH_VENV): the pinned CPU build of PyTorch is Python 3.11's, this is $ver; tests/test_torch_ops.py skips"
+    return
+  fi
+  stamp="$TORCH_VENV/.requirements.sha256"
+  want=$(pins torch-cpu | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    step "torch: $TORCH_VENV is up to date with pyproject.toml [dependency-groups] torch-cpu"
+    return
+  fi
+  start=$SECONDS
+  step "torch: installing pyproject.toml [dependency-groups] torch-cpu (PyTorch's CPU build) into $TORCH_VENV"
+  [ -x "$TORCH_VENV/bin/python" ] || "$PY" -m venv "$TORCH_VENV"
+  local reqs
+  mapfile -t reqs < <(pins torch-cpu)
+  if ! "$TORCH_VENV/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"; then
+    rm -rf "$TORCH_VENV"
+    step "torch: not installed: ${reqs[0]} is not in pip's reach (it is a local wheel of this project's machines, PIP_FIND_LINKS); tests/test_torch_ops.py skips"
+    return
+  fi
+  echo "$want" >"$stamp"
+  step "torch: installed in $((SECONDS - start)) s"
+}
+
 use_pinned_nvcc() {
   # The builder takes nvcc from $CUDA_HOME/bin; without CUDA_HOME it falls back to nvcc on PATH.
   CUDA_HOME=$(pins cuda-home "$VENV/bin/python")
@@ -108,7 +138,7 @@ use_pinned_nvcc() {
 
 cmd=${1:-}
 case "$cmd" in
-  setup) setup_system; setup_python; use_pinned_nvcc ;;
+  setup) setup_system; setup_python; setup_torch; use_pinned_nvcc ;;
   system) setup_system ;;  # only the apt packages (the act harness's job image, tests/test_act.py)
   build)
     setup_system; setup_python; use_pinned_nvcc
@@ -116,7 +146,7 @@ case "$cmd" in
     "$VENV/bin/python" build_tools/build.py --matrix matrix.yaml "${@:2}"
     ;;
   test)
-    setup_system; setup_python; use_pinned_nvcc
+    setup_system; setup_python; setup_torch; use_pinned_nvcc
     step "tests: pytest (unit + integration; GPU tests skip without a GPU)"
     "$VENV/bin/python" -m pytest -q "${@:2}"
     ;;

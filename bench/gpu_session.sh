@@ -18,7 +18,7 @@ mk sm90 dist/aotkernels-0.1.0+sm90-cp39-abi3-manylinux_2_34_x86_64.whl
 mk jit dist/aotkernels-0.1.0+jit-cp39-abi3-manylinux_2_34_x86_64.whl
 mk sm80 dist-sm80/aotkernels-0.1.0+sm80-cp39-abi3-linux_x86_64.whl
 t() { echo "=== $1 $2 ${*:3}"; AOTKERNELS_TEST_PYTHON="/tmp/v-$1"/bin/python AOTKERNELS_EXPECT_MODE=$2 timeout 300 python3 -m pytest -q -p no:cacheprovider "${@:3}" 2>&1 | tail -15; }
-t fat aot tests/test_gpu.py tests/test_gpu_native.py tests/test_gpu_arrays.py tests/test_gpu_lifetime.py
+t fat aot tests/test_gpu*.py
 t sm90 aot tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
 t jit jit tests/test_gpu_native.py tests/test_gpu.py -k "not int32 and not grid"
 t sm80 jit tests/test_gpu_native.py

@@ -21,6 +21,10 @@ from .selection import AOT, JIT, Device, NoImageError
 
 __version__ = "0.1.0"
 
+from . import torch_ops  # noqa: E402
+
+torch_ops.install()  # the PyTorch custom ops: now if torch is imported, else right after `import torch`
+
 __all__ = ["saxpy", "sum", "softmax", "softmax_f16", "matmul", "matmul_variants", "RTOL", "ATOL", "F16_RTOL",
            "F16_ATOL", "report", "discover", "session", "default_device", "manifest", "Session", "Device", "AOT", "JIT",
            "AotKernelsError", "AotRequiredError", "ImageError", "ManifestError", "NoDeviceError", "NoImageError",

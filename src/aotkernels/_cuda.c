@@ -816,7 +816,7 @@ cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t 
     if (cu.cuFuncGetParamInfo == NULL)
         return 0;
     for (k = 0; k < n; k++) {
-        size_t want = (args[k].kind == 'b' || args[k].kind == 'p') ? sizeof(CUdeviceptr) : 4;
+        size_t want = args[k].kind == 'b' ? sizeof(CUdeviceptr) : args[k].size;
         r = cu_param_info(f, (size_t)k, &off, &sz);
         if (r != CUDA_SUCCESS) {
             if (r != CUDA_ERROR_INVALID_VALUE)
@@ -827,10 +827,18 @@ cu_check_params(CUfunction f, const char *kname, const ak_arg *args, Py_ssize_t 
             return -1;
         }
         if (sz != want) {
-            PyErr_Format(PyExc_ValueError,
-                         "kernel '%s': parameter %zd is %zu bytes, but argument kind '%c' "
-                         "passes %zu bytes",
-                         kname, k, sz, args[k].kind, want);
+            if (args[k].kind == 'v')
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': parameter %zd is %zu bytes, but args[%zd] is a %zu-byte "
+                             "value: pass one of the parameter's type (numpy.uint64 or "
+                             "ctypes.c_size_t for a size_t, a ctypes.Structure of the same fields "
+                             "for a struct)",
+                             kname, k, sz, k, want);
+            else
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': parameter %zd is %zu bytes, but argument kind '%c' "
+                             "passes %zu bytes",
+                             kname, k, sz, args[k].kind, want);
             return -1;
         }
     }
@@ -893,6 +901,14 @@ cu_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *v
     cu_kernel_t *kn = (cu_kernel_t *)kern;
     (void)kname;
     (void)kind;
+    if (size > sizeof kn->vals[k]) {
+        /* a larger value ('v': a struct): the bytes object's own data, which ak_launch keeps
+         * alive until cuLaunchKernel has copied the parameters */
+        kn->params[k] = (void *)val;
+        return 0;
+    }
+    /* zero-filled: without cuFuncGetParamInfo (drivers before 12.4) a parameter wider than the
+     * value reads zeros from this slot, never past it */
     memset(&kn->vals[k], 0, sizeof kn->vals[k]);
     memcpy(&kn->vals[k], val, size);
     kn->params[k] = &kn->vals[k];

@@ -25,14 +25,24 @@
 #include <string.h>
 
 /* One parsed kernel argument: ("i", int) / ("f", float) / ("b", capsule) /
- * ("p", device pointer as an int: a user's array, checked by the Python side). */
+ * ("p", device pointer as an int: a user's array, checked by the Python side) /
+ * ("v", bytes: a value passed by value, its bytes as the kernel reads them; the Python
+ * side packs NumPy scalars and ctypes objects into it, scalars.py). */
 typedef struct {
-    char kind;      /* 'i', 'f', 'b' or 'p' */
+    char kind;      /* 'i', 'f', 'b', 'p' or 'v' */
     int32_t i;
     float f;
     unsigned long long p;
+    const char *v;  /* 'v': the bytes object's data, alive as long as obj */
+    size_t size;    /* the bytes the kind passes: 4 ('i', 'f'), 8 ('p'), len(bytes) ('v');
+                     * 'b' passes the backend's handle (ak_backend.buf_arg_size) */
     PyObject *obj;  /* borrowed; kept alive by the tuple returned from ak_parse_args */
 } ak_arg;
+
+/* The largest value a 'v' argument may pass: CUDA's limit on a kernel's parameters
+ * (32764 bytes since CUDA 12.1 on Volta and newer); OpenCL devices allow less
+ * (CL_DEVICE_MAX_PARAMETER_SIZE, at least 1024), which clSetKernelArg enforces. */
+#define AK_MAX_VALUE_BYTES 32764
 
 /*
  * Return the pointer stored in a capsule with the given name, or NULL with a
@@ -143,7 +153,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
     PyObject *kind, *val;
     if (!PyTuple_Check(item) || PyTuple_Size(item) != 2) {
         PyErr_Format(PyExc_TypeError,
-                     "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f', 'b' or 'p'", k);
+                     "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f', 'b', 'p' or 'v'", k);
         return -1;
     }
     kind = PyTuple_GetItem(item, 0);
@@ -163,6 +173,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         }
         a->kind = 'i';
         a->i = (int32_t)v;
+        a->size = sizeof a->i;
     } else if (ak_str_eq(kind, "f")) {
         double d = PyFloat_AsDouble(val);
         if (d == -1.0 && PyErr_Occurred()) {
@@ -172,6 +183,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         }
         a->kind = 'f';
         a->f = (float)d;
+        a->size = sizeof a->f;
     } else if (ak_str_eq(kind, "b")) {
         a->kind = 'b';
         a->obj = val;
@@ -186,8 +198,28 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         }
         a->kind = 'p';
         a->p = v;
+        a->size = sizeof a->p;
+    } else if (ak_str_eq(kind, "v")) {
+        /* bytes only: immutable, so the data cannot change or move while the GIL is released */
+        char *data = NULL;
+        Py_ssize_t len = 0;
+        if (!PyBytes_Check(val) || PyBytes_AsStringAndSize(val, &data, &len) < 0) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "args[%zd]: 'v' value must be bytes (the value's bytes as the "
+                         "kernel reads them)", k);
+            return -1;
+        }
+        if (len < 1 || len > AK_MAX_VALUE_BYTES) {
+            PyErr_Format(PyExc_ValueError, "args[%zd]: a 'v' value must be 1 to %d bytes, got %zd",
+                         k, AK_MAX_VALUE_BYTES, len);
+            return -1;
+        }
+        a->kind = 'v';
+        a->v = data;
+        a->size = (size_t)len;
+        a->obj = val;
     } else {
-        PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f', 'b' or 'p'", k);
+        PyErr_Format(PyExc_ValueError, "args[%zd]: kind must be 'i', 'f', 'b', 'p' or 'v'", k);
         return -1;
     }
     return 0;
@@ -213,7 +245,7 @@ ak_parse_args(PyObject *args, ak_arg **out, Py_ssize_t *nout)
     *nout = 0;
     if (args == NULL || PyUnicode_Check(args) || PyBytes_Check(args) || !PySequence_Check(args)) {
         PyErr_SetString(PyExc_TypeError,
-                        "args must be a list of ('i', int) / ('f', float) / ('b', buffer) tuples");
+                        "args must be a list of ('i', int) / ('f', float) / ('b', buffer) / ('v', bytes) tuples");
         return NULL;
     }
     tup = PySequence_Tuple(args);
@@ -642,6 +674,9 @@ ak_launch(const ak_backend *be, PyObject *args)
             }
             val = &parsed[k].p;
             size = sizeof parsed[k].p;
+        } else if (parsed[k].kind == 'v') {
+            val = parsed[k].v;
+            size = parsed[k].size;
         }
         if (be->set_arg(kern, kname, k, parsed[k].kind, val, size) < 0)
             goto fail;
@@ -695,7 +730,8 @@ fail:
     {"read", py_read, METH_VARARGS, "read(ctx, buf, nbytes) -> bytes (" read_note ")."},         \
     {"launch", py_launch, METH_VARARGS,                                                          \
      "launch(ctx, " mod ", kernel_name, " grid ", " block ", args[, stream, wait]) -> None\n\n"    \
-     sizes_doc "args: list of ('i', int), ('f', float), ('b', buffer), ('p', device address)."  \
+     sizes_doc "args: list of ('i', int), ('f', float), ('b', buffer), ('p', device address), " \
+     "('v', bytes passed by value)."                                                             \
      wait_doc},                                                                                 \
     {NULL, NULL, 0, NULL}
 

@@ -628,6 +628,69 @@ ocl_read(void *ctx, const ak_obj *buf, void *dst, size_t n)
                                0, NULL, NULL);
 }
 
+/*
+ * A value ('v') may go only to a by-value parameter.  clSetKernelArg reads a pointer
+ * parameter's 8 bytes as a cl_mem and PoCL dereferences it (a crash, not an error), so the
+ * parameter's address space is asked first (CL_KERNEL_ARG_ADDRESS_QUALIFIER: the package builds
+ * source and SPIR-V programs with -cl-kernel-arg-info).  Where the program cannot say (SPIR-V from
+ * ocloc, binaries), a value of a cl_mem's size is checked by the driver's answer to a null value;
+ * any other size is left to clSetKernelArg's own size check, which refuses it for a pointer
+ * parameter before reading it.
+ */
+static int ocl_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *val,
+                       size_t size);
+
+static int
+ocl_check_values(cl_kernel kernel, const char *kname, const ak_arg *args, Py_ssize_t n)
+{
+    Py_ssize_t k;
+    for (k = 0; k < n; k++) {
+        cl_kernel_arg_address_qualifier q = 0;
+        cl_int e;
+        if (args[k].kind != 'v')
+            continue;
+        e = clGetKernelArgInfo(kernel, (cl_uint)k, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof q, &q,
+                               NULL);
+        if (e == CL_SUCCESS && q == CL_KERNEL_ARG_ADDRESS_PRIVATE)
+            continue;
+        if (e == CL_SUCCESS) {
+            PyErr_Format(PyExc_ValueError,
+                         "kernel '%s': parameter %zd is a pointer (%s memory), but args[%zd] is a "
+                         "%zu-byte value: pass a buffer ('b')",
+                         kname, k,
+                         q == CL_KERNEL_ARG_ADDRESS_GLOBAL     ? "global"
+                         : q == CL_KERNEL_ARG_ADDRESS_CONSTANT ? "constant"
+                                                               : "local",
+                         k, args[k].size);
+            return -1;
+        }
+        if (args[k].size == sizeof(cl_mem)) {
+            /* The program cannot say (a SPIR-V or binary program without arg info): ask the
+             * driver instead.  A null value is a valid null buffer (or a __local size) for a
+             * pointer parameter, and CL_INVALID_ARG_VALUE for a by-value one; the real value
+             * is set afterwards either way. */
+            cl_int probe = clSetKernelArg(kernel, (cl_uint)k, sizeof(cl_mem), NULL);
+            if (probe == CL_INVALID_ARG_VALUE)
+                continue;
+            if (probe == CL_INVALID_ARG_SIZE) /* not 8 bytes, so no pointer either: say the size */
+                return ocl_set_arg(kernel, kname, k, args[k].kind, NULL, args[k].size) < 0 ? -1 : 0;
+            if (probe == CL_SUCCESS)
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': parameter %zd is a pointer (the driver takes a buffer "
+                             "there), but args[%zd] is a %zu-byte value: pass a buffer ('b')",
+                             kname, k, k, args[k].size);
+            else
+                PyErr_Format(PyExc_ValueError,
+                             "kernel '%s': args[%zd] is a %zu-byte value, and neither this OpenCL "
+                             "program (clGetKernelArgInfo: %s) nor the driver (clSetKernelArg: %s) "
+                             "says whether parameter %zd is a value or a buffer, so it is refused",
+                             kname, k, args[k].size, cl_err_name(e), cl_err_name(probe), k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void *
 ocl_kernel(void *ctx, const ak_obj *prog, const char *kname, const ak_arg *args, Py_ssize_t n)
 {
@@ -648,7 +711,7 @@ ocl_kernel(void *ctx, const ak_obj *prog, const char *kname, const ak_arg *args,
     } else if ((Py_ssize_t)nargs != n) {
         PyErr_Format(PyExc_ValueError, "kernel '%s' takes %u argument(s), but %zd were given",
                      kname, (unsigned)nargs, n);
-    } else {
+    } else if (ocl_check_values(kernel, kname, args, n) == 0) {
         return kernel;
     }
     clReleaseKernel(kernel);
@@ -661,6 +724,16 @@ ocl_set_arg(void *kern, const char *kname, Py_ssize_t k, char kind, const void *
     cl_int e = clSetKernelArg((cl_kernel)kern, (cl_uint)k, size, val);
     if (e == CL_SUCCESS)
         return 0;
+    if (e == CL_INVALID_ARG_SIZE) {
+        /* the caller's mistake, said as CUDA's size check says it (cuFuncGetParamInfo) */
+        PyErr_Format(PyExc_ValueError,
+                     "kernel '%s': parameter %zd does not take %zu bytes, which args[%zd] (kind "
+                     "'%c') passes (clSetKernelArg: CL_INVALID_ARG_SIZE): pass a value of the "
+                     "parameter's type (numpy.int64 for a long, a ctypes.Structure of the same "
+                     "fields for a struct)",
+                     kname, k, size, k, kind);
+        return -1;
+    }
     PyErr_Format(PyExc_RuntimeError,
                  "clSetKernelArg failed for kernel '%s' argument %zd (kind '%c'): %s (%d)", kname,
                  k, kind, cl_err_name(e), (int)e);

@@ -21,7 +21,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import devops
+from . import devops, torch_ops
 from .arrays import is_device_array
 from .runtime import Session, check_device_arg, resolve_session
 
@@ -107,6 +107,8 @@ def _session(device: Any) -> Session:
 def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, out: Any = None, stream: Any = None,
           device: Any = None) -> np.ndarray:
     """Return ``a * x + y`` (x, y: 1-D float32 of equal length); ``out=y`` updates y in place."""
+    if torch_ops.route(x, y, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+        return torch_ops.call("saxpy", saxpy, (a, x, y), {}, out, stream, device)
     check_device_arg(device)
     a_f = _scalar_f32("a", a)
     if is_device_array(x) or is_device_array(y):
@@ -134,6 +136,8 @@ def sum(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = Non
 
     A float for a NumPy array (``out=``: a one-element float32 array receives it); a 0-d device
     array of the input's kind for a device array (``out=``: a one-element one)."""
+    if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+        return torch_ops.call("sum", sum, (x,), {}, out, stream, device)
     check_device_arg(device)
     if is_device_array(x):
         return devops.sum(x, out, stream, device)
@@ -161,6 +165,8 @@ def _sum(x: np.ndarray, device: Any) -> float:
 
 def softmax(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = None) -> np.ndarray:
     """Row-wise, numerically stable softmax of a 2-D float32 array."""
+    if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+        return torch_ops.call("softmax", softmax, (x,), {}, out, stream, device)
     check_device_arg(device)
     if is_device_array(x):
         return devops.softmax(x, out, stream, device)
@@ -195,6 +201,8 @@ def softmax_f16(x: np.ndarray, *, out_dtype: Any = None, out: Any = None, stream
     ``aotkernels.ModuleUnavailableError`` naming the module and the backends it serves.
     ``out_dtype=None`` means float32, or ``out``'s dtype when ``out`` is given.
     """
+    if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+        return torch_ops.call("softmax_f16", softmax_f16, (x,), {"out_dtype": out_dtype}, out, stream, device)
     check_device_arg(device)
     want = None
     if out_dtype is not None:
@@ -250,6 +258,8 @@ def _pick_variant(names: List[str], m: int, n: int) -> str:
 def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, out: Any = None, stream: Any = None,
            device: Any = None) -> np.ndarray:
     """Return ``a @ b`` for 2-D float32 arrays; ``variant`` picks a tile configuration."""
+    if torch_ops.route(a, b, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+        return torch_ops.call("matmul", matmul, (a, b), {"variant": variant}, out, stream, device)
     check_device_arg(device)
     if variant is not None and not isinstance(variant, str):
         raise TypeError(f"variant must be a kernel name (str) from aotkernels.matmul_variants(), "

@@ -5,7 +5,8 @@
 ``... cuda-home PYTHON`` the folder that holds the pinned PyPI nvcc for that Python
 (``<site-packages>/nvidia/cu13``), ``... cpu-opencl`` the requirement lines of the CPU OpenCL runtime
 (``pyproject.toml``'s ``[dependency-groups] cpu-opencl``, which the release's test step installs
-through cibuildwheel's ``test-groups``). Standard library only: dev.sh runs it with the system
+through cibuildwheel's ``test-groups``), ``... torch-cpu`` those of PyTorch's CPU build (``[dependency-groups]
+torch-cpu``, the separate venv of tests/test_torch_ops.py). Standard library only: dev.sh runs it with the system
 Python, before .venv exists.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ else:  # pragma: no cover - the PEP 517 backend on 3.9/3.10 imports the toolchai
 PINS = Path(__file__).resolve().with_name("pins.toml")
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 CPU_OPENCL_GROUP = "cpu-opencl"
+TORCH_CPU_GROUP = "torch-cpu"  # PyTorch's CPU build for tests/test_torch_ops.py, in .venv-torch (./dev.sh)
 # Where the nvidia-cuda-nvcc wheel for CUDA 13 puts the toolkit, relative to site-packages.
 CUDA_SUBDIR = ("nvidia", "cu13")
 
@@ -55,19 +57,22 @@ def cuda_home(python: str) -> Path:
     return Path(purelib).joinpath(*CUDA_SUBDIR)
 
 
-def cpu_opencl(path: Path = PYPROJECT) -> list[str]:
-    """The pinned CPU OpenCL runtime: ``[dependency-groups] cpu-opencl`` of ``pyproject.toml``.
-
-    Plain requirement strings only (no ``include-group``), each pinned with ``==``, so set-up, the
-    tests and the release's test step install the same bytes."""
+def dependency_group(name: str, path: Path = PYPROJECT) -> list[str]:
+    """``[dependency-groups] <name>`` of ``pyproject.toml``: plain requirement strings only (no
+    ``include-group``), each pinned with ``==``, so set-up, the tests and the release install the same bytes."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    group = data.get("dependency-groups", {}).get(CPU_OPENCL_GROUP)
+    group = data.get("dependency-groups", {}).get(name)
     if not isinstance(group, list) or not group:
-        raise ValueError(f"{path}: [dependency-groups] {CPU_OPENCL_GROUP} is missing or empty")
+        raise ValueError(f"{path}: [dependency-groups] {name} is missing or empty")
     for req in group:
         if not isinstance(req, str) or req.count("==") != 1 or any(c in req for c in " ;<>~!,["):
-            raise ValueError(f"{path}: [dependency-groups] {CPU_OPENCL_GROUP}: {req!r} is not 'name==version'")
+            raise ValueError(f"{path}: [dependency-groups] {name}: {req!r} is not 'name==version'")
     return list(group)
+
+
+def cpu_opencl(path: Path = PYPROJECT) -> list[str]:
+    """The pinned CPU OpenCL runtime: ``[dependency-groups] cpu-opencl``."""
+    return dependency_group(CPU_OPENCL_GROUP, path)
 
 
 def main(argv: list[str]) -> int:
@@ -78,10 +83,12 @@ def main(argv: list[str]) -> int:
         print("\n".join(pins.apt_arguments()))
     elif argv == ["cpu-opencl"]:
         print("\n".join(cpu_opencl()))
+    elif argv == ["torch-cpu"]:
+        print("\n".join(dependency_group(TORCH_CPU_GROUP)))
     elif len(argv) == 2 and argv[0] == "cuda-home":
         print(cuda_home(argv[1]))
     else:
-        print("usage: pins.py pip | apt | cpu-opencl | cuda-home PYTHON", file=sys.stderr)
+        print("usage: pins.py pip | apt | cpu-opencl | torch-cpu | cuda-home PYTHON", file=sys.stderr)
         return 2
     return 0
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .. import arrays
+from .. import arrays, scalars
 from ..compat import check_driver, check_module
 from ..cudaarray import CudaArray
 from ..inflight import Inflight
@@ -223,7 +223,10 @@ class Session:
         users = False
         for k, item in enumerate(args):
             if not (isinstance(item, tuple) and len(item) == 2 and item[0] in ("b", "r")):
-                users = users or (isinstance(item, tuple) and item[:1] == ("p",))
+                if isinstance(item, tuple):
+                    users = users or item[:1] == ("p",)
+                else:  # a NumPy scalar or ctypes value, passed by value as ('v', bytes)
+                    item = scalars.pack(item, f"args[{k}]") or item
                 out.append(item)  # the extension checks and words the rest
                 continue
             kind, val = item
