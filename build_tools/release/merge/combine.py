@@ -17,8 +17,8 @@ from build_tools.config import model as matrix_model
 from build_tools.epoch import source_date_epoch
 from build_tools.errors import MergeError
 from build_tools.package import repair, wheels
-from build_tools.release.merge.input_wheels import InputWheel, read_wheels
-from build_tools.release.merge.messages import plain
+from build_tools.wheelread.input_wheels import InputWheel, read_wheels
+from build_tools.wheelread.messages import plain
 
 
 @dataclass(frozen=True)
