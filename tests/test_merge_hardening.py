@@ -36,8 +36,8 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
 from build_tools.errors import MergeError
 from build_tools.package import wheels
-from build_tools.release.merge import limits
-from build_tools.release.merge.members import manifest_member
+from build_tools.wheelread import limits
+from build_tools.wheelread.members import manifest_member
 
 MANIFEST_MEMBER = manifest_member()
 
