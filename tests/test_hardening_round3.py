@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -477,26 +478,31 @@ def test_a_target_holding_every_selected_device_is_the_subsets_wheel() -> None:
 # --- item 6: what a reused wheel is checked against (the integration test is in test_wheel_reuse.py) --
 
 def test_a_wheel_whose_metadata_or_record_lies_is_not_reused(tmp_path: Path) -> None:
-    from build_tools.package import wheelcache, wheels
-    spec = wheels.WheelSpec(kind="target", name="aotkernels", version="0.1.0+sm90", devices=("sm_90",), portable=True)
-    dist_info = wheels.dist_info_name(spec)
-    files = {"aotkernels/images/manifest.json": (b"{}\n", False),
-             f"{dist_info}/METADATA": (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm90\n\n", False),
-             f"{dist_info}/WHEEL": (f"Tag: cp39-abi3-{wheels.platform_tag()}\n".encode(), False)}
-    good = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
-                              out_dir=tmp_path / "good", epoch=None, files=files)
-    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), files, ()) is None
-    lying = dict(files)
-    lying[f"{dist_info}/METADATA"] = (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm80\n\n", False)
-    bad = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
-                             out_dir=tmp_path / "bad", epoch=None, files=lying)
-    assert wheelcache._zip_problem(bad, spec, wheels.platform_tag(), files, ()) == (
-        "its METADATA says Name 'aotkernels', Version '0.1.0+sm80'; this wheel is aotkernels 0.1.0+sm90")
-    other_images = dict(files)
-    other_images["aotkernels/images/manifest.json"] = (b'{"other": 1}\n', False)
-    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), other_images, ()) == (
+    """Reuse proves the previous wheel with the one reader (issue 27): a METADATA that lies (RECORD
+    recomputed), members this build would not write, and host code unlike this build's are each refused."""
+    from test_merge_hardening import M, SM90, _target_spec, build, rewrite
+
+    from build_tools import wheelread
+    from build_tools.package import wheelcache
+    spec = _target_spec(SM90)
+    good = build(spec, tmp_path / "good")
+    members = wheelread.prove(good, M, field="test").wheel.members
+    host = wheelcache.host_members(members)
+    assert set(host) == {"aotkernels/_cuda.abi3.so"}
+    files = {n: (m.data, m.executable) for n, m in members.items() if n not in host and not n.endswith("/RECORD")}
+    assert wheelcache._zip_problem(good, spec, M, files, (), host) is None
+
+    def relabel(entries: list[Any]) -> None:
+        for e in entries:
+            if e.name.endswith("/METADATA"):
+                e.data = e.data.replace(b"Version: 0.1.0+sm90", b"Version: 0.1.0+sm80")
+    bad = rewrite(good, tmp_path / "bad", relabel)
+    assert "METADATA version '0.1.0+sm80' does not match" in str(wheelcache._zip_problem(bad, spec, M, files, (), host))
+    other = {**files, "aotkernels/images/manifest.json": (b'{"other": 1}\n', False)}
+    assert wheelcache._zip_problem(good, spec, M, other, (), host) == (
         "member 'aotkernels/images/manifest.json' is not what this build would write")
-    assert "not those of" in str(wheelcache._zip_problem(good, spec, "manylinux_2_34_x86_64", files, ()))
+    grown = {n: d + b"\0" for n, d in host.items()}
+    assert "its host code (aotkernels/_cuda.abi3.so)" in str(wheelcache._zip_problem(good, spec, M, files, (), grown))
 
 
 # --- item 5: the reuse key holds what auditwheel grafts ----------------------------------------------

@@ -41,7 +41,7 @@ from build_tools.wheelread.input_wheels import InputWheel, read_wheel
 from build_tools.wheelread.messages import excerpt
 from build_tools.wheelread.wheelzip import open_wheel
 
-__all__ = ["Proved", "WheelRefused", "prove", "prove_all", "spec_for"]
+__all__ = ["Proved", "WheelRefused", "check", "prove", "prove_all", "spec_for"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Proved:
     """A wheel proved to be one of ``spec``'s: its verified members, manifest and images."""
 
     wheel: InputWheel
-    spec: wheels.WheelSpec
+    spec: wheels.WheelSpec | None  # None when proved without a matrix
 
     @property
     def path(self) -> Path:
@@ -71,6 +71,17 @@ def _specs(m: Matrix, base_version: str) -> list[wheels.WheelSpec]:
     return out
 
 
+def _check_project(w: InputWheel) -> str:
+    """The wheel's canonical name, if it is this project's (``aotkernels``, or ``aotkernels-sm90`` with
+    ``naming: project-name``), else WheelRefused."""
+    name = canonicalize_name(w.name)
+    own = canonicalize_name(wheels.DIST_NAME)
+    if not (name == own or name.startswith(f"{own}-")):
+        raise WheelRefused(f"{w.path.name}: a wheel of project {excerpt(w.name, 60)}, not of {wheels.DIST_NAME}; "
+                           "give this project's wheels only")
+    return name
+
+
 def spec_for(w: InputWheel, m: Matrix) -> wheels.WheelSpec:
     """The wheel of ``m`` this one's name says it is, or WheelRefused naming what the matrix has."""
     base = w.version.partition("+")[0]
@@ -79,11 +90,7 @@ def spec_for(w: InputWheel, m: Matrix) -> wheels.WheelSpec:
         raise WheelRefused(f"{w.path.name}: the local label +{excerpt(label, 40)} is not lower case; this builder "
                            f"writes +{excerpt(label.lower(), 40)} (PEP 440 normalises labels to lower case): "
                            "rename the file or rebuild it")
-    name = canonicalize_name(w.name)
-    own = canonicalize_name(wheels.DIST_NAME)
-    if not (name == own or name.startswith(f"{own}-")):
-        raise WheelRefused(f"{w.path.name}: a wheel of project {excerpt(w.name, 60)}, not of {wheels.DIST_NAME}; "
-                           "give this project's wheels only")
+    name = _check_project(w)
     for s in _specs(m, base):
         if canonicalize_name(s.name) == name and s.version == w.version and s.variant == (w.label or ""):
             return s
@@ -162,22 +169,39 @@ def _check_images(w: InputWheel, spec: wheels.WheelSpec, m: Matrix) -> None:
                            + "\n  ".join(shown))
 
 
-def prove(path: str | os.PathLike[str], m: Matrix, *, field: str,
+def prove(path: str | os.PathLike[str], m: Matrix | None, *, field: str,
           error: type[BuildToolError] = ConfigError) -> Proved:
     """The wheel at ``path`` proved to be a wheel of ``m`` (module docstring), else ``error`` naming ``field``."""
     p = Path(path)
     try:
         with contextlib.ExitStack() as stack:
             w = read_wheel(open_wheel(p, stack))
-        spec = spec_for(w, m)
-        _check_build(w, spec, m)
-        _check_images(w, spec, m)
-        return Proved(wheel=w, spec=spec)
+        return check(w, m)
     except WheelRefused as exc:
         raise error(f"{field}: {exc.message}") from None
 
 
-def prove_all(paths: Sequence[str | os.PathLike[str]], m: Matrix, *, field: str,
+def check(w: InputWheel, m: Matrix | None) -> Proved:
+    """Steps 2 and 5 for a wheel already read (``merge`` reads its inputs together, bounded as a set).
+
+    Without a matrix (``sizes`` with none given) the label cannot be resolved: the project is still
+    checked, and each image's header against its own manifest entry."""
+    if m is None:
+        _check_project(w)
+        problems = [f"{img['path']}: its manifest entry says {img['form']} for {excerpt(img['resolved'], 40)}, but "
+                    f"the file {wrong}" for img in w.manifest["images"]
+                    if (wrong := image_check.problem(img, w.images[img["path"]]))]
+        if problems:
+            raise WheelRefused(f"{w.path.name}: its images are not what its manifest says; refusing it:\n  "
+                               + "\n  ".join(problems[:10]))
+        return Proved(wheel=w, spec=None)
+    spec = spec_for(w, m)
+    _check_build(w, spec, m)
+    _check_images(w, spec, m)
+    return Proved(wheel=w, spec=spec)
+
+
+def prove_all(paths: Sequence[str | os.PathLike[str]], m: Matrix | None, *, field: str,
               error: type[BuildToolError] = ConfigError, one_version: bool = True) -> list[Proved]:
     """:func:`prove` of each; with ``one_version``, all of one version (a release publishes one at a time)."""
     proved = [prove(p, m, field=field, error=error) for p in paths]
