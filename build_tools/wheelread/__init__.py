@@ -32,7 +32,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from build_tools.compile import manifest as manifest_mod
-from build_tools.config import catalog
+from build_tools.config import catalog, project
 from build_tools.config.model import Matrix
 from build_tools.errors import BuildToolError, ConfigError, WheelRefused
 from build_tools.package import variants, wheels
@@ -91,6 +91,10 @@ def spec_for(w: InputWheel, m: Matrix) -> wheels.WheelSpec:
                            f"writes +{excerpt(label.lower(), 40)} (PEP 440 normalises labels to lower case): "
                            "rename the file or rebuild it")
     name = _check_project(w)
+    own_version = project.load().version
+    if base != own_version:
+        raise WheelRefused(f"{w.path.name}: version {excerpt(base, 40)}, but this checkout builds {own_version} "
+                           "(pyproject.toml); give the wheels of this version's build")
     for s in _specs(m, base):
         if canonicalize_name(s.name) == name and s.version == w.version and s.variant == (w.label or ""):
             return s
