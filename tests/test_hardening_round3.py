@@ -241,6 +241,9 @@ _DATA: dict[str, bytes] = {}  # path -> the made-up bytes of that image
 def _image(module: str, backend: str, device: str, resolved: str, form: str, path: str, data: bytes
            ) -> dict[str, object]:
     import hashlib
+
+    from test_merge_hardening import standin_image
+    data = standin_image(form, resolved, data)  # headers that say what the entry says: gather reads them too
     _DATA[path] = data
     return {"module": module, "backend": backend, "device": device, "resolved": resolved, "form": form,
             "path": path, "toolchain": "nvcc", "toolchain_version": "13.0.88", "flags": [],
@@ -250,7 +253,8 @@ def _image(module: str, backend: str, device: str, resolved: str, form: str, pat
 def fake_set(folder: Path, m: matrix_mod.Matrix, extra: list[dict[str, object]] = (),  # type: ignore[assignment]
              modules: tuple[str, ...] = ("saxpy",)) -> Path:
     """An image set as ``build.py --images-only`` lays it out, for the sm_90 target of ``m``, with
-    made-up image bytes (gather checks sha256 and size, not what the bytes compile from)."""
+    made-up image bytes behind real headers (gather checks sha256, size and headers, not what the bytes
+    compile from)."""
     images = [_image("saxpy", "cuda", "sm_90", "sm_90", "sass", "cuda/sm_90/saxpy.fatbin", b"sass"),
               _image("saxpy", "cuda", "compute_75", "compute_75", "ptx", "cuda/compute_75/saxpy.ptx", b"ptx"),
               _image("saxpy", "opencl", "source", "opencl-c-1.2", "source", "opencl/source/saxpy.cl", b"cl"),
@@ -309,10 +313,31 @@ def test_gather_says_a_string_size_is_not_an_integer(tmp_path: Path, capsys: pyt
     m = matrix_mod.load(ROOT / "matrix.yaml")
     s = fake_set(tmp_path / "s", m)
     doc = json.loads((s / "manifest.json").read_text())
-    doc["images"][0]["bytes"] = str(doc["images"][0]["bytes"])
+    size = doc["images"][0]["bytes"]
+    doc["images"][0]["bytes"] = str(size)
     (s / "manifest.json").write_text(json.dumps(doc))
     rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
-    assert rc == 9 and "its manifest's bytes '4' is not an integer" in err, err
+    assert rc == 9 and f"its manifest's bytes '{size}' is not an integer" in err, err
+
+
+def test_gather_reads_what_an_image_is_from_its_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: an sm_80 fatbin listed as the sm_90 image, its sha256 and size edited to match, is refused
+    (exit 9) from the fatbin's own header; so is the backend's AOT_PREBUILT_IMAGES, which reads sets the same way."""
+    import hashlib
+    import json
+
+    from test_merge_hardening import standin_image
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    s = fake_set(tmp_path / "s", m)
+    doc = json.loads((s / "manifest.json").read_text())
+    img = next(i for i in doc["images"] if i["device"] == "sm_90")
+    data = standin_image("sass", "sm_80", b"sass")
+    (s / img["path"]).write_bytes(data)
+    img.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (s / "manifest.json").write_text(json.dumps(doc))
+    rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
+    assert rc == 9 and "its manifest entry says 'sass' for 'sm_90', but the file holds SASS for sm_80" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 # --- item 19: merge's completeness message says what is missing -----------------------------------

@@ -171,7 +171,7 @@ def what(data: bytes) -> str:
 
 def problem(img: dict[str, object], data: bytes) -> str | None:
     """What is wrong with one image's bytes against its manifest entry (form, resolved device), or None."""
-    form, resolved = img["form"], str(img["resolved"])
+    form, resolved = img.get("form"), str(img.get("resolved", ""))
     try:
         if form == catalog.SASS:
             found = sass_archs(data)
