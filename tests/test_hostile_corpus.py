@@ -176,3 +176,18 @@ def test_mutations_of_a_real_wheel(change: tuple[str, Callable[[Path, Path], Non
     inputs = _world(real, tmp, None, lambda p: make(real.raw["sm90"], p), companions=False)
     for sub in READERS:
         _check(sub, inputs, tmp, capsys, refused=False, name=kind)
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("uppercase label +SM90", "the local label +'SM90' is not lower case; this builder writes +'sm90'"),
+    ("build-tagged name", "a wheel name with a build tag ('1'), not a wheel variant"),
+    ("relabelled +sm80 as +sm90", "but the file holds SASS for sm_80"),
+    ("another project's wheel", "a wheel of project 'foo', not of aotkernels"),
+])
+def test_refusals_say_what_the_entry_is(name: str, said: str, real: Real, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27 item 5: +SM90 is refused, not skipped silently; a build-tagged name is not called a variant."""
+    case = next(c for c in CASES if c.name == name)
+    inputs = _world(real, tmp_path, case, companions=False)
+    rc, text = _run("variant", inputs, tmp_path / "out" / "variant", capsys)
+    assert rc == 2 and said in text, text[-2000:]

@@ -232,6 +232,10 @@ def open_wheel(path: Path, stack: contextlib.ExitStack) -> OpenedWheel:
         raise WheelRefused(f"{show}: not a wheel file name (name-version-python-abi-platform.whl, or "
                          "name-version-python-abi-platform-label.whl for a wheel variant)")
     name, version, tag = m.group("name"), m.group("version"), m.group("tag")
+    label = version.partition("+")[2]
+    if label != label.lower():  # PEP 440 normalises local labels to lower case; the builder writes them so
+        raise WheelRefused(f"{show}: the local label +{excerpt(label, 40)} is not lower case; this builder writes "
+                           f"+{excerpt(label.lower(), 40)}: rename the file (or rebuild it)")
     if re.fullmatch(r"[0-9][^-]*-[^-]+-[^-]+", tag) and m.group("label"):
         # name-version-BUILD-python-abi-platform.whl: PEP 427's build tag starts with a digit, a python tag never does.
         raise WheelRefused(f"{show}: a wheel name with a build tag ({excerpt(tag.split('-')[0])}), not a wheel "
