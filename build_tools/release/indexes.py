@@ -101,13 +101,13 @@ def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_u
     # Checked before any wheel is read: --out may not hold the wheels folder (indexes dist --out dist).
     outdir.check(out, inputs=[wheels_dir, matrix.path])
     found = _wheels(wheels_dir)
-    # Every wheel proved a wheel of this build (build_tools/wheelread/), all of one version, before anything is
-    # written: another project's wheel, a relabelled one, a script named as a wheel are refused (exit 2).
-    proved = {p.path: p for p in wheelread.prove_all(found, matrix, field="indexes")}
     # Wheel variants (and their -variants.json) go to one index of their own: variant_index.py.
     variant_files = sorted(p for p in wheels_dir.iterdir() if variant_index.is_variant_file(p.name))
     for p in variant_files:
         _regular(p, wheels_dir)
+    # Every wheel proved a wheel of this build (build_tools/wheelread/), all of one version, before anything is
+    # written: another project's wheel, a relabelled one, a script named as a wheel are refused (exit 2).
+    proved = {p.path: p for p in wheelread.prove_all(found, matrix, field="indexes")}
     found = [w for w in found if w not in variant_files]
     groups: dict[str, list[Path]] = {}
     for w in found:
@@ -153,6 +153,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    outdir.check(args.out, inputs=[args.wheels, args.matrix])  # a hostile --out is refused before anything is read
     m = matrix_mod.load(args.matrix)
     groups = build_site(args.wheels, args.out, env, args.base_url, m)
     for name, files in sorted(groups.items()):

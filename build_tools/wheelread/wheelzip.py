@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from packaging.version import InvalidVersion, Version
+
 from build_tools import inputs
 from build_tools.errors import WheelRefused
 from build_tools.package import variants, wheels
@@ -228,9 +230,14 @@ def open_wheel(path: Path, stack: contextlib.ExitStack) -> OpenedWheel:
     """Open an input and check everything that can be checked before inflating a member."""
     show = show_path(path)
     m = _WHEEL_NAME.fullmatch(path.name)
+    if m:
+        try:
+            Version(m.group("version"))
+        except InvalidVersion:  # "0.1.0+..": a label that is no PEP 440 local version (it would name a folder "..")
+            m = None
     if not m:
-        raise WheelRefused(f"{show}: not a wheel file name (name-version-python-abi-platform.whl, or "
-                         "name-version-python-abi-platform-label.whl for a wheel variant)")
+        raise WheelRefused(f"{show} is not a wheel file name (name-version-python-abi-platform.whl with a PEP 440 "
+                           "version, or name-version-python-abi-platform-label.whl for a wheel variant)")
     name, version, tag = m.group("name"), m.group("version"), m.group("tag")
     label = version.partition("+")[2]
     if label != label.lower():  # PEP 440 normalises local labels to lower case; the builder writes them so
