@@ -38,10 +38,21 @@ class Inputs:
     variant_matrix: Path  # the same matrix with naming: variant (what `variant` converts to)
 
 
+def _matrix_option(sub: str, matrix: Path) -> list[str]:
+    """``--matrix M`` where the subcommand's parser takes it (indexes did not before issue 27: the same
+    corpus then runs against a tree without it)."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(cli.SUBCOMMANDS[sub]).configure_parser(parser)
+    return ["--matrix", str(matrix)] if any("--matrix" in a.option_strings for a in parser._actions) else []
+
+
 # argv of each subcommand that reads wheels, writing to ``out``.
 READERS: dict[str, Callable[[Inputs, Path], list[str]]] = {
     "variant": lambda i, out: ["variant", str(i.folder), "--matrix", str(i.variant_matrix), "--out", str(out)],
-    "indexes": lambda i, out: ["indexes", str(i.folder), "--matrix", str(i.matrix), "--out", str(out),
+    "indexes": lambda i, out: ["indexes", str(i.folder), *_matrix_option("indexes", i.matrix), "--out", str(out),
                                "--base-url", "https://example.invalid"],
     "merge": lambda i, out: ["merge", str(i.entry), *map(str, i.raw), "--matrix", str(i.matrix), "--out", str(out),
                              "--no-repair"],

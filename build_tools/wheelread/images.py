@@ -189,6 +189,8 @@ def problem(img: dict[str, object], data: bytes) -> str | None:
             return None if "__kernel" in text or "kernel void" in text else "is not OpenCL C source (no kernel)"
     except UnicodeDecodeError:
         return "is not UTF-8 text"
-    except (ImageError, struct.error) as exc:
+    except ImageError as exc:
         return f"is {exc}" if str(exc).startswith(("a", "an", "not", "neither")) else f"is damaged ({exc})"
+    except (ValueError, struct.error):  # a manifest entry's resolved that is no IP version ("abc"): not what it says
+        return f"cannot be read as {form} for {resolved[:40]!r}"
     return f"has form {form!r}, which this builder does not write"
