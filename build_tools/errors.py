@@ -79,6 +79,15 @@ class MergeError(BuildToolError):
     exit_code = 7
 
 
+class WheelRefused(BuildToolError):
+    """An input wheel is not proved to be a wheel of this build (build_tools/wheelread/). Raised inside the
+    reader only: ``wheelread.prove`` turns it into the error class of the command that read the wheel
+    (``merge`` 7, ``variant``/``indexes``/``repair``/``sizes`` 2), so each command keeps the exit code its
+    table gives; this class's own code is never what a command returns."""
+
+    exit_code = 7
+
+
 class GatherError(BuildToolError):
     """``build.py gather`` refused its image sets (damaged, conflicting, missing); nothing was written."""
 

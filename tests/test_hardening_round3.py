@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -240,6 +241,9 @@ _DATA: dict[str, bytes] = {}  # path -> the made-up bytes of that image
 def _image(module: str, backend: str, device: str, resolved: str, form: str, path: str, data: bytes
            ) -> dict[str, object]:
     import hashlib
+
+    from test_merge_hardening import standin_image
+    data = standin_image(form, resolved, data)  # headers that say what the entry says: gather reads them too
     _DATA[path] = data
     return {"module": module, "backend": backend, "device": device, "resolved": resolved, "form": form,
             "path": path, "toolchain": "nvcc", "toolchain_version": "13.0.88", "flags": [],
@@ -249,7 +253,8 @@ def _image(module: str, backend: str, device: str, resolved: str, form: str, pat
 def fake_set(folder: Path, m: matrix_mod.Matrix, extra: list[dict[str, object]] = (),  # type: ignore[assignment]
              modules: tuple[str, ...] = ("saxpy",)) -> Path:
     """An image set as ``build.py --images-only`` lays it out, for the sm_90 target of ``m``, with
-    made-up image bytes (gather checks sha256 and size, not what the bytes compile from)."""
+    made-up image bytes behind real headers (gather checks sha256, size and headers, not what the bytes
+    compile from)."""
     images = [_image("saxpy", "cuda", "sm_90", "sm_90", "sass", "cuda/sm_90/saxpy.fatbin", b"sass"),
               _image("saxpy", "cuda", "compute_75", "compute_75", "ptx", "cuda/compute_75/saxpy.ptx", b"ptx"),
               _image("saxpy", "opencl", "source", "opencl-c-1.2", "source", "opencl/source/saxpy.cl", b"cl"),
@@ -308,10 +313,31 @@ def test_gather_says_a_string_size_is_not_an_integer(tmp_path: Path, capsys: pyt
     m = matrix_mod.load(ROOT / "matrix.yaml")
     s = fake_set(tmp_path / "s", m)
     doc = json.loads((s / "manifest.json").read_text())
-    doc["images"][0]["bytes"] = str(doc["images"][0]["bytes"])
+    size = doc["images"][0]["bytes"]
+    doc["images"][0]["bytes"] = str(size)
     (s / "manifest.json").write_text(json.dumps(doc))
     rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
-    assert rc == 9 and "its manifest's bytes '4' is not an integer" in err, err
+    assert rc == 9 and f"its manifest's bytes '{size}' is not an integer" in err, err
+
+
+def test_gather_reads_what_an_image_is_from_its_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: an sm_80 fatbin listed as the sm_90 image, its sha256 and size edited to match, is refused
+    (exit 9) from the fatbin's own header; so is the backend's AOT_PREBUILT_IMAGES, which reads sets the same way."""
+    import hashlib
+    import json
+
+    from test_merge_hardening import standin_image
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    s = fake_set(tmp_path / "s", m)
+    doc = json.loads((s / "manifest.json").read_text())
+    img = next(i for i in doc["images"] if i["device"] == "sm_90")
+    data = standin_image("sass", "sm_80", b"sass")
+    (s / img["path"]).write_bytes(data)
+    img.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (s / "manifest.json").write_text(json.dumps(doc))
+    rc, err = _main(capsys, "gather", str(s), "--matrix", str(ROOT / "matrix.yaml"), "--out", str(tmp_path / "o"))
+    assert rc == 9 and "its manifest entry says 'sass' for 'sm_90', but the file holds SASS for sm_80" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 # --- item 19: merge's completeness message says what is missing -----------------------------------
@@ -477,26 +503,31 @@ def test_a_target_holding_every_selected_device_is_the_subsets_wheel() -> None:
 # --- item 6: what a reused wheel is checked against (the integration test is in test_wheel_reuse.py) --
 
 def test_a_wheel_whose_metadata_or_record_lies_is_not_reused(tmp_path: Path) -> None:
-    from build_tools.package import wheelcache, wheels
-    spec = wheels.WheelSpec(kind="target", name="aotkernels", version="0.1.0+sm90", devices=("sm_90",), portable=True)
-    dist_info = wheels.dist_info_name(spec)
-    files = {"aotkernels/images/manifest.json": (b"{}\n", False),
-             f"{dist_info}/METADATA": (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm90\n\n", False),
-             f"{dist_info}/WHEEL": (f"Tag: cp39-abi3-{wheels.platform_tag()}\n".encode(), False)}
-    good = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
-                              out_dir=tmp_path / "good", epoch=None, files=files)
-    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), files, ()) is None
-    lying = dict(files)
-    lying[f"{dist_info}/METADATA"] = (b"Metadata-Version: 2.1\nName: aotkernels\nVersion: 0.1.0+sm80\n\n", False)
-    bad = wheels.build_wheel(spec, images_dir=tmp_path, package_files={}, extensions={}, all_targets=[],
-                             out_dir=tmp_path / "bad", epoch=None, files=lying)
-    assert wheelcache._zip_problem(bad, spec, wheels.platform_tag(), files, ()) == (
-        "its METADATA says Name 'aotkernels', Version '0.1.0+sm80'; this wheel is aotkernels 0.1.0+sm90")
-    other_images = dict(files)
-    other_images["aotkernels/images/manifest.json"] = (b'{"other": 1}\n', False)
-    assert wheelcache._zip_problem(good, spec, wheels.platform_tag(), other_images, ()) == (
+    """Reuse proves the previous wheel with the one reader (issue 27): a METADATA that lies (RECORD
+    recomputed), members this build would not write, and host code unlike this build's are each refused."""
+    from test_merge_hardening import M, SM90, _target_spec, build, rewrite
+
+    from build_tools import wheelread
+    from build_tools.package import wheelcache
+    spec = _target_spec(SM90)
+    good = build(spec, tmp_path / "good")
+    members = wheelread.prove(good, M, field="test").wheel.members
+    host = wheelcache.host_members(members)
+    assert set(host) == {"aotkernels/_cuda.abi3.so"}
+    files = {n: (m.data, m.executable) for n, m in members.items() if n not in host and not n.endswith("/RECORD")}
+    assert wheelcache._zip_problem(good, spec, M, files, (), host) is None
+
+    def relabel(entries: list[Any]) -> None:
+        for e in entries:
+            if e.name.endswith("/METADATA"):
+                e.data = e.data.replace(b"Version: 0.1.0+sm90", b"Version: 0.1.0+sm80")
+    bad = rewrite(good, tmp_path / "bad", relabel)
+    assert "METADATA version '0.1.0+sm80' does not match" in str(wheelcache._zip_problem(bad, spec, M, files, (), host))
+    other = {**files, "aotkernels/images/manifest.json": (b'{"other": 1}\n', False)}
+    assert wheelcache._zip_problem(good, spec, M, other, (), host) == (
         "member 'aotkernels/images/manifest.json' is not what this build would write")
-    assert "not those of" in str(wheelcache._zip_problem(good, spec, "manylinux_2_34_x86_64", files, ()))
+    grown = {n: d + b"\0" for n, d in host.items()}
+    assert "its host code (aotkernels/_cuda.abi3.so)" in str(wheelcache._zip_problem(good, spec, M, files, (), grown))
 
 
 # --- item 5: the reuse key holds what auditwheel grafts ----------------------------------------------

@@ -36,8 +36,8 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
 from build_tools.errors import MergeError
 from build_tools.package import wheels
-from build_tools.release.merge import limits
-from build_tools.release.merge.members import manifest_member
+from build_tools.wheelread import limits
+from build_tools.wheelread.members import manifest_member
 
 MANIFEST_MEMBER = manifest_member()
 
@@ -55,6 +55,25 @@ SM90_IMAGE = "aotkernels/images/cuda/sm_90/saxpy.fatbin"
 # Building valid inputs
 
 
+def standin_image(form: str, resolved: str, body: bytes) -> bytes:
+    """Stand-in image bytes whose header says what a compiler's output for ``resolved`` says (the reader checks
+    the SASS architecture of a fatbin, the GFX core and stepping of an Intel binary, PTX's .target, SPIR-V's
+    magic, a kernel in OpenCL C), followed by ``body``: not loadable code, which no test here runs."""
+    if form == catalog.SASS:
+        entry = struct.pack("<HHIQ", 2, 0x101, 64, len(body)) + bytes(12) + struct.pack("<I", int(resolved[3:]))
+        entry += bytes(64 - len(entry))
+        return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(entry) + len(body)) + entry + body
+    if form == catalog.INTEL_BIN:
+        major, minor, revision = (int(x) for x in resolved.split("."))
+        core = 0x12 if minor <= 10 else 0xC08 if minor == 60 else 0xC07
+        return b"CTNI" + struct.pack("<5I", 0x439, core, 8, 1, revision) + body
+    if form == catalog.PTX:
+        return f"//\n.version 8.0\n.target sm_{resolved[8:]}\n".encode() + body
+    if form == catalog.SPIRV:
+        return b"\x03\x02\x23\x07" + body
+    return b"__kernel void k(void) {}\n" + body
+
+
 def _image_entries(images_dir: Path) -> list[dict[str, object]]:
     """Stand-in images for sm_90, pvc and the portable forms, with their manifest entries."""
     kinds = [(d.backend, d.key, d.resolved, d.form, "fatbin" if d.backend == catalog.CUDA else "bin")
@@ -66,7 +85,7 @@ def _image_entries(images_dir: Path) -> list[dict[str, object]]:
     for backend, device, resolved, form, ext in kinds:
         for module in MODULES:
             rel = f"{backend}/{device}/{module}.{ext}"
-            data = f"{form} image of {module} for {device}\n".encode() * 40
+            data = standin_image(form, resolved, f"{form} image of {module} for {device}\n".encode() * 40)
             (images_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (images_dir / rel).write_bytes(data)
             entries.append({"module": module, "backend": backend, "device": device, "resolved": resolved,

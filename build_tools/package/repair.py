@@ -17,6 +17,7 @@ from pathlib import Path
 
 from build_tools import inputs, outdir, proc
 from build_tools.compile.manifest import sha256_file
+from build_tools.config.model import Matrix
 from build_tools.errors import ConfigError, RepairError
 from build_tools.package import variants, wheels
 
@@ -159,22 +160,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"also copy the unrepaired wheel here: the input of `build.py merge` (default: ${KEEP_RAW_ENV})")
 
 
-def input_wheel(path: Path) -> Path:
-    """``path`` if it is a regular file with a wheel's name and a zip archive's structure, else a ConfigError
-    (auditwheel's own traceback would not say which argument was wrong)."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-    from packaging.version import InvalidVersion
+def input_wheel(path: Path, m: Matrix, env: Mapping[str, str]) -> Path:
+    """``path`` proved a wheel of ``m`` (build_tools/wheelread/), else a ConfigError naming it (auditwheel's
+    own traceback would not say which argument was wrong). cibuildwheel's repair step runs with the build
+    step's ``AOT_DEVLIST``, so the wheel is one of the matrix narrowed by it, as ``pip wheel .`` built it."""
+    from build_tools import wheelread
+    from build_tools.config import devlists
 
-    with os.fdopen(inputs.open_regular(path, "repair: WHEEL"), "rb") as f:
-        is_zip = zipfile.is_zipfile(f)
-    label = variants.split_label(path.name)  # a variant wheel (PEP 825): the five-part name before its label
-    try:
-        parse_wheel_filename(label[0] if label else path.name)
-    except (InvalidWheelFilename, InvalidVersion):
-        raise ConfigError(f"repair: {inputs.excerpt(path.name)} is not a wheel file name "
-                          "(name-version-python-abi-platform.whl)") from None
-    if not is_zip:
-        raise ConfigError(f"repair: {path} is not a wheel (not a zip archive); give the wheel pip or build.py built")
+    chosen = devlists.devlist_from_env(env)
+    if chosen is not None:
+        m = devlists.select(m, chosen[1], source=chosen[0])
+    wheelread.prove(path, m, field="repair: WHEEL")
     return path
 
 
@@ -188,13 +184,15 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     out = outdir.check(args.out, replace=False)
     keep_text = args.keep_raw if args.keep_raw is not None else (env.get(KEEP_RAW_ENV) or None)
     keep = outdir.check(keep_text, field="--keep-raw", replace=False) if keep_text is not None else None
-    wheel = input_wheel(args.wheel)
+    wheel = input_wheel(args.wheel, m, env)
     fixed = repair(wheel, out, graft_opencl=m.wheels.opencl_loader == "graft", env=epoch.env_with_epoch(env))
     if keep is not None:
         # cibuildwheel keeps only the repaired wheel; the merge job needs the raw one.
         keep.mkdir(parents=True, exist_ok=True)
-        tmp = keep / f".{wheel.name}.tmp"
-        shutil.copyfile(wheel, tmp)
+        # A fresh name made with O_EXCL: a link planted at a fixed temporary name is never written through.
+        fd, tmp = tempfile.mkstemp(dir=keep, prefix=f".{wheel.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as dst, open(wheel, "rb") as src:
+            shutil.copyfileobj(src, dst)
         os.replace(tmp, keep / wheel.name)
     print(f"repaired {wheel.name} -> {fixed.wheel.name}" + (f" (raw kept in {keep})" if keep else ""))
     return 0

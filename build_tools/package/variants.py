@@ -44,8 +44,10 @@ PROVIDERS = {NVIDIA: NVIDIA_PROVIDER, INTEL: INTEL_PROVIDER}
 # A variant label (PEP 825): lower-case letters, digits, '.' and '_'; "null" is the null variant's.
 LABEL_RE = re.compile(r"[0-9a-z._]+")
 # name-version-python-abi-platform-label.whl; the label is what the five-part form cannot have.
+# The python tag starts with a letter (cp39, py3): a six-part name whose third part starts with a digit is
+# name-version-BUILD-python-abi-platform.whl (PEP 427's build tag), not a variant.
 VARIANT_WHEEL_RE = re.compile(r"(?P<base>(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)"
-                              r"-(?P<tag>[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+))-(?P<label>[0-9a-z._]+)\.whl")
+                              r"-(?P<tag>[A-Za-z_][A-Za-z0-9_.]*-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+))-(?P<label>[0-9a-z._]+)\.whl")
 
 
 def check_label(label: str, field: str) -> str:

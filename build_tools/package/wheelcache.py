@@ -15,6 +15,12 @@ of one. Each wheel now gets a content key: the SHA-256 of everything that decide
 - ``SOURCE_DATE_EPOCH``, the platform tag, and the text of the builder modules that shape a
   wheel (the package/ modules, this file among them, and compile/manifest.py).
 
+A key is only a claim: before a wheel is reused it is proved a wheel of this build by the one reader
+(``build_tools/wheelread/``), its members compared byte for byte with what this build would write, and
+its host code (``_cuda.abi3.so``, ``_opencl.abi3.so`` and the grafted ``libOpenCL-*.so``) with what
+this build compiles and repairs now: the extensions are compiled (two seconds) and the JIT-only wheel
+is built and repaired afresh whenever anything could be reused, and its host code is the reference.
+
 The output folder keeps ``.aotkernels-wheels.json`` (key -> raw and repaired file, their
 SHA-256 and platform tag). The next build into the same ``--out`` links (or copies) a wheel
 whose key is unchanged and whose files still hash as recorded from the previous output into
@@ -24,7 +30,6 @@ about the index (missing, damaged, another schema, a file changed since) means "
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -34,11 +39,9 @@ import re
 import shutil
 import sys
 import sysconfig
-import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.parser import Parser
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +49,12 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 
 from build_tools import inputs, proc
 from build_tools.compile import manifest
+from build_tools.config.model import Matrix
 from build_tools.errors import ConfigError, ToolchainMissingError
 from build_tools.inputs import excerpt
 from build_tools.package import native, repair, variants, wheels
 
 INDEX = ".aotkernels-wheels.json"
-_UNPACKED_MAX = 1 << 31  # far above any wheel of this project (a fat wheel unpacks to a few MB)
 _PLATFORM = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")  # manylinux_2_34_x86_64, or several joined by "."
 SCHEMA = "aotkernels.wheel-index/1"
 INDEX_LIMIT = 16 * inputs.TEXT_LIMIT  # a few hundred bytes a wheel
@@ -59,6 +62,15 @@ INDEX_LIMIT = 16 * inputs.TEXT_LIMIT  # a few hundred bytes a wheel
 # Relative to build_tools/: every module whose text decides a wheel's bytes.
 BUILDER_MODULES = ("package/wheels.py", "package/repair.py", "package/assemble.py", "package/native.py",
                    "package/wheelcache.py", "compile/manifest.py")
+
+
+@dataclass(frozen=True)
+class HostCode:
+    """The host code a wheel of this build holds: ``raw``, the extensions as compiled now; ``repaired``, the
+    extensions and grafted libraries of a wheel repaired now (the same in every wheel of one build)."""
+
+    raw: Mapping[str, bytes]
+    repaired: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -179,47 +191,41 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _zip_problem(path: Path, spec: wheels.WheelSpec, plat: str, expected: Mapping[str, tuple[bytes, bool]],
-                 skip: tuple[str, ...]) -> str | None:
-    """Why the wheel at ``path`` is not the wheel of ``spec`` for platform ``plat``, or None: its
-    METADATA's name and version, its WHEEL's tags, every member against RECORD, and the members
-    this build would write (images, manifest, Python files) byte for byte."""
-    dist_info = wheels.dist_info_name(spec)
+def host_members(members: Mapping[str, Any]) -> dict[str, bytes]:
+    """A wheel's host code: the extensions (``<package>/*.so``) and what auditwheel grafted (``<package>.libs/``)."""
+    return {n: m.data for n, m in members.items()
+            if (n.startswith(f"{wheels.PACKAGE}/") and n.count("/") == 1 and ".so" in n)
+            or (n.startswith(f"{wheels.PACKAGE}.libs/") and not n.endswith("/"))}
+
+
+def _zip_problem(path: Path, spec: wheels.WheelSpec, matrix: Matrix, expected: Mapping[str, tuple[bytes, bool]],
+                 skip: tuple[str, ...], host: Mapping[str, bytes]) -> str | None:
+    """Why the wheel at ``path`` is not the wheel of ``spec``, or None: proved by the one reader of wheels
+    (build_tools/wheelread/: name, tags, METADATA, RECORD, manifest, images against the label), then the
+    members this build would write (images, manifest, Python files) byte for byte, and its host code (the
+    extensions and grafted loader) against ``host``, what this build compiled and repaired just now."""
+    from build_tools import wheelread
+
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-            if sum(i.file_size for i in infos) > _UNPACKED_MAX:  # a hand-made zip bomb in the output folder
-                return f"it unpacks to more than {_UNPACKED_MAX:,} bytes"
-            members = {i.filename: zf.read(i) for i in infos}
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
-        return f"not a readable wheel ({excerpt(str(exc))})"
-    if f"{dist_info}/METADATA" not in members:
-        return f"it has no {dist_info}/METADATA (another wheel's file)"
-    meta = Parser().parsestr(members.get(f"{dist_info}/METADATA", b"").decode("utf-8", "replace"), headersonly=True)
-    if meta.get("Name") != spec.name or meta.get("Version") != spec.version:
-        return (f"its METADATA says Name {excerpt(meta.get('Name'))}, Version {excerpt(meta.get('Version'))}; "
-                f"this wheel is {spec.name} {spec.version}")
-    tags = Parser().parsestr(members.get(f"{dist_info}/WHEEL", b"").decode("utf-8", "replace")).get_all("Tag") or []
-    if sorted(tags) != sorted(f"{wheels.TAG_PYTHON}-{wheels.TAG_ABI}-{p}" for p in plat.split(".")):
-        return f"its WHEEL's tags {excerpt(tags)} are not those of {plat}"
-    record = members.pop(f"{dist_info}/RECORD", b"").decode("utf-8", "replace")
-    listed = {}
-    for row in csv.reader(record.splitlines()):
-        if row and row[0] != f"{dist_info}/RECORD":
-            listed[row[0]] = row[1] if len(row) > 1 else ""
-    if set(listed) != set(members):
-        return "its RECORD does not list exactly its members"
-    bad = [n for n, data in members.items() if listed[n] != wheels.record_hash(data)]
-    if bad:
-        return f"member {excerpt(bad[0])} does not match its RECORD hash"
-    differ = [n for n, (data, _) in expected.items() if n not in skip and members.get(n) != data]
+        proved = wheelread.prove(path, matrix, field="reuse")
+    except ConfigError as exc:
+        return exc.message.splitlines()[0][:300]
+    got = proved.spec
+    if got is None or (got.kind, got.name, got.version, got.variant) != (spec.kind, spec.name, spec.version, spec.variant):
+        return f"it is another wheel of the matrix ({got.name if got else '?'} {got.version if got else '?'})"
+    members = proved.wheel.members
+    differ = [n for n, (data, _) in expected.items() if n not in skip and (n not in members or members[n].data != data)]
     if differ:
         return f"member {excerpt(differ[0])} is not what this build would write"
+    theirs = host_members(members)
+    if theirs != host:
+        odd = sorted(n for n in set(theirs) | set(host) if theirs.get(n) != host.get(n))
+        return f"its host code ({', '.join(odd[:3])}) is not what this build compiles and repairs"
     return None
 
 
 def entry_problem(entry: Entry, previous: Path, spec: wheels.WheelSpec, files: Mapping[str, tuple[bytes, bool]],
-                  *, repaired: bool) -> str | None:
+                  *, repaired: bool, matrix: Matrix, host: HostCode) -> str | None:
     """Why ``entry`` cannot stand for ``spec``'s wheel, or None. A key is only a claim: the files it
     points at are checked to be that wheel (names, tags, METADATA, RECORD, contents), so a copied,
     swapped or hand-edited entry means "build it", never a wrong or missing wheel in the output."""
@@ -246,9 +252,9 @@ def entry_problem(entry: Entry, previous: Path, spec: wheels.WheelSpec, files: M
         return "its files are gone or not regular files inside the previous output"
     if _file_sha256(raw) != entry.raw_sha256 or _file_sha256(wheel) != entry.wheel_sha256:
         return "its files changed since they were built"
-    problem = _zip_problem(raw, spec, wheels.platform_tag(), files, ())
+    problem = _zip_problem(raw, spec, matrix, files, (), host.raw)
     if problem is None and repaired:  # auditwheel rewrites WHEEL's tags and the extensions, nothing else of ours
-        problem = _zip_problem(wheel, spec, entry.platform_tag, files, (f"{wheels.dist_info_name(spec)}/WHEEL",))
+        problem = _zip_problem(wheel, spec, matrix, files, (f"{wheels.dist_info_name(spec)}/WHEEL",), host.repaired)
     return problem
 
 

@@ -39,6 +39,8 @@ from build_tools.config import matrix as matrix_mod
 from build_tools.config import model as matrix_model
 from build_tools.errors import ConfigError, GatherError
 from build_tools.inputs import excerpt
+from build_tools.wheelread import images as wheel_images
+from build_tools.wheelread import limits
 
 # A manifest lists a few hundred images (a few hundred kB); a bigger file is not one.
 MANIFEST_LIMIT = 16 * inputs.TEXT_LIMIT
@@ -106,6 +108,18 @@ def load_set(folder: Path) -> ImageSet:
             raise GatherError(f"{folder}: image {rel} has {size} bytes, its manifest says {want}")
         if manifest.sha256_file(f) != img.get("sha256"):
             raise GatherError(f"{folder}: image {rel} does not match its manifest sha256 (damaged or replaced)")
+        # The image's own header against its entry (the wheel reader's check, build_tools/wheelread/images.py):
+        # a set whose manifest was edited along with the sha256 still cannot pass sm_80 SASS off as sm_90.
+        if size > limits.MAX_MEMBER_BYTES:
+            raise GatherError(f"{folder}: image {rel} has {size} bytes, over the {limits.MAX_MEMBER_BYTES} an image may have")
+        try:
+            data = inputs.read_regular_file(f, f"{folder}: image {rel}", limit=limits.MAX_MEMBER_BYTES)
+        except ConfigError as exc:
+            raise GatherError(exc.message) from None
+        wrong = wheel_images.problem(img, data)
+        if wrong:
+            raise GatherError(f"{folder}: image {rel}: its manifest entry says {excerpt(img.get('form'))} for "
+                              f"{excerpt(img.get('resolved'))}, but the file {wrong}")
     for f in sorted(folder.rglob("*")):
         rel = f.relative_to(folder).as_posix()
         if f.is_symlink():

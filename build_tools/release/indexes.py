@@ -13,7 +13,10 @@ installs the +sm90 wheel (numpy from PyPI), and ``--index-url <site>/whl/fat/sim
 one; a single folder of every flavour (``--find-links dist``) would pick the highest local label
 instead. ``SITE/index.html`` lists the flavours and their install lines.
 
-Only regular files are published: a link (to ``/etc/shadow``, to ``/dev/zero``), a FIFO or a folder
+Every wheel is proved a wheel of ``--matrix`` first (``build_tools/wheelread/``: name, RECORD,
+manifest, the images' headers against the label), all of one version; the ``-variants.json`` is made
+from the proved wheels' own ``variant.json`` (the builder's provider table) and one given beside them
+must be byte-identical to it. Only regular files are published: a link (to ``/etc/shadow``, to ``/dev/zero``), a FIFO or a folder
 named ``x.whl`` is refused (exit 2), as is a name ``packaging.utils.parse_wheel_filename`` does not
 read or whose local label is not a flavour name (``FLAVOUR``: a ``+..`` label would have made the
 flavour folder ``whl/..``). Each wheel is copied bounded (``MAX_WHEEL_BYTES``, as ``merge`` reads
@@ -33,11 +36,13 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
-from build_tools import inputs, outdir, proc
+from build_tools import inputs, outdir, proc, wheelread
+from build_tools.config import matrix as matrix_mod
+from build_tools.config import model as matrix_model
 from build_tools.errors import ConfigError, SiteError
 from build_tools.inputs import excerpt
 from build_tools.package import wheels
-from build_tools.release.merge.limits import MAX_WHEEL_BYTES
+from build_tools.wheelread.limits import MAX_WHEEL_BYTES
 from build_tools.release import variant_index
 
 DUMB_PYPI_PACKAGE = "dumb-pypi (pip install dumb-pypi)"
@@ -91,21 +96,25 @@ def install_line(base_url: str, name: str) -> str:
             "--extra-index-url https://pypi.org/simple")
 
 
-def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_url: str) -> dict[str, list[str]]:
+def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_url: str,
+               matrix: matrix_model.Matrix) -> dict[str, list[str]]:
     # Checked before any wheel is read: --out may not hold the wheels folder (indexes dist --out dist).
-    outdir.check(out, inputs=[wheels_dir])
+    outdir.check(out, inputs=[wheels_dir, matrix.path])
     found = _wheels(wheels_dir)
     # Wheel variants (and their -variants.json) go to one index of their own: variant_index.py.
     variant_files = sorted(p for p in wheels_dir.iterdir() if variant_index.is_variant_file(p.name))
     for p in variant_files:
         _regular(p, wheels_dir)
+    # Every wheel proved a wheel of this build (build_tools/wheelread/), all of one version, before anything is
+    # written: another project's wheel, a relabelled one, a script named as a wheel are refused (exit 2).
+    proved = {p.path: p for p in wheelread.prove_all(found, matrix, field="indexes")}
     found = [w for w in found if w not in variant_files]
     groups: dict[str, list[Path]] = {}
     for w in found:
         groups.setdefault(flavour(w.name), []).append(w)
     # Beside the running Python first: `.venv/bin/python build_tools/build.py indexes` with the venv not activated.
     dumb_pypi = proc.which("dumb-pypi", package=DUMB_PYPI_PACKAGE, env=env, extra_dirs=[os.path.dirname(sys.executable)])
-    with outdir.staged(out, inputs=[wheels_dir]) as stage:
+    with outdir.staged(out, inputs=[wheels_dir, matrix.path]) as stage:
         for name, ws in sorted(groups.items()):
             root = stage / "whl" / name
             (root / "packages").mkdir(parents=True)
@@ -123,7 +132,7 @@ def build_site(wheels_dir: Path, out: str | Path, env: Mapping[str, str], base_u
         rows = "".join(f"<li><b>{html.escape(n)}</b>: <code>{html.escape(install_line(base_url, n))}</code></li>\n"
                        for n in sorted(groups))
         if variant_files:
-            names = variant_index.write(stage / "whl" / variant_index.FLAVOUR, variant_files, groups.get(FAT, []))
+            names = variant_index.write(stage / "whl" / variant_index.FLAVOUR, variant_files, groups.get(FAT, []), proved)
             rows += (f"<li><b>{variant_index.FLAVOUR}</b> (wheel variants, PEP 825 Draft: uv picks the GPU's wheel, "
                      f"pip gets the fat one): <code>{html.escape(variant_index.install_line(base_url))}</code></li>\n")
             groups = {**groups, variant_index.FLAVOUR: [Path(n) for n in names]}
@@ -137,12 +146,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheels", type=Path, help="folder of every wheel of the release (all flavours, all architectures)")
     # A string, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current folder.
     p.add_argument("--out", required=True, help="site folder, replaced atomically on success")
+    p.add_argument("--matrix", default="matrix.yaml",
+                   help="the matrix the wheels were built from: each wheel is proved one of its wheels (default: %(default)s)")
     p.add_argument("--base-url", default="https://<owner>.github.io/<repo>",
                    help="where the site is served, for the install lines of index.html (default: %(default)s)")
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    groups = build_site(args.wheels, args.out, env, args.base_url)
+    outdir.check(args.out, inputs=[args.wheels, args.matrix])  # a hostile --out is refused before anything is read
+    m = matrix_mod.load(args.matrix)
+    groups = build_site(args.wheels, args.out, env, args.base_url, m)
     for name, files in sorted(groups.items()):
         print(f"whl/{name}/simple/: {len(files)} wheels")
     return 0

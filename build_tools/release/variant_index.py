@@ -18,17 +18,16 @@ import hashlib
 import html
 import json
 import re
-import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from build_tools import inputs
+from build_tools import inputs, wheelread
+from build_tools.inputs import excerpt
 from build_tools.errors import ConfigError
 from build_tools.package import variants, wheels
-from build_tools.release.merge.limits import MAX_TEXT_BYTES, MAX_WHEEL_BYTES
+from build_tools.wheelread.limits import MAX_TEXT_BYTES, MAX_WHEEL_BYTES
 
 FLAVOUR = "variants"
 _INDEX_JSON = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)-variants\.json")
@@ -50,29 +49,13 @@ def _page(title: str, links: Sequence[tuple[str, str]]) -> str:
             f"<h1>{html.escape(title)}</h1>\n{rows}</body></html>\n")
 
 
-def _variant_json(wheel: Path) -> dict[str, Any]:
-    """The variant.json of a variant wheel, or a ConfigError naming the wheel."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            found = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/" + variants.VARIANT_JSON, n)]
-            if len(found) != 1:
-                raise ConfigError(f"indexes: {wheel.name} has a variant label but {len(found)} "
-                                  f".dist-info/{variants.VARIANT_JSON}; not a variant wheel of this builder")
-            doc = json.loads(zf.read(found[0]))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ConfigError(f"indexes: {wheel.name} is not a readable variant wheel: {exc}") from None
-    label = variants.split_label(wheel.name)
-    if not isinstance(doc, dict) or list(doc.get("variants", {})) != [label[1] if label else None]:
-        raise ConfigError(f"indexes: {wheel.name}: its {variants.VARIANT_JSON} does not describe exactly the "
-                          "label in its file name")
-    return doc
-
-
-def index_file(variant_wheels: Sequence[Path], given: Sequence[Path]) -> tuple[str, bytes]:
+def index_file(variant_wheels: Sequence[Path], given: Sequence[Path],
+               proved: Mapping[Path, wheelread.Proved]) -> tuple[str, bytes]:
     """(name, bytes) of ``<name>-<version>-variants.json``, from the wheels' own variant.json.
 
     The release's wheels jobs upload wheels only, so the file is made here; one given beside the
-    wheels (a build's output folder) must say the same.
+    wheels (a build's output folder) must say the same. ``proved``: the wheels as the reader proved
+    them, so each variant.json is already the builder's own for its label.
     """
     versions = {(m.group("name"), m.group("version")) for w in variant_wheels
                 if (m := variants.VARIANT_WHEEL_RE.fullmatch(w.name))}
@@ -80,7 +63,12 @@ def index_file(variant_wheels: Sequence[Path], given: Sequence[Path]) -> tuple[s
         raise ConfigError(f"indexes: variant wheels of {len(versions)} versions ({sorted(versions)}); "
                           "publish one version's wheels at a time")
     name, version = versions.pop()
-    data = variants.dumps(variants.merge_documents((_variant_json(w) for w in variant_wheels), "indexes"))
+    doc = variants.merge_documents((json.loads(proved[w].spec.variant_json) for w in variant_wheels), "indexes")
+    own = {n: variants.PROVIDERS[n] for n in doc["default-priorities"]["namespace"]}
+    if doc["providers"] != own:  # the reader proved each variant.json the builder's: said, not assumed
+        raise ConfigError(f"indexes: the variant wheels declare providers {excerpt(doc['providers'])}, not this "
+                          f"builder's {excerpt(own)}; refusing to publish an index that installs other code")
+    data = variants.dumps(doc)
     out = variants.index_name(name, version)
     for g in given:
         if g.name != out or inputs.read_regular_file(g, "indexes", limit=MAX_TEXT_BYTES) != data:
@@ -89,13 +77,13 @@ def index_file(variant_wheels: Sequence[Path], given: Sequence[Path]) -> tuple[s
     return out, data
 
 
-def write(root: Path, files: Sequence[Path], fat: Sequence[Path]) -> list[str]:
+def write(root: Path, files: Sequence[Path], fat: Sequence[Path], proved: Mapping[Path, wheelread.Proved]) -> list[str]:
     """``root/packages/`` (the files) and ``root/simple/`` (the index); returns the file names.
 
     ``files``: the variant wheels (and any -variants.json beside them); ``fat``: the fat wheels.
     """
     wheel_files = [f for f in files if f.name.endswith(".whl")]
-    json_name, json_data = index_file(wheel_files, [f for f in files if _INDEX_JSON.fullmatch(f.name)])
+    json_name, json_data = index_file(wheel_files, [f for f in files if _INDEX_JSON.fullmatch(f.name)], proved)
     if not fat:
         raise ConfigError("indexes: variant wheels without the fat wheel; an installer that finds no variant for "
                           "the machine (or pip) needs it: give every wheel of the release")

@@ -15,7 +15,9 @@ version, the platform tag, the host code (extensions and Python files must be by
 across inputs), the toolchains, the matrix (``all_targets``) and each image against its
 manifest entry. Any refusal names the wheel and the reason, and nothing is written.
 
-Inputs are read in two passes. First every input is opened (regular files only, opened
+Inputs are read by the one reader of input wheels (``build_tools/wheelread/``, docs/inputs.md), which
+also proves each a wheel of ``--matrix``: its label, manifest and the images' own headers. Inputs are
+read in two passes. First every input is opened (regular files only, opened
 without blocking, so a FIFO or device is refused rather than waited on) and judged from its
 size and zip central directory alone, before any member is inflated: at most
 ``MAX_WHEEL_BYTES`` (512 MiB) per file, ``MAX_MEMBERS`` (10,000) members, names of ASCII

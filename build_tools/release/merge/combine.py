@@ -15,10 +15,11 @@ from build_tools.compile import manifest
 from build_tools.config import catalog
 from build_tools.config import model as matrix_model
 from build_tools.epoch import source_date_epoch
-from build_tools.errors import MergeError
+from build_tools.errors import MergeError, WheelRefused
+from build_tools import wheelread
 from build_tools.package import repair, wheels
-from build_tools.release.merge.input_wheels import InputWheel, read_wheels
-from build_tools.release.merge.messages import plain
+from build_tools.wheelread.input_wheels import InputWheel, read_wheels
+from build_tools.wheelread.messages import plain
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ def merge(paths: Sequence[Path], out: Path, *, matrix: matrix_model.Matrix, env:
           require_all: bool = False, repair_wheel: bool = True) -> Merged:
     if not paths:
         raise MergeError("merge: no wheels given")
-    inputs = read_wheels(paths)
+    try:
+        inputs = read_wheels(paths)
+        for w in inputs:  # each proved a wheel of this matrix: its label, manifest and images' headers
+            wheelread.check(w, matrix)
+    except WheelRefused as exc:
+        raise MergeError(exc.message) from None
     _one("versions", {w.path: w.base_version for w in inputs})
     tag = _one("platform tags", {w.path: w.tag for w in inputs})
     expected_tag = f"{wheels.TAG_PYTHON}-{wheels.TAG_ABI}-{wheels.platform_tag()}"

@@ -12,10 +12,10 @@ from typing import Any
 from build_tools.compile import manifest
 from build_tools.compile.sources import MODULE_NAME, MODULE_RULE
 from build_tools.config import catalog
-from build_tools.errors import MergeError
-from build_tools.release.merge.members import decode_text, manifest_member
-from build_tools.release.merge.messages import excerpt
-from build_tools.release.merge.wheelzip import NAME_PART, OpenedWheel
+from build_tools.errors import WheelRefused
+from build_tools.wheelread.members import decode_text, manifest_member
+from build_tools.wheelread.messages import excerpt
+from build_tools.wheelread.wheelzip import NAME_PART, OpenedWheel
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _IMAGE_FIELDS: dict[str, type] = {"module": str, "backend": str, "device": str, "resolved": str, "form": str,
@@ -121,11 +121,11 @@ def read_manifest(w: OpenedWheel, data: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(decode_text(w, manifest_member(), data))
     except (ValueError, RecursionError) as exc:  # RecursionError: a deeply nested document
-        raise MergeError(f"{w.show}: {manifest_member()} is not valid JSON: {excerpt(str(exc))}; refusing the "
+        raise WheelRefused(f"{w.show}: {manifest_member()} is not valid JSON: {excerpt(str(exc))}; refusing the "
                          "wheel") from None
     problems = manifest_problems(doc, w.version)
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
-        raise MergeError(f"{w.show}: its image manifest {manifest_member()} is not one this builder writes; refusing "
+        raise WheelRefused(f"{w.show}: its image manifest {manifest_member()} is not one this builder writes; refusing "
                          "the wheel:\n  " + "\n  ".join(shown))
     return doc
