@@ -16,8 +16,11 @@ PINS=build_tools/compile/toolchains/pins.toml
 # loader, clinfo, the C compilers (g++ brings cc1plus, which nvcc's host preprocessing needs),
 # patchelf, nginx (the remote-cache test's server), shellcheck (tests/test_release.py), podman,
 # runc and debootstrap (the release rehearsal, build_tools/release/rehearse: cibuildwheel in a container;
-# tests/test_debian12.py, tests/test_act.py), catatonit (podman run --init: the workflows' job containers).
-APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc catatonit debootstrap)
+# tests/test_debian12.py, tests/test_act.py), catatonit (podman run --init: the workflows' job containers),
+# qemu-user-static (the rehearsal's arm64 image and aarch64 wheels job under emulation; binfmt.py
+# registers its qemu-aarch64 with the kernel).
+APT_PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo gcc g++ cpp patchelf nginx shellcheck podman runc catatonit debootstrap
+              qemu-user-static)
 VENV=.venv
 TORCH_VENV=.venv-torch
 

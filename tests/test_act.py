@@ -4,10 +4,11 @@ exactly what is real and what is a stand-in).
 release.yml, as `workflow_dispatch` with ``publish: testpypi`` (the dry run that publishes: with
 ``none`` the publish job is skipped by its ``if:``, and its steps would not run), on a copy of this
 checkout whose matrix.yaml has two targets, one CUDA (sm_90) and one Intel (pvc), so the chain stays
-short: plan -> images (sm_90, pvc, the JIT-only portable forms) -> gather -> wheels (the fat wheel on
-x86_64 only: act's ``--matrix``; its cibuildwheel test step included) -> sdist -> indexes ->
-publish-pypi (its TestPyPI step, to a local pypiserver). publish-indexes and github-release run on
-tags only and are skipped here, as on GitHub.
+short: plan -> images (sm_90, pvc, the JIT-only portable forms) -> gather -> wheels (the fat wheel, on
+x86_64 with its cibuildwheel test step, and on aarch64: act's ``--matrix``; the aarch64 job's
+``runs-on: ubuntu-24.04-arm`` is the rehearsal's arm64 image, its steps under qemu) -> sdist ->
+indexes -> publish-pypi (its TestPyPI step, to a local pypiserver). publish-indexes and
+github-release run on tags only and are skipped here, as on GitHub.
 
 ci.yml's ``lint`` job, as a push: ruff, both schemas, actionlint, zizmor and shellcheck. Its
 ``test-and-build`` job is not run under act: it is `.ci/run` itself (the whole suite, which this
@@ -24,13 +25,14 @@ import sys
 import tarfile
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from build_tools.release.rehearse import act
+from build_tools.release.rehearse import act, binfmt
 from build_tools.release.rehearse import image as image_mod
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,7 +40,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TWO = {"NVIDIA H100 and H200": "sm_90", "Intel Data Center GPU Max Series": "pvc"}
-FAT_X86_64 = ("flavour:all targets (fat)", "arch:x86_64")
+FAT = ("flavour:all targets (fat)", "arch:x86_64")
+ARM64 = "arch:aarch64"
 
 
 def two_target_matrix() -> str:
@@ -79,14 +82,28 @@ def pypiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory, pypiserver: tuple[str, Path]) -> act.ActRun:
+def arm64(tmp_path_factory: pytest.TempPathFactory) -> image_mod.Image | str:
+    """The arm64 image of the ubuntu-24.04-arm jobs, or why arm64 cannot be emulated here (then the
+    release runs without its aarch64 wheels job, and the test of that job skips with the reason)."""
+    try:
+        return image_mod.ensure(log=tmp_path_factory.mktemp("arm64-image") / "image.log", arch="arm64")
+    except binfmt.Unavailable as exc:
+        return f"aarch64 cannot be emulated on this machine: {exc}"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory, pypiserver: tuple[str, Path],
+            arm64: image_mod.Image | str) -> act.ActRun:
     work = tmp_path_factory.mktemp("act-release")
     rehearsal = image_mod.ensure(log=work / "logs" / "rehearsal-image.log")
+    arm64_image = arm64 if isinstance(arm64, image_mod.Image) else None
     repo = act.repo_copy(work / "repo", matrix_yaml=two_target_matrix())
     url, _ = pypiserver
     env = {
-        # cibuildwheel's container: the rehearsal's image and CPython, podman (run.py does the same).
-        "CIBW_MANYLINUX_X86_64_IMAGE": rehearsal.tag, "CIBW_BUILD": "cp311-manylinux_x86_64",
+        # cibuildwheel's container: the rehearsal's images and CPython, podman (run.py does the same).
+        "CIBW_MANYLINUX_X86_64_IMAGE": rehearsal.tag,
+        **({"CIBW_MANYLINUX_AARCH64_IMAGE": arm64_image.tag} if arm64_image else {}),
+        "CIBW_BUILD": "cp311-manylinux_x86_64 cp311-manylinux_aarch64",
         "CIBW_CONTAINER_ENGINE": "podman; create_args: --network=host", "CIBW_AUDIT_COMMAND": "",
         **image_mod.podman_env({}),
         "AOT_ACT_PYPI_URL": url, "AOT_ACT_TWINE": str(BIN / "twine"),
@@ -95,7 +112,7 @@ def release(tmp_path_factory: pytest.TempPathFactory, pypiserver: tuple[str, Pat
     event = {"inputs": {"publish": "testpypi"},
              "repository": {"name": "aotkernels", "owner": {"login": "aotkernels-dev"}}}
     return act.run(repo, ".github/workflows/release.yml", work / "act", event_name="workflow_dispatch", event=event,
-                   env=env, matrix=FAT_X86_64, timeout=3000)
+                   env=env, matrix=(*FAT, ARM64) if arm64_image else FAT, timeout=3000, arm64=arm64_image)
 
 
 def _artifact(run: act.ActRun, name: str) -> dict[str, bytes]:
@@ -103,7 +120,12 @@ def _artifact(run: act.ActRun, name: str) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
-def test_every_job_of_the_dry_run_succeeded(release: act.ActRun) -> None:
+def _arches(arm64: image_mod.Image | str) -> list[tuple[str, str, str, str]]:
+    x86 = ("x86_64", "ubuntu-24.04", "fat", "success")
+    return [("aarch64", "ubuntu-24.04-arm", "fat", "success"), x86] if isinstance(arm64, image_mod.Image) else [x86]
+
+
+def test_every_job_of_the_dry_run_succeeded(release: act.ActRun, arm64: image_mod.Image | str) -> None:
     tail = "\n".join(str(ln.get("msg", "")) for ln in release.lines[-60:])
     assert release.returncode == 0, tail
     assert release.results("plan") == ["success"]
@@ -111,8 +133,9 @@ def test_every_job_of_the_dry_run_succeeded(release: act.ActRun) -> None:
     assert release.results("images") == ["success"] * 3
     for job in ("gather", "sdist", "indexes", "publish-pypi"):
         assert release.results(job) == ["success"], job
-    (wheels,) = [j for j in release.jobs if j.job == "wheels"]
-    assert wheels.result == "success" and wheels.matrix["slug"] == "fat" and wheels.matrix["arch"] == "x86_64"
+    wheels = sorted((j.matrix["arch"], j.matrix["runner"], j.matrix["slug"], j.result) for j in release.jobs
+                    if j.job == "wheels")
+    assert wheels == _arches(arm64)
     # Tags only (`if: github.event_name == 'push'`): act evaluates the condition and runs neither.
     assert not release.results("publish-indexes") and not release.results("github-release")
 
@@ -133,11 +156,40 @@ def test_images_jobs_ran_in_debian_with_an_init_and_gather_verified_one_set(rele
 def test_the_fat_wheel_was_built_repaired_and_tested_in_the_container(release: act.ActRun) -> None:
     (name,) = _artifact(release, "wheel-fat-x86_64")
     assert re.fullmatch(r"aotkernels-0\.1\.0-cp39-abi3-manylinux_2_\d+_x86_64\.whl", name), name
-    log = release.output("wheels")
+    log = "\n".join(str(ln.get("msg", "")) for ln in release.lines
+                    if ln.get("jobID") == "wheels" and (ln.get("matrix") or {}).get("arch") == "x86_64")
     assert "Testing wheel..." in log and "Repairing wheel..." in log
     assert "cpu_selftest: passed on " in log  # the test step on Intel's CPU OpenCL runtime (issue 19)
     checks = re.findall(r"^\s*(ok|FAIL) ", log, re.M)
     assert len(checks) > 10 and set(checks) == {"ok"}, log[-3000:]
+
+
+def test_the_arm64_wheels_job_ran_in_the_arm64_image(release: act.ActRun, arm64: image_mod.Image | str,
+                                                    tmp_path: Path) -> None:
+    """runs-on: ubuntu-24.04-arm -> the rehearsal's arm64 image: its steps ran as arm64 programs
+    (setup-python's stand-in found the image's Python), cibuildwheel built and repaired the host
+    extensions for aarch64 in the arm64 build image, and skipped the test step as pyproject.toml
+    says for aarch64 on GitHub (the rehearsal, tests/test_rehearsal.py, runs it on PoCL)."""
+    from elftools.elf.elffile import ELFFile
+
+    if isinstance(arm64, str):
+        pytest.skip(arm64)
+    log = "\n".join(str(ln.get("msg", "")) for ln in release.lines
+                    if ln.get("jobID") == "wheels" and (ln.get("matrix") or {}).get("arch") == "aarch64")
+    assert "setup-python stand-in: no python3.12 here; using Python 3.11.2" in log, log[-3000:]
+    assert "Building cp311-manylinux_aarch64 wheel" in log and "Repairing wheel..." in log
+    assert "Testing wheel..." not in log
+    (name,) = _artifact(release, "wheel-fat-aarch64")
+    assert re.fullmatch(r"aotkernels-0\.1\.0-cp39-abi3-manylinux_2_\d+_aarch64\.whl", name), name
+    wheel = tmp_path / name
+    wheel.write_bytes(_artifact(release, "wheel-fat-aarch64")[name])
+    with zipfile.ZipFile(wheel) as zf:
+        sos = [n for n in zf.namelist() if n.startswith("aotkernels/_") and n.endswith(".abi3.so")]
+        assert len(sos) == 2, zf.namelist()
+        for so in sos:
+            (tmp_path / "so").write_bytes(zf.read(so))
+            with (tmp_path / "so").open("rb") as f:
+                assert ELFFile(f)["e_machine"] == "EM_AARCH64", so
 
 
 def test_sdist_indexes_and_pages(release: act.ActRun) -> None:
@@ -152,13 +204,15 @@ def test_sdist_indexes_and_pages(release: act.ActRun) -> None:
 
 
 def test_publish_job_uploaded_the_fat_wheel_and_sdist_to_the_local_index(release: act.ActRun,
-                                                                         pypiserver: tuple[str, Path]) -> None:
+                                                                         pypiserver: tuple[str, Path],
+                                                                         arm64: image_mod.Image | str) -> None:
     _, packages = pypiserver
     names = {p.name for p in packages.iterdir()}
-    # The fat wheel (no local label), the sdist, and the sdist job's wheel-variant provider plugin.
+    # The fat wheels (no local label), the sdist, and the sdist job's wheel-variant provider plugin.
     (fat,) = _artifact(release, "wheel-fat-x86_64")
+    fat_arm64 = set(_artifact(release, "wheel-fat-aarch64")) if isinstance(arm64, image_mod.Image) else set()
     provider = set(_artifact(release, "provider"))
-    assert provider and names == {fat, "aotkernels-0.1.0.tar.gz", *provider}, names
+    assert provider and names == {fat, *fat_arm64, "aotkernels-0.1.0.tar.gz", *provider}, names
     publish_log = (release.log.parent.parent / "publish.log").read_text(encoding="utf-8")
     # The workflow asked for TestPyPI (its dry-run step); the stand-in sent it to the local server.
     assert set(re.findall(r"repository-url=(\S+)", publish_log)) == {"https://test.pypi.org/legacy/"}

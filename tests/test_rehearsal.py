@@ -6,6 +6,10 @@ session with the same recipe reuses it). One rehearsal (the images jobs, the gat
 JIT-only wheels jobs in the container, then twine check, the indexes and the installs) serves every
 test of what came out; each broken configuration is a run of its own, stopped at the step it breaks.
 podman, runc and debootstrap come with ./dev.sh setup: a machine without them fails these tests.
+
+The arm64 wheels job (``--arch aarch64``) packs the same gathered image set (compiled once, on
+x86-64) in the arm64 stand-in image under qemu: one run of the fat wheel serves its tests. Where qemu
+cannot be registered with binfmt_misc (binfmt.Unavailable) those tests skip, saying why.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from elftools.elf.elffile import ELFFile
 from build_tools.compile.toolchains import pins
 from build_tools.errors import RehearsalError
 from build_tools.package import wheels
+from build_tools.release.rehearse import binfmt
 from build_tools.release.rehearse import image as image_mod
 from build_tools.release.rehearse import run as run_mod
 
@@ -179,3 +184,81 @@ def test_a_broken_release_configuration_fails_at_its_step(rehearsal: run_mod.Reh
     assert f"rehearsal: {step} failed" in caught.value.message and words in caught.value.message
     assert not list((tmp_path / "out").glob("wheelhouse/*/*.whl"))
     assert run_mod._containers_of(rehearsal_image.id) == []
+
+
+# --- the arm64 wheels job, under qemu --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rehearsal_arm64(rehearsal: run_mod.Rehearsal, tmp_path_factory: pytest.TempPathFactory) -> run_mod.Rehearsal:
+    """The fat wheel's aarch64 job, packing the x86-64 rehearsal's gathered set (as the release's
+    wheels jobs all take the one set its images jobs compiled)."""
+    try:
+        return run_mod.rehearse(tmp_path_factory.mktemp("rehearsal-arm64") / "out", arch="aarch64", flavours=("",),
+                                prebuilt=rehearsal.gathered)
+    except binfmt.Unavailable as exc:
+        pytest.skip(f"aarch64 cannot be emulated on this machine: {exc}")
+
+
+def _elf_machine(elf_bytes: bytes, path: Path) -> str:
+    path.write_bytes(elf_bytes)
+    with path.open("rb") as f:
+        return str(ELFFile(f)["e_machine"])
+
+
+def test_arm64_wheel_was_built_repaired_and_audited_in_the_arm64_container(rehearsal_arm64: run_mod.Rehearsal,
+                                                                           tmp_path: Path) -> None:
+    (job,) = rehearsal_arm64.jobs
+    log = job.log.read_text(encoding="utf-8")
+    assert "    aarch64: " + rehearsal_arm64.image + "\n" in log and "build_config: cp311-manylinux_aarch64\n" in log
+    assert "+ python -m pip wheel /project --wheel-dir=/tmp/cibuildwheel/built_wheel --no-deps" in log
+    assert re.search(r"repaired aotkernels-[^ ]+-cp39-abi3-linux_aarch64\.whl -> " + re.escape(job.wheel.name), log)
+    assert re.fullmatch(r"aotkernels-0\.1\.0-cp39-abi3-manylinux_2_(\d+)_aarch64\.whl", job.wheel.name), job.wheel.name
+    members = _members(job.wheel)
+    sos = sorted(n for n in members if n.startswith(f"{wheels.PACKAGE}/_") and n.endswith(".abi3.so"))
+    grafted = sorted(n for n in members if n.startswith(f"{wheels.PACKAGE}.libs/libOpenCL-"))
+    assert len(sos) == 2 and grafted, list(members)  # the two host extensions, the ICD loader
+    for name in (*sos, *grafted):
+        assert _elf_machine(members[name], tmp_path / "so") == "EM_AARCH64", name
+    # abi3audit --strict --report (cibuildwheel's default audit command), run by the rehearsal.
+    report = json.loads(job.audit)
+    (objects,) = [spec["wheel"] for spec in report["specs"].values()]
+    audited = {o["name"]: o["result"] for o in objects}
+    assert {n.rsplit("/", 1)[-1] for n in sos} <= set(audited), audited
+    for name, result in audited.items():
+        assert result["is_abi3"] and result["is_abi3_baseline_compatible"] and not result["non_abi3_symbols"], name
+
+
+def test_arm64_wheel_images_are_the_x86_64_wheels_byte_for_byte(rehearsal: run_mod.Rehearsal,
+                                                                rehearsal_arm64: run_mod.Rehearsal) -> None:
+    prefix = f"{wheels.PACKAGE}/images/"
+    x86 = {n: b for n, b in _members(_job(rehearsal, "").wheel).items() if n.startswith(prefix)}
+    arm = {n: b for n, b in _members(_job(rehearsal_arm64, "").wheel).items() if n.startswith(prefix)}
+    assert len(x86) > 5 and arm == x86
+    assert rehearsal_arm64.gathered == rehearsal.gathered
+
+
+def test_arm64_test_step_ran_the_selftest_on_pocl(rehearsal_arm64: run_mod.Rehearsal) -> None:
+    log = _job(rehearsal_arm64, "").log.read_text(encoding="utf-8")
+    test_step = log[log.index("\nTesting wheel...\n"):]
+    # The release's test command; nothing from PyPI's x86-64-only runtime (the aarch64 override).
+    assert "+ sh -c 'python /project/build_tools/release/cpu_selftest.py'" in test_step
+    assert "intel-opencl-rt" not in test_step
+    assert re.search(r"cpu_selftest: OpenCL on the CPU from /usr/lib/aarch64-linux-gnu/libpocl\.so", test_step)
+    assert "JIT from opencl/source" in test_step  # PoCL takes no SPIR-V: the OpenCL C path
+    assert re.search(r"cpu_selftest: passed on libpocl\.so", test_step)
+    checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
+    assert len(checks) > 10 and set(checks) == {"ok"}, test_step[-3000:]
+
+
+def test_arm64_rehearsal_leaves_no_container(rehearsal_arm64: run_mod.Rehearsal) -> None:
+    image = image_mod.image_id(rehearsal_arm64.image)
+    assert image is not None and run_mod._containers_of(image) == []
+
+
+def test_binfmt_says_why_it_cannot_register(tmp_path: Path) -> None:
+    """No qemu-user-static: Unavailable naming the package, and the kernel's table left alone (a
+    stand-in mount folder with a register file and no handler)."""
+    (tmp_path / "register").write_text("")
+    with pytest.raises(binfmt.Unavailable, match="qemu-user-static"):
+        binfmt.ensure(mount=tmp_path, conf=tmp_path / "qemu-aarch64.conf")
+    assert (tmp_path / "register").read_text() == ""

@@ -892,6 +892,22 @@ def test_test_step_without_a_cpu_runtime_says_what_to_install(tmp_path: Path) ->
     assert "Traceback" not in r.stderr
 
 
+def test_test_step_off_x86_64_takes_the_systems_pocl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aarch64 (no intel-opencl-rt wheel): the library the system's pocl.icd names, in the
+    architecture's library folder; without that file, exit 3 naming the package (tests/test_rehearsal.py
+    runs the step on arm64 for real)."""
+    from build_tools.release import cpu_selftest
+
+    icd = Path("/etc/OpenCL/vendors/pocl.icd")
+    assert icd.is_file(), f"{icd} is missing: install pocl-opencl-icd (./dev.sh setup does)"
+    found = cpu_selftest.system_pocl()
+    assert found.is_file() and found.name.startswith("libpocl.so") and found.parent.name == "x86_64-linux-gnu"
+    monkeypatch.setattr(cpu_selftest.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(cpu_selftest, "POCL_ICD", tmp_path / "pocl.icd")
+    with pytest.raises(cpu_selftest.StepError, match=r"no CPU OpenCL runtime for aarch64: .* install pocl-opencl-icd"):
+        cpu_selftest.default_runtime()
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end: the release's steps in order, on this machine (the container part is the next issue)
 

