@@ -47,7 +47,9 @@ def _aot_image_impl(ctx):
         progress_message = "AOT %s %s for %s" % (ctx.attr.form, ctx.attr.module, ctx.attr.device),
         use_default_shell_env = True,
     )
-    return [DefaultInfo(files = depset(outputs))]
+    # The image alone is the target's file (ocloc's actions take the OpenCL C source target as their one src);
+    # the dependency list is an output of the same action, so it is written (or fetched from the cache) with it.
+    return [DefaultInfo(files = depset([out])), OutputGroupInfo(aot_deps = depset(outputs[1:]))]
 
 aot_image = rule(
     implementation = _aot_image_impl,
