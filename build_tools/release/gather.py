@@ -259,7 +259,11 @@ def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path, inputs: 
         for rel, src in sorted(files.items()):
             dst = stage / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as exc:  # the set changed since it was checked (an image removed): refused, no traceback
+                raise GatherError(f"{excerpt(str(src))}: cannot copy the image: {exc.strerror or exc}; "
+                                  "gather again from sets nothing changes meanwhile") from None
         (stage / manifest.MANIFEST_NAME).write_text(manifest.dumps(dict(doc)), encoding="utf-8")
 
 
