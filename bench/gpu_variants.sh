@@ -5,10 +5,11 @@
 # Prepare the carried folder here (it must be an ignored path of the checkout, e.g. gpu-variants/):
 #   printf 'wheels:\n  naming: variant\n' | cat matrix.yaml - > /tmp/matrix-variant.yaml
 #   .venv/bin/python build_tools/build.py --matrix /tmp/matrix-variant.yaml --out /tmp/dist-variant
-#   PATH="$PWD/.venv/bin:$PATH" .venv/bin/python build_tools/build.py indexes /tmp/dist-variant --out /tmp/site-variant
 #   mkdir -p gpu-variants/wheels gpu-variants/uv
-#   cp /tmp/site-variant/whl/variants/packages/* gpu-variants/wheels/   # variants, fat wheel, -variants.json
-# (not dist/*.whl: its 0.1.0+jit sorts above 0.1.0, and uv would install the JIT-only wheel)
+#   cp /tmp/dist-variant/*.whl /tmp/dist-variant/*-variants.json gpu-variants/wheels/   # variants, fat wheel
+# (the build's own folder, as a user installs from it: its JIT-only wheel sits in local-version/, since
+# 0.1.0+jit sorts above 0.1.0 and uv would install it; docs/variant-folder.md. The variants index that
+# `build.py indexes` writes, whl/variants/packages/, holds the same files.)
 #   .venv/bin/python -m pip download --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux_2_17_x86_64 --no-deps uv==0.13.9 -d gpu-variants/uv
 # Run there (Python 3.12 with numpy as python3, no package index): bench/gpu_variants.sh [gpu-variants]

@@ -111,8 +111,10 @@ def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = N
     try:
         return _build(wheel_directory)
     except BuildToolError as exc:
-        # pip shows this text; the exception type alone would hide which field was wrong
-        raise SystemExit(f"error: {exc.message}") from None
+        # pip shows this text (the exception type alone would hide which field was wrong) and the hook's exit
+        # code, the README's (`exit code: 9` for a refused AOT_PREBUILT_IMAGES set); pip itself then exits 1.
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:

@@ -20,34 +20,48 @@ Everything is staged beside the output folder (``.<name>.staging-<pid>-<random>`
 only on success, under a lock on the parent folder so two runs writing the same ``--out`` take
 turns at the swap. Leftovers of runs that were killed (``SIGKILL`` leaves a staging folder; a
 kill during the swap leaves ``.<name>.old-<pid>``) are swept by the next run, once their process
-is gone.
+is gone, and only when they prove to be ours: a staging folder's marker names that very folder
+(written when it is made), an old output's marker lists everything in it. A folder that merely
+looks like one (``.site.old-20240101`` holding a user's notes, a number no pid can be) is left
+alone, and the run says so once.
+
+The swap renames ``out`` and makes a folder in its parent, so an output folder that cannot be
+renamed (``chattr +i`` on it, ``+i`` or ``+a`` on its parent, a sticky parent owned by someone
+else) is refused by :func:`check`, before the work, not after it at the swap.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import re
 import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from build_tools import inputs as inputs_mod
 from build_tools.errors import ConfigError
+from build_tools.leftovers import say_swept, sweep
+from build_tools.marker import (  # noqa: F401  (re-exported: callers know the marker as outdir's)
+    MARKER,
+    MARKER_LIMIT,
+    MARKER_TEXT,
+    RECORD_HEADER,
+    count,
+    entries,
+    marker_text,
+    recorded,
+    shown,
+    strangers,
+    written_by_us,
+)
 
-MARKER = ".aotkernels-output"
-MARKER_TEXT = ("Written by aotkernels' build_tools/build.py. The next run with this folder as --out replaces\n"
-               "the entries listed below (what it wrote); it refuses while the folder holds anything else.\n")
-RECORD_HEADER = "entries:\n"
+# FS_IOC_GETFLAGS (linux/fs.h) and the inode flags that make a folder unrenamable even for root.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x10, 0x20
 CHECKOUT = Path(__file__).resolve().parent.parent
-# A dist/ holds a few hundred entries; a folder with more is not an output of this tool.
-MAX_ENTRIES = 100_000
-MARKER_LIMIT = 16 * inputs_mod.TEXT_LIMIT
-SHOWN = 10  # strangers named in a message
 
 
 def _read_umask() -> int:
@@ -60,113 +74,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _leftover_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(name)}\.(?:staging|old)-(\d+)(?:-[0-9a-f]+)?")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _written_by_us(folder: Path) -> bool:
-    marker = folder / MARKER
-    try:
-        return stat.S_ISREG(marker.lstat().st_mode)
-    except OSError:
-        return False
-
-
 def previous_output(out: Path) -> Path | None:
     """``out`` when it holds an earlier run's output (its wheels may be reused), else None."""
-    return out if out.is_dir() and not out.is_symlink() and _written_by_us(out) else None
-
-
-# --- the record of what a run wrote -----------------------------------------------------------
-
-def marker_text(entries: Iterable[str]) -> str:
-    """The marker's text for a folder holding ``entries`` (relative POSIX paths, folders ending in ``/``).
-
-    One JSON string a line: any name (a space, a newline) reads back as written.
-    """
-    return MARKER_TEXT + RECORD_HEADER + "".join(json.dumps(e) + "\n" for e in sorted(set(entries)) if e != MARKER)
-
-
-def recorded(folder: Path) -> set[str]:
-    """The entries the marker of ``folder`` lists; empty when there is no marker or it cannot be read."""
-    if not _written_by_us(folder):
-        return set()
-    try:
-        text = inputs_mod.read_text(folder / MARKER, MARKER, limit=MARKER_LIMIT)
-    except ConfigError:
-        return set()
-    _, sep, body = text.partition(RECORD_HEADER)
-    if not sep:
-        return set()
-    out: set[str] = set()
-    for line in body.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            return set()  # a damaged record proves nothing
-        if isinstance(entry, str):
-            out.add(entry)
-    return out
-
-
-def _walk(folder: Path, mine: set[str] | None) -> list[str]:
-    """Entries under ``folder`` (links not followed; folders end in ``/``), the marker aside.
-
-    ``mine`` None: every entry. Else only those not in ``mine`` (the strangers), and a stranger
-    folder once, not its contents.
-    """
-    found: list[str] = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        with os.scandir(folder / rel if rel else folder) as it:
-            for e in it:
-                key = f"{rel}{e.name}"
-                if key == MARKER:
-                    continue
-                is_dir = e.is_dir(follow_symlinks=False)
-                key += "/" if is_dir else ""
-                stranger = mine is not None and key not in mine
-                if mine is None or stranger:
-                    found.append(key)
-                if is_dir and not stranger:
-                    stack.append(key)
-                if len(found) > MAX_ENTRIES:
-                    return sorted(found)
-    return sorted(found)
-
-
-def entries(folder: Path) -> list[str]:
-    """Every entry under ``folder``: what the marker of a staging folder lists."""
-    return _walk(folder, None)
-
-
-def strangers(folder: Path) -> list[str]:
-    """What ``folder`` holds that its marker does not list."""
-    return _walk(folder, recorded(folder))
-
-
-def _count(names: Sequence[str]) -> str:
-    return f"{len(names):,} {'entry' if len(names) == 1 else 'entries'}"
-
-
-def _shown(names: Sequence[str]) -> str:
-    more = f" and {len(names) - SHOWN:,} more" if len(names) > SHOWN else ""
-    return ", ".join(inputs_mod.excerpt(n) for n in names[:SHOWN]) + more
+    return out if out.is_dir() and not out.is_symlink() and written_by_us(out) else None
 
 
 # --- the guard --------------------------------------------------------------------------------
@@ -189,7 +103,7 @@ def _check_contents(out: Path, field: str) -> None:
     try:
         if not os.listdir(out):
             return
-        if not _written_by_us(out):
+        if not written_by_us(out):
             raise ConfigError(
                 f"{field}: {out} is not empty and was not written by this tool (no {MARKER} in it), so it will not "
                 "be replaced; give a new or empty folder (or delete this one yourself)")
@@ -200,8 +114,8 @@ def _check_contents(out: Path, field: str) -> None:
         # A marker with no list (written by hand, or by a version of this tool before the list) proves nothing.
         why = "its marker lists nothing" if not recorded(out) else f"not in its {MARKER} list"
         raise ConfigError(
-            f"{field}: {out} holds {_count(others)} this tool did not write ({why}): "
-            f"{_shown(others)}; move them out of the folder (or delete it yourself), or give another folder")
+            f"{field}: {out} holds {count(others)} this tool did not write ({why}): "
+            f"{shown(others)}; move them out of the folder (or delete it yourself), or give another folder")
 
 
 def _check_creatable(out: Path, field: str, *, replace: bool) -> None:
@@ -219,6 +133,49 @@ def _check_creatable(out: Path, field: str, *, replace: bool) -> None:
     except OSError as exc:
         raise ConfigError(f"{field}: cannot create the folder {out}: cannot write in {probe_in} "
                           f"({exc.strerror or exc}); give a folder in a writable place") from None
+
+
+def _inode_flags(path: Path) -> int:
+    """The folder's inode flags (``lsattr``); 0 where the filesystem has none or they cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))[:4], "little")
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _check_renamable(out: Path, field: str) -> None:
+    """The swap at the end renames ``out`` aside and the staging folder onto it, both in ``out``'s parent:
+    refuse now what would refuse those renames then, after all the work (EPERM even for root)."""
+    shown = inputs_mod.excerpt(str(out))
+    exists = out.is_dir() and not out.is_symlink()
+    if exists and _inode_flags(out) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+        raise ConfigError(f"{field}: {shown} is immutable or append-only (chattr +i/+a), so it cannot be renamed to "
+                          f"be replaced; remove the attribute (chattr -i -a {shown}) or give another folder")
+    parent = out.parent
+    if not parent.is_dir():
+        return  # made by the run: _check_creatable judges where
+    if _inode_flags(parent) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+        raise ConfigError(f"{field}: its parent folder {inputs_mod.excerpt(str(parent))} is immutable or append-only "
+                          "(chattr +i/+a), so nothing in it can be renamed or removed; remove the attribute or give "
+                          "a folder elsewhere")
+    if os.geteuid() == 0:
+        return  # root passes the permission checks below
+    if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise ConfigError(f"{field}: its parent folder {inputs_mod.excerpt(str(parent))} is not writable, so the "
+                          "output cannot be swapped in there; give a folder in a writable place")
+    try:
+        pst, ost = parent.stat(), (out.lstat() if exists else None)
+    except OSError:
+        return
+    if ost is not None and pst.st_mode & stat.S_ISVTX and os.geteuid() not in (pst.st_uid, ost.st_uid):
+        raise ConfigError(f"{field}: {shown} belongs to another user in a sticky folder ({inputs_mod.excerpt(str(parent))}, "
+                          "like /tmp), so it cannot be renamed to be replaced; give a folder of your own")
 
 
 def _cwd() -> Path:
@@ -275,29 +232,11 @@ def check(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Seq
             with contextlib.suppress(OSError):
                 stack.enter_context(_locked(out.parent))
             _check_contents(out, field)
+        _check_renamable(out, field)
     elif os.path.lexists(out) and not out.is_dir():
         raise ConfigError(f"{field}: {out} exists and is not a folder; give the folder to write into")
     _check_creatable(out, field, replace=replace)
     return out
-
-
-def sweep(out: Path) -> list[Path]:
-    """Remove what killed runs of this tool left beside ``out``; returns what was removed."""
-    pattern = _leftover_re(out.name)
-    removed: list[Path] = []
-    try:
-        names = os.listdir(out.parent)
-    except OSError:
-        return removed
-    for name in names:
-        m = pattern.fullmatch(name)
-        if not m or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
-            continue
-        path = out.parent / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
 
 
 @contextlib.contextmanager
@@ -321,8 +260,7 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
     out = check(out_text, field=field, inputs=inputs, checkout=checkout)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for path in sweep(out):
-            print(f"removed {path.name}, left by an earlier run that was killed")
+        say_swept(out, *sweep(out))
         stage = out.parent / f".{out.name}.staging-{os.getpid()}-{secrets.token_hex(4)}"
         # mkdir honours the umask (mkdtemp would always give 0700): the output folder gets the
         # mode any folder the user makes gets.
@@ -331,7 +269,7 @@ def staged(out_text: str | os.PathLike[str], *, field: str = "--out", inputs: Se
         raise ConfigError(f"{field}: cannot create the output folder {out}: {exc.strerror or exc}; "
                           "give a folder in a writable place") from None
     try:
-        (stage / MARKER).write_text(marker_text(()), encoding="utf-8")
+        (stage / MARKER).write_text(marker_text((), staging=stage.name), encoding="utf-8")
         yield stage
         (stage / MARKER).write_text(marker_text(entries(stage)), encoding="utf-8")
         with _locked(out.parent):
@@ -354,7 +292,7 @@ def claim(folder: Path, names: Sequence[str], *, field: str) -> None:
     mine = recorded(folder)
     others = [n for n in names if os.path.lexists(folder / n) and n not in mine]
     if others:
-        raise ConfigError(f"{field}: {folder} holds {_shown(others)}, which this tool did not write (not in a "
+        raise ConfigError(f"{field}: {folder} holds {shown(others)}, which this tool did not write (not in a "
                           f"{MARKER} list), so it will not replace them; move them, or pass --no-write")
     try:
         # Only the names: what a folder without a marker already held stays a stranger to later runs.

@@ -368,7 +368,7 @@ def test_two_builds_in_one_checkout_take_turns(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("value", ["grpc://h:99999", "http://[::1"])
 def test_pep517_backend_refuses_a_bad_remote_cache_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      value: str) -> None:
+                                                      capsys: pytest.CaptureFixture[str], value: str) -> None:
     from build_tools import backend
 
     monkeypatch.setenv("AOT_REMOTE_CACHE", value)
@@ -376,5 +376,6 @@ def test_pep517_backend_refuses_a_bad_remote_cache_url(tmp_path: Path, monkeypat
     monkeypatch.delenv("USE_AOT_DEVLIST", raising=False)
     with pytest.raises(SystemExit) as done:
         backend.build_wheel(str(tmp_path))
-    assert str(done.value).startswith(f"error: AOT_REMOTE_CACHE: {value!r} is not a valid URL"), done.value
+    assert done.value.code == 2  # ConfigError's code, as the README's table gives it
+    assert capsys.readouterr().err.startswith(f"error: AOT_REMOTE_CACHE: {value!r} is not a valid URL")
     assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,8 @@
 
 ``--out`` set to the checkout, a parent of it, the filesystem root, a folder holding the run's
 inputs, a file, or a folder the tool did not write is refused with exit 2 before any work, and
-nothing is touched. Leftovers of killed runs are swept by the next run.
+nothing is touched. Leftovers of killed runs are swept by the next run (issue 27: only those that
+prove to be ours); an output folder that cannot be renamed is refused before the work.
 """
 from __future__ import annotations
 
@@ -200,17 +201,111 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_next_run_sweeps_what_killed_runs_left(tmp_path: Path) -> None:
+def _leftover(path: Path, marker: str | None) -> Path:
+    path.mkdir()
+    (path / "half.whl").write_bytes(b"half")
+    if marker is not None:
+        (path / outdir.MARKER).write_text(marker)
+    return path
+
+
+def test_next_run_sweeps_what_killed_runs_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dead = _dead_pid()
-    left = [tmp_path / f".dist.staging-{dead}-0a1b2c3d", tmp_path / f".dist.old-{dead}"]
-    alive = tmp_path / f".dist.staging-{os.getppid()}-99999999"  # a run still going: not ours to remove
-    unrelated = tmp_path / f".other.staging-{dead}-0a1b2c3d"
-    for p in [*left, alive, unrelated]:
-        p.mkdir()
-        (p / "half.whl").write_bytes(b"half")
+    staging = f".dist.staging-{dead}-0a1b2c3d"
+    ours = [_leftover(tmp_path / staging, outdir.marker_text((), staging=staging)),  # a killed run's stage
+            _leftover(tmp_path / f".dist.old-{dead}", outdir.marker_text(["half.whl"]))]  # a killed swap's old output
+    alive = _leftover(tmp_path / f".dist.staging-{os.getppid()}-99999999", None)  # a run still going: not ours
+    unrelated = _leftover(tmp_path / f".other.staging-{dead}-0a1b2c3d", None)
     with outdir.staged(tmp_path / "dist", checkout=tmp_path / "checkout"):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dist", alive.name, unrelated.name])
+    out = capsys.readouterr().out
+    assert all(f"removed '{p.name}', left by an earlier run that was killed" in out for p in ours), out
+    assert "left alone" not in out
+
+
+@pytest.mark.parametrize("name, marker", [
+    (".dist.old-20240101", None),                                    # a user's folder: the issue's notes.txt
+    (".dist.old-{dead}", None),                                      # the name of a dead pid, no marker
+    (".dist.staging-{dead}-0a1b2c3d", "stage-of-another"),            # a marker naming another staging folder
+    (".dist.staging-{dead}-0a1b2c3d", "final-listing-nothing"),       # a final marker, a stranger beside it
+    (".dist.old-{dead}", "final-listing-nothing"),                    # a planted marker beside the user's file
+    (".dist.old-99999999999999999999999999999999", "final"),        # no pid is that large (was OverflowError)
+    (".dist.old-" + "9" * 200, None),                                # nor that long
+])
+def test_a_folder_named_like_a_leftover_but_not_ours_is_left_alone_and_said_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, marker: str | None) -> None:
+    dead = _dead_pid()
+    folder = tmp_path / name.format(dead=dead)
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    if marker is not None:
+        (folder / outdir.MARKER).write_text({
+            "stage-of-another": outdir.marker_text((), staging=f".dist.staging-{dead}-ffffffff"),
+            "final-listing-nothing": outdir.marker_text(()),
+            "final": outdir.marker_text(["notes.txt"])}[marker])
+    before = snapshot(tmp_path)
+    with outdir.staged(tmp_path / "dist", checkout=tmp_path / "checkout"):
+        pass
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("dist")} == before
+    assert (folder / "notes.txt").read_text() == "mine"
+    out = capsys.readouterr().out
+    assert out.count("left alone beside") == 1 and "not one a run of this tool wrote" in out, out
+    assert "removed" not in out
+
+
+def test_a_users_old_folder_survives_a_variant_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: ``build.py variant EMPTY --out D/site`` beside the user's D/.site.old-20240101/."""
+    d, empty = tmp_path / "D", tmp_path / "EMPTY"
+    (d / ".site.old-20240101").mkdir(parents=True)
+    (d / ".site.old-20240101" / "notes.txt").write_text("mine")
+    empty.mkdir()
+    sentinel = snapshot(tmp_path)
+    rc = main(["variant", str(empty), "--out", str(d / "site"), "--matrix", str(ROOT / "matrix.yaml")])
+    assert rc == 0
+    after = snapshot(tmp_path)
+    # D itself gains site/ (its mtime moves); everything else is as it was
+    assert {k: v for k, v in after.items() if k != "D" and not k.startswith("D/site")} == {
+        k: v for k, v in sentinel.items() if k != "D"}
+    assert (d / ".site.old-20240101" / "notes.txt").read_text() == "mine"
+    assert capsys.readouterr().out.count("left alone beside") == 1
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    """chattr, if this filesystem and user can (root with CAP_LINUX_IMMUTABLE on ext4, xfs, btrfs)."""
+    try:
+        return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("where, flag, words", [
+    ("out", "+i", "is immutable or append-only (chattr +i/+a), so it cannot be renamed"),
+    ("parent", "+i", "its parent folder"),
+    ("parent", "+a", "its parent folder"),
+])
+def test_an_unrenamable_output_folder_is_refused_before_the_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               where: str, flag: str, words: str) -> None:
+    parent = tmp_path / "P"
+    out = parent / "site"
+    out.mkdir(parents=True)
+    (out / outdir.MARKER).write_text(outdir.marker_text([]))  # a previous output: replaceable but for the flag
+    empty = tmp_path / "EMPTY"
+    empty.mkdir()
+    target = out if where == "out" else parent
+    if not _chattr(flag, target):
+        pytest.skip(f"chattr {flag} is not possible here (needs root and a filesystem with inode flags)")
+    try:
+        before = snapshot(tmp_path)
+        rc = main(["variant", str(empty), "--out", str(out), "--matrix", str(ROOT / "matrix.yaml")])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and "Traceback" not in err, err
+        assert snapshot(tmp_path) == before  # refused before the work: nothing made, nothing swept
+    finally:
+        _chattr(flag.replace("+", "-"), target)
+    rc = main(["variant", str(empty), "--out", str(out), "--matrix", str(ROOT / "matrix.yaml")])
+    assert rc == 0  # the attribute removed, as the message says: the same command works
 
 
 def test_a_killed_build_leaves_a_staging_folder_the_next_run_removes(tmp_path: Path) -> None:

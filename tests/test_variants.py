@@ -109,7 +109,9 @@ def test_builder_writes_variant_wheels_that_variantlib_accepts(variant_dist: Pat
     labels = sorted(variants.split_label(n)[1] for n in names if variants.split_label(n))  # type: ignore[index]
     assert labels == sorted(["dg2g10c0", "pvc", "tgllp", "sm75", "sm80", "sm89", "sm90", "sm100", "sm120"])
     plain = [n for n in names if not variants.split_label(n)]
-    assert [n.split("-")[1] for n in plain] == ["0.1.0+jit", "0.1.0"], plain  # auditwheel kept every label
+    assert [n.split("-")[1] for n in plain] == ["0.1.0"], plain  # the fat wheel; auditwheel kept every label
+    # The JIT-only wheel is kept out of the folder installers read (issue 27 item 6): wheels.LOCAL_FOLDER
+    assert [w.name.split("-")[1] for w in (variant_dist / wheels.LOCAL_FOLDER).glob("*.whl")] == ["0.1.0+jit"]
     for w in _variant_wheels(variant_dist):
         got = subprocess.run([str(BIN / "variantlib"), "analyze-wheel", "-i", str(w)], text=True,
                              capture_output=True, timeout=120)
@@ -156,6 +158,8 @@ def site(variant_dist: Path) -> Iterator[str]:
     assert main(["indexes", str(variant_dist), "--out", str(out), "--base-url", "https://example.invalid"],
                 env=env) == 0
     page = (out / "index.html").read_text(encoding="utf-8")
+    # the JIT-only wheel, kept apart in dist/local-version/, still gets its flavour's index
+    assert [p.name.split("-")[1] for p in (out / "whl" / "jit" / "packages").glob("*.whl")] == ["0.1.0+jit"]
     assert ("UV_PREVIEW_FEATURES=wheel-variants uv pip install aotkernels --index-url "
             "https://example.invalid/whl/variants/simple/") in page
     with _serve(out) as url:
@@ -214,6 +218,37 @@ def test_uv_picks_each_gpus_variant_from_the_index_and_it_runs(site: str, tmp_pa
     where = subprocess.run([str(py), "-c", "import aotkernels; print(aotkernels.__file__)"], text=True,
                            capture_output=True, env=env, cwd="/").stdout
     assert where.startswith(str(tmp_path / "venv")), where  # the uv-installed wheel, not a checkout
+
+
+@pytest.mark.integration
+def test_the_variant_folder_itself_installs_right_with_uv_and_pip(variant_dist: Path, tmp_path: Path) -> None:
+    """Issue 27 item 6: `--find-links dist` of a naming: variant build. The JIT-only wheel's 0.1.0+jit would
+    sort above every 0.1.0 wheel there (uv installed it on an H100); it is kept in dist/local-version/."""
+    assert not [w for w in variant_dist.glob("*.whl") if "+" in w.name]  # no local label beside the variants
+    py = _venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NV_VARIANT_PROVIDER_", "UV_"))}
+    env.update(UV_PREVIEW_FEATURES="wheel-variants", UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+    for cc, want in {"9.0": "sm90", "8.6": "sm80", "": "fat"}.items():
+        run_env = dict(env, **({"NV_VARIANT_PROVIDER_FORCE_SM_ARCH": cc,
+                                "NV_VARIANT_PROVIDER_FORCE_CUDA_DRIVER_VERSION": "12.8"} if cc else {}))
+        got = subprocess.run([str(BIN / "uv"), "pip", "install", "--python", str(py), "--no-deps", "--reinstall",
+                              "--offline", "--no-index", "--find-links", str(variant_dist), "aotkernels"],
+                             text=True, capture_output=True, timeout=300, env=run_env, cwd="/")
+        assert got.returncode == 0, got.stderr
+        assert _installed_label(py) == want, (cc, got.stderr[-2000:])
+    pip_py = _venv(tmp_path / "pip-venv")
+    got = subprocess.run([str(pip_py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                          "--no-index", "--find-links", str(variant_dist), "aotkernels"], text=True, capture_output=True,
+                         timeout=300, cwd="/")
+    assert got.returncode == 0, got.stderr
+    assert _installed_label(pip_py) == "fat"
+    # The JIT-only wheel is still built, measured and installable on purpose, from its own folder.
+    report = json.loads((variant_dist / "size-report.json").read_text())
+    assert any("+jit" in w["file"] for w in report["wheels"]), [w["file"] for w in report["wheels"]]
+    got = subprocess.run([str(pip_py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                          "--no-index", "--find-links", str(variant_dist / wheels.LOCAL_FOLDER), "aotkernels===0.1.0+jit"],
+                         text=True, capture_output=True, timeout=300, cwd="/")
+    assert got.returncode == 0 and _installed_label(pip_py) == "jit", got.stderr
 
 
 @pytest.mark.integration

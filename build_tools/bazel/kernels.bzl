@@ -22,6 +22,7 @@ def _aot_image_impl(ctx):
     out = ctx.actions.declare_file(ctx.attr.out)
     src = ctx.file.src
     base = out.basename
+    outputs = [out]
     subst = {
         "src": src.path,
         "out": out.path,
@@ -30,17 +31,25 @@ def _aot_image_impl(ctx):
         "out_stem": base.rsplit(".", 1)[0] if "." in base else base,
         "include": ctx.file.include_marker.dirname,
     }
+    if ctx.attr.deps:
+        # The files the compiler read, as it reports them (-MD): build_tools/compile/includes.py refuses
+        # a header that is not an input of this action (it comes from the cache with the image).
+        deps = ctx.actions.declare_file(ctx.attr.out + ".d")
+        outputs.append(deps)
+        subst["deps"] = deps.path
     argv = [_expand(a, subst) for a in ctx.attr.argv]
     ctx.actions.run(
         executable = argv[0],
         arguments = argv[1:],
         inputs = [src, ctx.file.stamp] + ctx.files.hdrs,
-        outputs = [out],
+        outputs = outputs,
         mnemonic = ctx.attr.mnemonic,
         progress_message = "AOT %s %s for %s" % (ctx.attr.form, ctx.attr.module, ctx.attr.device),
         use_default_shell_env = True,
     )
-    return [DefaultInfo(files = depset([out]))]
+    # The image alone is the target's file (ocloc's actions take the OpenCL C source target as their one src);
+    # the dependency list is an output of the same action, so it is written (or fetched from the cache) with it.
+    return [DefaultInfo(files = depset([out])), OutputGroupInfo(aot_deps = depset(outputs[1:]))]
 
 aot_image = rule(
     implementation = _aot_image_impl,
@@ -55,6 +64,7 @@ aot_image = rule(
         "device": attr.string(mandatory = True),
         "form": attr.string(mandatory = True),
         "mnemonic": attr.string(default = "AotImage"),
+        "deps": attr.bool(default = False),
     },
 )
 
@@ -86,6 +96,7 @@ def kernel_module(name, src, hdrs, backends = None, include_marker = None):
             device = image["device"],
             form = image["form"],
             mnemonic = image["mnemonic"],
+            deps = image.get("deps", 0) == 1,
         )
         targets.append(":" + target)
     native.filegroup(name = name, srcs = targets)

@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from build_tools import outdir
-from build_tools.compile import bazel, manifest
+from build_tools.compile import bazel, includes, manifest
 from build_tools.compile.plan import Plan
 
 
 def collect_images(plan: Plan, images_dir: Path, env: Mapping[str, str], keys: set[str] | None = None) -> list[manifest.Image]:
-    images = manifest.collect(plan, bazel.bazel_bin(plan, env), images_dir, keys)
+    bazel_bin = bazel.bazel_bin(plan, env)
+    includes.check(plan, bazel_bin, keys)  # a header Bazel does not track: refused before any image is copied
+    images = manifest.collect(plan, bazel_bin, images_dir, keys)
     doc = manifest.document(plan, images, manifest.modules_doc(images_dir, images))
     outdir.write_text_atomic(images_dir / manifest.MANIFEST_NAME, manifest.dumps(doc))
     return images

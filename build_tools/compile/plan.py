@@ -161,7 +161,7 @@ def make_plan(matrix: Matrix, root: Path, env: Mapping[str, str], extra_devices:
         assert isinstance(chain, IntelToolchain)
         images.append(chain.spirv(tools["ocloc"]))
     found = kernel_sources(root)
-    problems += source_problems(root, found)  # no entry point, an include Bazel cannot see
+    problems += source_problems(root, found)  # no entry point (includes: the compiler says, compile/includes.py)
     if problems:
         raise ConfigError(problems)
     return Plan(matrix=matrix, root=root, modules=tuple(found), tools=tools, images=unique_images(images),

@@ -60,11 +60,13 @@ def make_wheels(plan: Plan, images_dir: Path, out: Path, specs: list[wheels.Whee
     extensions: dict[str, bytes] = {}
 
     def one(spec: wheels.WheelSpec) -> BuiltWheel:
+        dest = out / spec.folder  # spec.folder: wheels.LOCAL_FOLDER, or "" for the output folder itself
         raw = wheels.build_wheel(spec, images_dir=images_dir, package_files=files, extensions=extensions,
-                                 all_targets=all_targets, out_dir=raw_dir, epoch=epoch, files=members[spec])
+                                 all_targets=all_targets, out_dir=raw_dir if repair_wheels else dest,
+                                 epoch=epoch, files=members[spec])
         if not repair_wheels:
             return BuiltWheel(spec=spec, raw=raw, wheel=raw, platform_tag=wheels.platform_tag())
-        fixed = repair.repair(raw, out, graft_opencl=graft, env=env)
+        fixed = repair.repair(raw, dest, graft_opencl=graft, env=env)
         return BuiltWheel(spec=spec, raw=raw, wheel=fixed.wheel, platform_tag=fixed.platform_tag)
 
     def compile_host() -> None:

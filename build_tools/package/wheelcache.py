@@ -232,7 +232,8 @@ def entry_problem(entry: Entry, previous: Path, spec: wheels.WheelSpec, files: M
     if not _PLATFORM.fullmatch(entry.platform_tag):
         return f"platform tag {excerpt(entry.platform_tag)} is not one"
     raw_name, wheel_name = wheels.wheel_filename(spec), wheels.wheel_filename(spec, entry.platform_tag)
-    want = (f"raw/{raw_name}", wheel_name) if repaired else (raw_name, raw_name)
+    where = f"{spec.folder}/" if spec.folder else ""  # wheels.LOCAL_FOLDER
+    want = (f"raw/{raw_name}", f"{where}{wheel_name}") if repaired else (f"{where}{raw_name}", f"{where}{raw_name}")
     if (entry.raw, entry.wheel) != want:
         return f"it names {excerpt(entry.raw)} and {excerpt(entry.wheel)}, not {want[0]} and {want[1]}"
     for name in {raw_name, wheel_name}:

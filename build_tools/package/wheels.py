@@ -66,6 +66,20 @@ class WheelSpec:
     targets: tuple[Target, ...] = ()
     variant: str = ""  # wheel-variant label after the platform tag (naming: variant), else ""
     variant_json: str = ""  # its .dist-info/variant.json (variants.py)
+    # Subfolder of the output folder it is written to ("" = the folder itself): LOCAL_FOLDER for a wheel
+    # with a local version label in a build with naming: variant.
+    folder: str = ""
+
+
+# With naming: variant, the wheels whose version carries a local label (the JIT-only 0.1.0+jit, a subset
+# build's combined 0.1.0+sm80.sm90) are written here, out of the folder installers read: PEP 440 sorts
+# them above the public 0.1.0 of the variants and the fat wheel, so beside them uv and pip would install
+# the JIT-only wheel on every machine (docs/variants.md says why this and not a null variant).
+LOCAL_FOLDER = "local-version"
+
+
+def _kept_apart(spec: WheelSpec, naming: str) -> WheelSpec:
+    return dataclasses.replace(spec, folder=LOCAL_FOLDER) if naming == "variant" and "+" in spec.version else spec
 
 
 def slug(devices: Iterable[str]) -> str:
@@ -120,7 +134,7 @@ def specs(matrix: Matrix, version: str, naming: str = "local-version") -> list[W
                              targets=matrix.targets))
     jit_name, jit_ver = (f"{dist_name}_jit", version) if naming == "project-name" else (dist_name, f"{version}+jit")
     out.append(WheelSpec(kind="jit", name=jit_name, version=jit_ver, devices=(), portable=True))
-    return out
+    return [_kept_apart(s, naming) for s in out]
 
 
 def all_devices_spec(matrix: Matrix, version: str, naming: str = "local-version") -> WheelSpec:

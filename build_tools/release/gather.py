@@ -60,6 +60,13 @@ class ImageSet:
         return list(self.doc.get("images", []))
 
 
+def _plain(rel: object) -> str:
+    """A path for a message: as is when it is printable ASCII, else a bounded repr (a NUL or an escape
+    sequence from a manifest never reaches the terminal raw)."""
+    text = str(rel)
+    return text if text.isascii() and text.isprintable() and len(text) <= 200 else excerpt(text)
+
+
 def _safe_rel(where: Path, rel: object) -> PurePosixPath:
     if not isinstance(rel, str) or not rel:
         raise GatherError(f"{where}: manifest image path {rel!r} is not a relative path")
@@ -72,8 +79,31 @@ def _safe_rel(where: Path, rel: object) -> PurePosixPath:
 
 
 def load_set(folder: Path) -> ImageSet:
-    """Read one image set and verify every image against its manifest entry."""
-    folder = Path(folder)
+    """Read one image set and verify every image against its manifest entry.
+
+    Every way it can fail is a GatherError (exit 9), a name the filesystem refuses included
+    (``File name too long``): never a traceback."""
+    try:
+        return _load_set(Path(folder))
+    except OSError as exc:
+        raise GatherError(f"{excerpt(str(folder))}: cannot read the image set: {exc.strerror or exc} "
+                          f"({excerpt(exc.filename) if exc.filename else 'a path in it'})") from None
+
+
+def _shape_problem(doc: Mapping[str, Any]) -> str | None:
+    """What in ``all_targets`` or ``modules`` is not as manifest.document writes it (gather reads their fields)."""
+    for n, t in enumerate(doc["all_targets"]):
+        if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("devices"), list)
+                and all(isinstance(d, str) for d in t["devices"])):
+            return f"all_targets[{n}] is {excerpt(t)}, not a target with a name and a list of device strings"
+    for name, v in doc["modules"].items():
+        backends = v.get("backends") if isinstance(v, dict) else None
+        if not (isinstance(backends, list) and all(isinstance(b, str) for b in backends)):
+            return f"modules[{excerpt(name)}] is {excerpt(v)}, not a module with a list of backends"
+    return None
+
+
+def _load_set(folder: Path) -> ImageSet:
     doc_path = folder / manifest.MANIFEST_NAME
     if not os.path.lexists(doc_path):
         raise GatherError(f"{folder}: no {manifest.MANIFEST_NAME}; give the images/ folder of "
@@ -89,6 +119,9 @@ def load_set(folder: Path) -> ImageSet:
         if not isinstance(doc.get(key), kind):
             raise GatherError(f"{doc_path}: {key} is {excerpt(doc.get(key))}, not a {kind.__name__}; "
                               "not an image manifest of this builder")
+    shape = _shape_problem(doc)
+    if shape is not None:
+        raise GatherError(f"{doc_path}: {shape}; not an image manifest of this builder")
     listed = set()
     for n, img in enumerate(doc["images"]):
         if not isinstance(img, dict) or not all(isinstance(img.get(k), str) for k in IMAGE_FIELDS):
@@ -98,35 +131,35 @@ def load_set(folder: Path) -> ImageSet:
         listed.add(rel.as_posix())
         f = folder / rel
         if f.is_symlink() or not f.exists():
-            raise GatherError(f"{folder}: image {rel} is {'a link' if f.is_symlink() else 'missing'}")
+            raise GatherError(f"{folder}: image {_plain(rel)} is {'a link' if f.is_symlink() else 'missing'}")
         if not stat.S_ISREG(f.lstat().st_mode):
-            raise GatherError(f"{folder}: image {rel} is not a regular file")
+            raise GatherError(f"{folder}: image {_plain(rel)} is not a regular file")
         size, want = f.stat().st_size, img.get("bytes")
         if not isinstance(want, int) or isinstance(want, bool):  # "49280" (a string) is not a size
-            raise GatherError(f"{folder}: image {rel}: its manifest's bytes {excerpt(want)} is not an integer")
+            raise GatherError(f"{folder}: image {_plain(rel)}: its manifest's bytes {excerpt(want)} is not an integer")
         if size != want:
-            raise GatherError(f"{folder}: image {rel} has {size} bytes, its manifest says {want}")
+            raise GatherError(f"{folder}: image {_plain(rel)} has {size} bytes, its manifest says {want}")
         if manifest.sha256_file(f) != img.get("sha256"):
-            raise GatherError(f"{folder}: image {rel} does not match its manifest sha256 (damaged or replaced)")
+            raise GatherError(f"{folder}: image {_plain(rel)} does not match its manifest sha256 (damaged or replaced)")
         # The image's own header against its entry (the wheel reader's check, build_tools/wheelread/images.py):
         # a set whose manifest was edited along with the sha256 still cannot pass sm_80 SASS off as sm_90.
         if size > limits.MAX_MEMBER_BYTES:
-            raise GatherError(f"{folder}: image {rel} has {size} bytes, over the {limits.MAX_MEMBER_BYTES} an image may have")
+            raise GatherError(f"{folder}: image {_plain(rel)} has {size} bytes, over the {limits.MAX_MEMBER_BYTES} an image may have")
         try:
-            data = inputs.read_regular_file(f, f"{folder}: image {rel}", limit=limits.MAX_MEMBER_BYTES)
+            data = inputs.read_regular_file(f, f"{folder}: image {_plain(rel)}", limit=limits.MAX_MEMBER_BYTES)
         except ConfigError as exc:
             raise GatherError(exc.message) from None
         wrong = wheel_images.problem(img, data)
         if wrong:
-            raise GatherError(f"{folder}: image {rel}: its manifest entry says {excerpt(img.get('form'))} for "
+            raise GatherError(f"{folder}: image {_plain(rel)}: its manifest entry says {excerpt(img.get('form'))} for "
                               f"{excerpt(img.get('resolved'))}, but the file {wrong}")
     for f in sorted(folder.rglob("*")):
         rel = f.relative_to(folder).as_posix()
         if f.is_symlink():
-            raise GatherError(f"{folder}: {rel} is a link; an image set holds regular files only")
+            raise GatherError(f"{folder}: {_plain(rel)} is a link; an image set holds regular files only")
         # The marker of a folder this tool wrote (outdir.MARKER) is not an image.
         if f.is_file() and f.name != manifest.MANIFEST_NAME and rel not in listed and rel != outdir.MARKER:
-            raise GatherError(f"{folder}: {rel} is not listed in its manifest")
+            raise GatherError(f"{folder}: {_plain(rel)} is not listed in its manifest")
     return ImageSet(path=folder, doc=doc)
 
 
@@ -240,7 +273,11 @@ def write(doc: Mapping[str, Any], files: Mapping[str, Path], out: Path, inputs: 
         for rel, src in sorted(files.items()):
             dst = stage / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as exc:  # the set changed since it was checked (an image removed): refused, no traceback
+                raise GatherError(f"{excerpt(str(src))}: cannot copy the image: {exc.strerror or exc}; "
+                                  "gather again from sets nothing changes meanwhile") from None
         (stage / manifest.MANIFEST_NAME).write_text(manifest.dumps(dict(doc)), encoding="utf-8")
 
 

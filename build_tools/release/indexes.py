@@ -85,7 +85,11 @@ def _wheels(wheels_dir: Path) -> list[Path]:
     """The ``*.whl`` of the folder, each a regular file (not a link, FIFO or folder named x.whl)."""
     if not wheels_dir.is_dir():
         raise ConfigError(f"indexes: {wheels_dir} is not a folder; give the folder of the release's wheels")
+    # and those a build with naming: variant keeps apart (wheels.LOCAL_FOLDER: the JIT-only wheel), each in its flavour
+    apart = wheels_dir / wheels.LOCAL_FOLDER
     found = [_regular(p, wheels_dir) for p in sorted(wheels_dir.glob("*.whl"))]
+    if apart.is_dir() and not apart.is_symlink():
+        found += [_regular(p, apart) for p in sorted(apart.glob("*.whl"))]
     if not found:
         raise ConfigError(f"indexes: no wheels in {wheels_dir}")
     return found

@@ -154,7 +154,8 @@ def find_wheels(dist: Path) -> list[tuple[Path, Path | None]]:
     """(repaired wheel, raw wheel or None) pairs of an output folder; raw ones sit in ``raw/``."""
     if not dist.is_dir():
         raise ConfigError(f"--dist: {dist} is not a folder; pass the --out folder of a build")
-    found = sorted(dist.glob("*.whl"))
+    # wheels.LOCAL_FOLDER: where a build with naming: variant keeps its local-label wheels (the JIT-only one)
+    found = sorted(dist.glob("*.whl")) + sorted((dist / wheels.LOCAL_FOLDER).glob("*.whl"))
     if not found:
         raise ConfigError(f"--dist: {dist} holds no .whl files; run the build first (--images-only makes none)")
     raw: dict[str, Path] = {}

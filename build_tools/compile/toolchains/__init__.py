@@ -9,13 +9,15 @@ means adding a module and one line to ``REGISTRY``.
 from __future__ import annotations
 
 from build_tools.compile.toolchains.base import (
+    DEPS_FLAGS,
+    DEPS_TARGET,
     SOURCE_KEY,
     ImageSpec,
     Toolchain,
     ToolInfo,
 )
 
-__all__ = ["SOURCE_KEY", "ImageSpec", "ToolInfo", "Toolchain", "registry"]
+__all__ = ["DEPS_FLAGS", "DEPS_TARGET", "SOURCE_KEY", "ImageSpec", "ToolInfo", "Toolchain", "registry"]
 
 
 def registry() -> dict[str, Toolchain]:

@@ -22,6 +22,11 @@ class ToolInfo:
     # (a change recompiles its images) and into the manifest's "toolchains" (what merge compares).
     # nvcc: ("nvcc-ccbin", "/usr/bin/gcc"), ("nvcc-ccbin-version", "gcc 12.2.0"): its -ccbin.
     identity: tuple[tuple[str, str], ...] = ()
+    # Folders whose headers belong to the toolchain (absolute, symlinks resolved): a header the compiler
+    # reports from there is the toolchain's, whose identity is in the stamp. Any other header outside
+    # kernels/ is refused (build_tools/compile/includes.py). nvcc: its own include folders and those of
+    # its host compiler; cpp (-nostdinc): none.
+    include_roots: tuple[str, ...] = ()
 
     def stamp(self) -> str:
         """The text of this tool's Bazel stamp file (an input of every action it runs)."""
@@ -38,7 +43,9 @@ class ImageSpec:
     resolved: str  # what the compiler was given
     form: str  # sass | ptx | intel-bin | spirv | source
     ext: str
-    argv: tuple[str, ...]  # placeholders: {src} {out} {out_dir} {out_base} {out_stem} {include}
+    # placeholders: {src} {out} {out_dir} {out_base} {out_stem} {include}, and {deps}: the dependency list
+    # (make syntax, target DEPS_TARGET) that the compiler writes as it compiles, a second output of the action
+    argv: tuple[str, ...]
     toolchain: str  # name of the ToolInfo used
     mnemonic: str
     input: str = "kernel"  # "kernel", or "source": the preprocessed OpenCL C of the module
@@ -49,10 +56,19 @@ class ImageSpec:
             "key": self.key, "backend": self.backend, "device": self.device, "form": self.form,
             "ext": self.ext, "argv": list(self.argv), "mnemonic": self.mnemonic,
             "input": self.input, "source_key": SOURCE_KEY, "stamp": stamp,
+            "deps": int(self.deps),  # 0 or 1: images.bzl is written with json.dumps (no True in JSON)
         }
+
+    @property
+    def deps(self) -> bool:
+        """Whether the compiler writes the list of files it read (``{deps}``): every action that reads kernels/."""
+        return any("{deps}" in a for a in self.argv)
 
 
 SOURCE_KEY = "opencl_source"
+# The make target the compilers name in their dependency lists (-MT): a fixed word, never a path.
+DEPS_TARGET = "aotdeps"
+DEPS_FLAGS = ("-MD", "-MF", "{deps}", "-MT", DEPS_TARGET)  # nvcc and GCC's cpp spell them alike
 
 
 class Toolchain(Protocol):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import sysconfig
 from collections.abc import Mapping
 from functools import lru_cache
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from build_tools import proc
 from build_tools.compile.toolchains import pins
-from build_tools.compile.toolchains.base import ImageSpec, ToolInfo
+from build_tools.compile.toolchains.base import DEPS_FLAGS, ImageSpec, ToolInfo
 from build_tools.config import catalog
 from build_tools.config.catalog import Device
 from build_tools.errors import ToolchainMissingError
@@ -63,6 +64,38 @@ def _host_version(path: str) -> str:
         raise ToolchainMissingError(f"toolchain: nvcc's host compiler {path} does not run or report its version; "
                                     f"install {HOST_PACKAGE}")
     return version
+
+
+# Where users put headers of their own: a header from there is the user's, not the toolchain's.
+SITE_INCLUDE = "/usr/local/include"
+
+
+@lru_cache(maxsize=8)
+def include_roots(nvcc: str, host: str) -> tuple[str, ...]:
+    """The folders whose headers are the toolchain's: nvcc's own (``INCLUDES`` and ``SYSTEM_INCLUDES`` of
+    ``nvcc --dryrun``: the toolkit's include/ and include/cccl) and its host compiler's built-in search
+    list (``-xc++ -E -v``: libstdc++, GCC's and the C library's headers), ``/usr/local/include`` left out.
+    The host compiler's path and version are in nvcc's stamp; the C library's headers are taken as part
+    of it. Each path with its links resolved, as the check resolves what the compiler reports."""
+    roots: list[str] = []
+    dry = proc.run([nvcc, "-ccbin", host, "--dryrun", "-x", "cu", "-E", os.devnull], echo=False, check=False)
+    for line in (dry.stdout + dry.stderr).splitlines():
+        m = re.match(r"#\$ (?:SYSTEM_)?INCLUDES=(.*)$", line)
+        if m:
+            words = shlex.split(m.group(1))
+            roots += [w[2:] for w in words if w.startswith("-I") and len(w) > 2]
+            roots += [b for a, b in zip(words, words[1:]) if a == "-isystem"]
+    if not roots:  # an nvcc that does not say: its own tree
+        roots.append(str(Path(nvcc).resolve().parent.parent))
+    search = proc.run([host, "-xc++", "-E", "-v", os.devnull], echo=False, check=False)
+    listing = search.stderr.split("#include <...> search starts here:", 1)[-1].split("End of search list.", 1)[0]
+    roots += [line.strip() for line in listing.splitlines() if line.startswith(" ")]
+    found = []
+    for root in roots:
+        real = os.path.realpath(root)
+        if os.path.isdir(real) and real != SITE_INCLUDE and real not in found:
+            found.append(real)
+    return tuple(found)
 
 
 def host_compiler(env: Mapping[str, str]) -> tuple[str, str]:
@@ -105,7 +138,8 @@ class CudaToolchain:
         path = find_nvcc(env)
         host, version = host_compiler(env)
         return dataclasses.replace(_probe(path), identity=((CCBIN_KEY, host),
-                                                           (CCBIN_VERSION_KEY, f"{Path(host).name} {version}")))
+                                                           (CCBIN_VERSION_KEY, f"{Path(host).name} {version}")),
+                                   include_roots=include_roots(path, host))
 
     def check(self, devices: list[Device], info: ToolInfo) -> list[str]:
         problems = []
@@ -155,7 +189,8 @@ class CudaToolchain:
                 ext = "cubin"
             specs.append(ImageSpec(
                 key=d.key, backend=self.backend, device=d.requested, resolved=d.resolved, form=d.form,
-                ext=ext, argv=(info.path, "-ccbin", ccbin(info), "-x", "cu", *flags, "-I{include}", "-o", "{out}", "{src}"),
+                ext=ext, argv=(info.path, "-ccbin", ccbin(info), "-x", "cu", *flags, *DEPS_FLAGS, "-I{include}", "-o", "{out}",
+                                "{src}"),
                 toolchain=self.name, mnemonic="NvccImage", flags=flags,
             ))
         return specs

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from build_tools import proc
-from build_tools.compile.toolchains.base import SOURCE_KEY, ImageSpec, ToolInfo
+from build_tools.compile.toolchains.base import DEPS_FLAGS, SOURCE_KEY, ImageSpec, ToolInfo
 from build_tools.config import catalog
 from build_tools.config.catalog import Device
 from build_tools.errors import ToolchainMissingError
@@ -92,7 +92,7 @@ def source_image(cpp: ToolInfo) -> ImageSpec:
     flags = ("-P", "-undef", "-nostdinc")
     return ImageSpec(
         key=SOURCE_KEY, backend=catalog.OPENCL, device="source", resolved="opencl-c-1.2", form=catalog.SOURCE,
-        ext="cl", argv=(cpp.path, *flags, "-I{include}", "{src}", "-o", "{out}"),
+        ext="cl", argv=(cpp.path, *flags, *DEPS_FLAGS, "-I{include}", "{src}", "-o", "{out}"),
         toolchain=cpp.name, mnemonic="OpenCLSource", flags=flags,
     )
 

@@ -42,12 +42,29 @@ def ip_text(value: int) -> str:
     return f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
 
 
+def ip_problem(text: str) -> str | None:
+    """Why ``text`` is not an IP version a wheel can name (one of ``get_all_configs``), or None.
+
+    The override must be refused, not matched against nothing: ``12.55.08`` or ``12.256.0`` look like IP
+    versions but no wheel names them, so the machine would silently get the fat wheel."""
+    if not _IP_RE.fullmatch(text):
+        return "is not an Intel GPU IP version such as 12.55.8 (architecture.release.revision)"
+    arch, release, revision = (int(p) for p in text.split("."))
+    if text != f"{arch}.{release}.{revision}":
+        return f"has leading zeros; write {arch}.{release}.{revision}"
+    if arch not in _ARCHS or release > 255 or revision > 63:
+        return (f"is out of range: the architecture is {_ARCHS[0]} to {_ARCHS[-1]}, the release 0 to 255 and the "
+                "revision 0 to 63 (CL_DEVICE_IP_VERSION_INTEL's fields)")
+    return None
+
+
 def _forced(text: str) -> list[str]:
     ips = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    bad = [p for p in ips if not _IP_RE.fullmatch(p)]
-    if bad:
-        raise ValueError(f"{FORCE_ENV}={text!r}: {bad[0]!r} is not an Intel GPU IP version such as 12.55.8; "
-                         "give a comma-separated list, or an empty value for 'no Intel GPU'")
+    for p in ips:
+        problem = ip_problem(p)
+        if problem is not None:
+            raise ValueError(f"{FORCE_ENV}={text[:200]!r}: {p[:40]!r} {problem}; give a comma-separated list of IP "
+                             "versions, or an empty value for 'no Intel GPU'")
     return list(dict.fromkeys(ips))
 
 
