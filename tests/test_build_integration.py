@@ -408,21 +408,10 @@ def _copy_repo(dest: Path) -> Path:
 
 
 def bazel_in(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Bazel in ``workspace`` (same startup flags as the builder, so the same server).
-
-    A .bazelversion pin that the installed Debian wrapper cannot honour is bridged the way the
-    builder does it, with USE_BAZEL_VERSION set to the newest installed ``bazel-N``.
-    """
+    """Run Bazel in ``workspace`` (same startup flags as the builder, so the same server)."""
     path = shutil.which("bazel")
     assert path, "bazel must be installed"
-    env = dict(os.environ)
-    pin = workspace / ".bazelversion"
-    pinned = pin.read_text().strip() if pin.exists() else ""
-    if pinned and "USE_BAZEL_VERSION" not in env and not Path(path).with_name(f"bazel-{pinned}").exists():
-        installed = sorted(p.name[len("bazel-"):] for p in Path(path).parent.glob("bazel-[0-9]*"))
-        if installed:
-            env["USE_BAZEL_VERSION"] = installed[-1]
-    return subprocess.run([path, *BAZEL_STARTUP, *args], cwd=workspace, env=env, capture_output=True, text=True,
+    return subprocess.run([path, *BAZEL_STARTUP, *args], cwd=workspace, capture_output=True, text=True,
                           timeout=120, check=False)
 
 
