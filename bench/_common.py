@@ -240,8 +240,10 @@ def tool_versions() -> dict[str, str]:
         path, env = bazel_for(ROOT)
         v = subprocess.run([path, "--version"], env=env, capture_output=True, text=True, timeout=120, check=False).stdout
         ver = v.split()[1] if len(v.split()) > 1 else "?"
-        if ver == "no_version" and env.get("USE_BAZEL_VERSION"):  # Debian's bazel-bootstrap build
-            ver = f"{env['USE_BAZEL_VERSION']} ({Path(path).name} -> bazel-{env['USE_BAZEL_VERSION']}, Debian)"
+        if ver == "no_version":  # Debian's bazel-bootstrap build does not know its version; dpkg does
+            deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "bazel-bootstrap"], capture_output=True,
+                                 text=True, timeout=60, check=False).stdout.strip()
+            ver = f"{deb.split('+')[0]} (Debian bazel-bootstrap {deb})" if deb else ver
         out["bazel"] = ver
     return out
 

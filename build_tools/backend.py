@@ -46,7 +46,7 @@ from build_tools.release import gather  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 # What an sdist carries: everything needed to build a wheel from it, nothing generated.
 SDIST_ROOTS = ("pyproject.toml", "README.md", "matrix.yaml", "requirements.txt", "WORKSPACE", "MODULE.bazel",
-               ".bazelrc", ".bazelversion", "build_tools", "kernels", "src")
+               ".bazelrc", "build_tools", "kernels", "src")
 SDIST_SKIP = ("__pycache__", "generated", ".pyc")
 
 

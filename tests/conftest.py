@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import docs_text
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,14 @@ def built_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from build_tools.cli import main  # imported here: GPU-only runs have no pyyaml
 
     out = tmp_path_factory.mktemp("built") / "dist"
-    assert main(["--matrix", str(ROOT / "matrix.yaml"), "--out", str(out)]) == 0
+    # The build docs/kernels.md tells a kernel author to run, with its --out moved to a temporary folder.
+    line = docs_text.command("docs/kernels.md", ".venv/bin/python build_tools/build.py --matrix matrix.yaml")
+    words = shlex.split(line)
+    assert words[:2] == [".venv/bin/python", "build_tools/build.py"], line
+    argv = words[2:]
+    argv[argv.index("--matrix") + 1] = str(ROOT / argv[argv.index("--matrix") + 1])
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv) == 0
     return out
 
 

@@ -201,6 +201,8 @@ def test_sdist_indexes_and_pages(release: act.ActRun) -> None:
     with tarfile.open(fileobj=io.BytesIO(pages["artifact.tar"])) as tar:
         site = set(tar.getnames())
     assert "./whl/fat/simple/aotkernels/index.html" in site and "./index.html" in site, sorted(site)[:20]
+    # The documentation site beside the indexes (mkdocs build --strict in the indexes job).
+    assert {"./docs/index.html", "./docs/getting-started/index.html", "./docs/exit-codes/index.html"} <= site
 
 
 def test_publish_job_uploaded_the_fat_wheel_and_sdist_to_the_local_index(release: act.ActRun,

@@ -379,3 +379,43 @@ def test_pep517_backend_refuses_a_bad_remote_cache_url(tmp_path: Path, monkeypat
     assert done.value.code == 2  # ConfigError's code, as the README's table gives it
     assert capsys.readouterr().err.startswith(f"error: AOT_REMOTE_CACHE: {value!r} is not a valid URL")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- one Bazel: pins.toml's (issue 28, item 3) -------------------------------------------------
+
+def test_the_pinned_bazel_is_the_installed_one_and_no_bazelversion_overrides_it() -> None:
+    """pins.toml's bazel-bootstrap is what set-up installed here (dpkg says so), its Bazel release is
+    4.2.3, and no .bazelversion names another: Debian's wrapper would refuse a plain `bazel` over it."""
+    from build_tools.compile.toolchains import pins
+
+    deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pins.BAZEL_PACKAGE], capture_output=True, text=True,
+                         check=True).stdout
+    assert dict(pins.load().apt)[pins.BAZEL_PACKAGE] == deb
+    assert pins.bazel_version() == deb.split("+")[0] == "4.2.3"
+    assert not (ROOT / ".bazelversion").exists()
+    assert subprocess.run([sys.executable, str(ROOT / "build_tools/compile/toolchains/pins.py"), "bazel"],
+                          capture_output=True, text=True, check=True).stdout == "4.2.3\n"
+
+
+def test_bazelisk_is_asked_for_the_pinned_bazel_unless_the_user_chose(tmp_path: Path,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """bazelisk is not installable here (it downloads Bazel from GitHub): an executable file named
+    bazelisk stands in for it, since find_bazel only looks it up. With it on PATH the builder runs it
+    with USE_BAZEL_VERSION=4.2.3 and says so; a version the user set is kept; $BAZEL wins over both."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stand_in = bindir / "bazelisk"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
+    path, run_env = bazel.find_bazel(ROOT, env)
+    assert path == str(stand_in) and run_env["USE_BAZEL_VERSION"] == "4.2.3"
+    assert "bazelisk runs Bazel 4.2.3, the tested one" in capfd.readouterr().err
+    path, run_env = bazel.find_bazel(ROOT, {**env, "USE_BAZEL_VERSION": "8.0.0"})
+    assert path == str(stand_in) and run_env["USE_BAZEL_VERSION"] == "8.0.0"
+    assert capfd.readouterr().err == ""
+    path, run_env = bazel.find_bazel(ROOT, {**env, "BAZEL": "/usr/bin/bazel"})
+    assert path == "/usr/bin/bazel" and "USE_BAZEL_VERSION" not in run_env
+    # Without bazelisk: Debian's bazel, run as it is (no .bazelversion, so its newest installed Bazel).
+    path, run_env = bazel.find_bazel(ROOT, {"PATH": "/usr/bin:/bin"})
+    assert path == "/usr/bin/bazel" and "USE_BAZEL_VERSION" not in run_env

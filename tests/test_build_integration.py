@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+import docs_text
 from build_tools.cli import main
+from build_tools.compile.bazel import parse_processes as bazel_processes
 from build_tools.compile.toolchains import cuda as cuda_toolchain
 
 pytestmark = pytest.mark.integration
@@ -372,6 +374,34 @@ def test_second_identical_run_is_all_cache_hits(small_build: Path, tmp_path: Pat
     assert shas(load_manifest(out)) == shas(load_manifest(small_build))
 
 
+def test_the_documented_bazel_line_reproduces_the_build(small_build: Path, tmp_path: Path) -> None:
+    """docs/build.md: after a build, a plain `bazel build //kernels:all` in the checkout reproduces it.
+
+    Run as written, in a user's shell environment (no USE_BAZEL_VERSION, no $BAZEL): on a set-up
+    machine `bazel` is Debian's wrapper, which refused the line while a .bazelversion pinned a Bazel it
+    did not have. It must compile nothing and leave in bazel-bin exactly the build's images."""
+    line = docs_text.command("docs/build.md", "bazel build")
+    assert line == "bazel build //kernels:all"
+    out = tmp_path / "again"  # this checkout's generated package is SMALL's again (another test may have changed it)
+    assert main(["--matrix", str(write(tmp_path / "matrix.yaml", SMALL)), "--images-only", "--no-disk-cache",
+                 "--out", str(out)]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("USE_BAZEL_VERSION", "BAZEL")}
+    try:
+        run = subprocess.run(shlex.split(line), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        # Bazel's own count: only its internal actions ran, no AOT compile (INFO: N processes: M internal.)
+        processes = bazel_processes(run.stderr)
+        assert processes and set(processes) == {"internal"}, run.stderr[-3000:]
+        images = load_manifest(out)["images"]
+        assert len(images) == 7 * len(modules(ROOT)) + 3 * len(native_modules(ROOT))
+        for image in images:
+            built = ROOT / "bazel-bin" / "kernels" / "images" / image["path"]
+            assert hashlib.sha256(built.read_bytes()).hexdigest() == image["sha256"], image["path"]
+    finally:
+        # The plain line's server has Bazel's default idle time (3 hours): stop it, as a user need not.
+        subprocess.run(["bazel", "shutdown"], cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+
+
 def test_dry_run_prints_bazel_command_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parent = tmp_path / "o"
     parent.mkdir()
@@ -408,21 +438,10 @@ def _copy_repo(dest: Path) -> Path:
 
 
 def bazel_in(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Bazel in ``workspace`` (same startup flags as the builder, so the same server).
-
-    A .bazelversion pin that the installed Debian wrapper cannot honour is bridged the way the
-    builder does it, with USE_BAZEL_VERSION set to the newest installed ``bazel-N``.
-    """
+    """Run Bazel in ``workspace`` (same startup flags as the builder, so the same server)."""
     path = shutil.which("bazel")
     assert path, "bazel must be installed"
-    env = dict(os.environ)
-    pin = workspace / ".bazelversion"
-    pinned = pin.read_text().strip() if pin.exists() else ""
-    if pinned and "USE_BAZEL_VERSION" not in env and not Path(path).with_name(f"bazel-{pinned}").exists():
-        installed = sorted(p.name[len("bazel-"):] for p in Path(path).parent.glob("bazel-[0-9]*"))
-        if installed:
-            env["USE_BAZEL_VERSION"] = installed[-1]
-    return subprocess.run([path, *BAZEL_STARTUP, *args], cwd=workspace, env=env, capture_output=True, text=True,
+    return subprocess.run([path, *BAZEL_STARTUP, *args], cwd=workspace, capture_output=True, text=True,
                           timeout=120, check=False)
 
 

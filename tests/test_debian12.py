@@ -22,6 +22,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import docs_text
 import pytest
 
 from build_tools.release.rehearse import image as image_mod
@@ -73,8 +74,8 @@ def stock_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]
         'if python3 -c "import ensurepip" 2>/dev/null; then echo "stock-check: ensurepip present"; exit 99; fi',
         'for t in bazel nvcc ocloc gcc; do if command -v "$t"; then echo "stock-check: $t present"; exit 99; fi; done',
         "echo stock-check: ok",
-        "./dev.sh build",
-        "./dev.sh test -p no:cacheprovider " + " ".join(SUBSET),
+        docs_text.command("README.md", "./dev.sh build"),
+        docs_text.command("README.md", "./dev.sh test") + " -p no:cacheprovider " + " ".join(SUBSET),
     ])
     log = work / "podman.log"
     rc = podman_run(img, checkout, script, log, timeout=3000)

@@ -93,7 +93,7 @@ def test_build_with_a_torch_arch_list(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_a_bad_torch_list_says_where_it_came_from_and_how_to_override_it() -> None:
     with pytest.raises(ConfigError) as info:
         devlists.select(REPO, "8.0;Fermi", source=devlists.TORCH_ENV)
-    assert str(info.value) == ("TORCH_CUDA_ARCH_LIST: unknown device string 'Fermi'; see the device table in the README "
+    assert str(info.value) == ("TORCH_CUDA_ARCH_LIST: unknown device string 'Fermi'; see the device table in docs/configuration.md "
                                "(read because AOT_DEVLIST and USE_AOT_DEVLIST are unset; set AOT_DEVLIST to build "
                                "another list, or unset TORCH_CUDA_ARCH_LIST)")
 

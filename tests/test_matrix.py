@@ -273,7 +273,7 @@ def test_unknown_device_names_closest(device: str, closest: str) -> None:
     msg = err.problems[0]
     assert msg.startswith(f"targets['Some GPU']: unknown device string {device!r} (closest valid: ")
     assert closest in msg
-    assert "see the device table in the README" in msg
+    assert "see the device table in docs/configuration.md" in msg
 
 
 def test_unknown_device_in_long_form_names_devices_field() -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docs_text
 import pytest
 from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
@@ -33,30 +34,9 @@ from build_tools.release import indexes
 
 SMALL = 'targets:\n  "NVIDIA H100": sm_90\n'
 WHEELS = ("aotkernels-0.1.0+sm90-cp39-abi3-linux_x86_64.whl", "aotkernels-0.1.0-cp39-abi3-linux_x86_64.whl")
-
-
-def documented_exit_codes() -> dict[str, set[int]]:
-    """The README's exit codes by subcommand, read from its "By subcommand:" paragraph (or a docs/ page's, should
-    it move there): ``the build 0, 2, ...; `merge` 0, 2, 5, 7; ...; `ci-matrix` and `schema` 0, 2.``"""
-    import re
-
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]:
-        text = page.read_text(encoding="utf-8")
-        found = re.search(r"By subcommand: (.*?)\.\s*(?:\n\s*\n|No input)", text, flags=re.S)
-        if found is None:
-            continue
-        out: dict[str, set[int]] = {}
-        for part in found.group(1).replace("\n", " ").split(";"):
-            names = re.findall(r"`([a-z-]+)`", part) or (["build"] if "the build" in part else [])
-            codes = {int(c) for c in re.findall(r"\b(\d+)\b", part)}
-            for name in names:
-                out[name] = codes
-        return out
-    raise AssertionError("no 'By subcommand:' paragraph of exit codes in README.md or docs/")
-
-
-# README's exit codes by subcommand; 1 (an uncaught exception) is none of them.
-DOCUMENTED = documented_exit_codes()
+# docs/exit-codes.md's exit codes by subcommand (its "By subcommand" line, read by docs_text); 1 (an
+# uncaught exception) is none of them.
+DOCUMENTED = docs_text.exit_codes_by_subcommand()
 PWNED = "PWNED"
 DOLLAR = f"$(touch {PWNED})"
 

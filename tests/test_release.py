@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
+import docs_text
 from conftest import run_outside, wheel_of
 
 from build_tools import outdir
@@ -947,12 +948,8 @@ def _serve(argv: list[str], url: str, log: Path) -> Iterator[str]:
 
 
 def _readme_install_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Releases\n"):]
-    section = section[:section.index("\n## ", 5)]
-    block = section[section.index("```sh\n") + 6:]
-    block = block[:block.index("```")]
-    return [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("pip install aotkernels")]
+    """The install lines of docs/release.md (the README's "Releases" section once)."""
+    return [ln.split("#")[0].strip() for ln in docs_text.commands("docs/release.md", "pip install aotkernels")]
 
 
 def _installed_version(py: Path) -> str:
@@ -1020,7 +1017,7 @@ def test_release_end_to_end(tmp_path: Path) -> None:
         subprocess.run([_tool("twine"), "upload", "--non-interactive", "--repository-url", f"http://127.0.0.1:{pypi_port}/",
                         "-u", "x", "-p", "x", str(fat), str(sdist)], check=True, capture_output=True)
         assert sorted(p.name for p in packages.iterdir()) == sorted([fat.name, sdist.name])
-        # 7. The README's install lines, pointed at the stand-ins, each in a fresh venv.
+        # 7. docs/release.md's install lines, pointed at the stand-ins, each in a fresh venv.
         lines = _readme_install_lines()
         assert len(lines) == 3, lines
         pages = f"http://127.0.0.1:{site_port}"
@@ -1037,7 +1034,7 @@ def test_release_end_to_end(tmp_path: Path) -> None:
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
             got[line] = _installed_version(py)
         assert list(got.values()) == ["0.1.0", "0.1.0+sm90", "0.1.0+jit"], got
-        # The trap the README warns about: --find-links on a folder of every flavour does not give the fat wheel.
+        # The trap docs/release.md warns about: --find-links on a folder of every flavour does not give the fat wheel.
         pick = subprocess.run([sys.executable, "-m", "pip", "download", "aotkernels==0.1.0", "--no-deps", "--no-index",
                                "--find-links", str(wheelhouse), "-d", str(tmp_path / "picked")],
                               capture_output=True, text=True, check=True)

@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import docs_text
 import pytest
 
 from build_tools.config import matrix as matrix_mod
@@ -186,14 +188,32 @@ def _installed_label(py: Path) -> str:
     return got.stdout.strip()
 
 
+def _uv_line(index: str) -> tuple[dict[str, str], list[str]]:
+    """docs/variants.md's install line for the index served at ``index`` (``<pages>/whl/variants/simple/``):
+    its environment and argv. Its ``--extra-index-url https://pypi.org/simple`` (numpy) is left out: the
+    test's venvs have numpy already, and the installs below add ``--no-deps``."""
+    words = shlex.split(docs_text.command("docs/variants.md", "UV_PREVIEW_FEATURES=wheel-variants uv pip install"))
+    env = dict(w.split("=", 1) for w in words[:words.index("uv")])
+    argv = words[words.index("uv"):]
+    extra = argv.index("--extra-index-url")
+    assert argv[extra + 1] == "https://pypi.org/simple", argv
+    del argv[extra:extra + 2]
+    pages = index[:-len("/whl/variants/simple/")]
+    assert index.endswith("/whl/variants/simple/") and argv.count("--index-url") == 1, (index, argv)
+    argv = [a.replace("<pages>", pages) for a in argv]
+    assert argv[argv.index("--index-url") + 1] == index, argv
+    return env, [str(BIN / "uv"), *argv[1:]]
+
+
 def _uv_install(py: Path, index: str, cc: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NV_VARIANT_PROVIDER_", "UV_"))}
-    env.update(UV_PREVIEW_FEATURES="wheel-variants", UV_CACHE_DIR=str(cache))
+    line_env, argv = _uv_line(index)
+    assert line_env == {"UV_PREVIEW_FEATURES": "wheel-variants"}, line_env
+    env.update(line_env, UV_CACHE_DIR=str(cache))
     if cc:
         env.update(NV_VARIANT_PROVIDER_FORCE_SM_ARCH=cc, NV_VARIANT_PROVIDER_FORCE_CUDA_DRIVER_VERSION="12.8")
-    return subprocess.run([str(BIN / "uv"), "pip", "install", "--python", str(py), "--no-deps", "--reinstall",
-                           "--index-url", index, "aotkernels"], text=True, capture_output=True, timeout=300, env=env,
-                          cwd="/")
+    return subprocess.run([*argv, "--python", str(py), "--no-deps", "--reinstall"], text=True, capture_output=True,
+                          timeout=300, env=env, cwd="/")
 
 
 @pytest.mark.integration

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from build_tools import outdir, proc
 from build_tools.compile.plan import Plan
+from build_tools.compile.toolchains import pins
 from build_tools.errors import (
     BazelError,
     CompileError,
@@ -305,28 +306,26 @@ def parse_failures(output: str) -> list[str]:
 def find_bazel(root: Path, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """The Bazel to run and the environment to run it with.
 
-    ``$BAZEL`` wins, then bazelisk (which honours .bazelversion, as the release jobs do), then
-    ``bazel``. Debian's ``bazel`` is a wrapper that also reads .bazelversion but only runs
-    versions installed beside it (``/usr/bin/bazel-4``); when the pinned one is not there we
-    run the installed one through ``USE_BAZEL_VERSION`` and say so, since the rules hold on both.
+    One Bazel is tested: pins.toml's (Debian's ``bazel-bootstrap`` 4.2.3, which ./dev.sh installs on
+    development machines, in CI and in the release's images jobs). ``$BAZEL`` wins, then bazelisk,
+    told to fetch that same version through ``USE_BAZEL_VERSION`` unless the caller set one, then
+    ``bazel``. The checkout has no .bazelversion on purpose: Debian's ``/usr/bin/bazel`` wrapper
+    reads it and runs only ``bazel-<that exact string>`` beside itself (``/usr/bin/bazel-4``), so
+    any pin that bazelisk understands (``4.2.3``) stops a plain ``bazel build`` there; without one
+    the wrapper runs the newest installed Bazel, the pinned one. ``root`` is the workspace.
     """
     run_env = dict(env)
     if env.get("BAZEL"):
         return proc.which(env["BAZEL"], package=PACKAGE, env=env), run_env
     try:
-        return proc.which("bazelisk", package=PACKAGE, env=env), run_env
+        bazelisk = proc.which("bazelisk", package=PACKAGE, env=env)
     except ToolchainMissingError:
-        pass
-    path = proc.which("bazel", package=PACKAGE, env=env)
-    pin_file = root / ".bazelversion"
-    pinned = pin_file.read_text().strip() if pin_file.exists() else ""
-    if pinned and "USE_BAZEL_VERSION" not in env and not Path(path).with_name(f"bazel-{pinned}").exists():
-        installed = sorted(p.name[len("bazel-"):] for p in Path(path).parent.glob("bazel-*") if p.name[6:7].isdigit())
-        if installed:
-            run_env["USE_BAZEL_VERSION"] = installed[-1]
-            print(f"note: .bazelversion pins Bazel {pinned} (for bazelisk); using the installed Bazel "
-                  f"{installed[-1]} ({path})", file=sys.stderr, flush=True)
-    return path, run_env
+        return proc.which("bazel", package=PACKAGE, env=env), run_env
+    if not env.get("USE_BAZEL_VERSION"):
+        run_env["USE_BAZEL_VERSION"] = pins.bazel_version()
+        print(f"note: bazelisk runs Bazel {run_env['USE_BAZEL_VERSION']}, the tested one "
+              f"(build_tools/compile/toolchains/pins.toml); USE_BAZEL_VERSION picks another", file=sys.stderr, flush=True)
+    return bazelisk, run_env
 
 
 def netrc_authorization(host: str, env: Mapping[str, str]) -> str | None:

@@ -238,7 +238,7 @@ def device_problem(where: str, text: str, backend: str | None) -> str | Device:
     try:
         return parse_device(text, backend)
     except UnknownDeviceError as exc:
-        return f"{where}: {exc}; see the device table in the README"
+        return f"{where}: {exc}; see the device table in docs/configuration.md"
     except ValueError as exc:
         return f"{where}: {exc}"
 

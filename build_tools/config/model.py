@@ -1,6 +1,6 @@
 """The model of matrix.yaml: its keys and choices, and the frozen dataclasses a parsed matrix is made of.
 
-The loader (matrix.py) fills these in; schema.py generates the JSON Schema and the README's key table
+The loader (matrix.py) fills these in; schema.py generates the JSON Schema and the key table of docs/configuration.md
 from the same names and defaults, so a key exists in one place.
 """
 from __future__ import annotations

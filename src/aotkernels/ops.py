@@ -2,7 +2,7 @@
 
 Inputs must be ``numpy.float32`` arrays of the documented shapes: anything else is a
 ``TypeError`` or ``ValueError`` naming the argument, never a silent conversion. Results
-match NumPy within ``RTOL``/``ATOL`` (float32 accumulation; see the README).
+match NumPy within ``RTOL``/``ATOL`` (float32 accumulation; see docs/runtime.md).
 Work-group sizes are the ones the kernels require (``AOT_KERNEL_WG`` in kernels/).
 ``device=`` takes None (the default device), a Session, a Device or a string such as
 ``"cuda:0"``; anything else is a ``TypeError``, never a silent default.

@@ -1,7 +1,7 @@
 """The pinned toolchains of pins.toml, for ./dev.sh, the builder and the tests.
 
 ``python3 build_tools/compile/toolchains/pins.py pip`` prints pip requirement lines
-(``nvidia-cuda-nvcc==13.0.88``), ``... apt`` prints apt-get arguments (``bazel-bootstrap=4.2.3+ds-9``),
+(``nvidia-cuda-nvcc==13.0.88``), ``... apt`` prints apt-get arguments (``bazel-bootstrap=4.2.3+ds-9``), ``... bazel`` the Bazel release of that package (``4.2.3``),
 ``... cuda-home PYTHON`` the folder that holds the pinned PyPI nvcc for that Python
 (``<site-packages>/nvidia/cu13``), ``... cpu-opencl`` the requirement lines of the CPU OpenCL runtime
 (``pyproject.toml``'s ``[dependency-groups] cpu-opencl``, which the release's test step installs
@@ -50,6 +50,18 @@ def load(path: Path = PINS) -> Pins:
                 apt=tuple((str(k), str(v)) for k, v in data.get("apt", {}).items()))
 
 
+BAZEL_PACKAGE = "bazel-bootstrap"
+
+
+def bazel_version(path: Path = PINS) -> str:
+    """The Bazel release of the pinned Debian package (``4.2.3+ds-9`` -> ``4.2.3``): the one Bazel
+    that is tested, which the builder asks bazelisk for."""
+    debian = dict(load(path).apt).get(BAZEL_PACKAGE)
+    if not debian:
+        raise ValueError(f"{path}: [apt] has no {BAZEL_PACKAGE}")
+    return debian.split(":")[-1].split("+")[0].split("-")[0]
+
+
 def cuda_home(python: str) -> Path:
     """``<site-packages>/nvidia/cu13`` of ``python`` (where pip put the pinned nvcc)."""
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -81,6 +93,8 @@ def main(argv: list[str]) -> int:
         print("\n".join(pins.pip_requirements()))
     elif argv == ["apt"]:
         print("\n".join(pins.apt_arguments()))
+    elif argv == ["bazel"]:
+        print(bazel_version())
     elif argv == ["cpu-opencl"]:
         print("\n".join(cpu_opencl()))
     elif argv == ["torch-cpu"]:
@@ -88,7 +102,7 @@ def main(argv: list[str]) -> int:
     elif len(argv) == 2 and argv[0] == "cuda-home":
         print(cuda_home(argv[1]))
     else:
-        print("usage: pins.py pip | apt | cpu-opencl | torch-cpu | cuda-home PYTHON", file=sys.stderr)
+        print("usage: pins.py pip | apt | bazel | cpu-opencl | torch-cpu | cuda-home PYTHON", file=sys.stderr)
         return 2
     return 0
 

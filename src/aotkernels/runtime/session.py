@@ -51,7 +51,7 @@ def _warn_jit_once(device: Device, module: str, choice: Choice, load_ms: float,
         f"aotkernels: no AOT image for {device.label}; JIT-compiling {_form(choice.image)} "
         f"({choice.reason}): kernel module {module!r} took {load_ms:.1f} ms to load, and each other "
         f"module pays its own JIT at first use. For AOT code: {how}. "
-        "Whether the driver caches JIT results across processes: see README, 'JIT caches'."), stacklevel=3)
+        "Whether the driver caches JIT results across processes: see docs/runtime.md, 'JIT caches'."), stacklevel=3)
 
 
 
