@@ -34,8 +34,6 @@ from importlib import machinery as _machinery
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 NAMESPACE = (__package__ or "aotkernels").split(".")[0]  # the package may be renamed (a fork)
-# the ops, in the order their schemas are defined below
-OPS = ("saxpy", "sum", "softmax", "softmax_f16", "matmul")
 
 _lock = threading.RLock()
 _Tensor: Any = None  # torch.Tensor once the ops are registered: route() reads only this global
@@ -262,8 +260,6 @@ def tensor_array(t: Any, name: str, *, writable: bool = False) -> Any:
 def _run(torch: Any, fn: Callable[..., Any], lead: Tuple[Any, ...], tensors: Sequence[Any], kw: Dict[str, Any],
          out: Any) -> Any:
     """Run the package's function ``fn`` (ops.py) into ``out`` on the tensors' device."""
-    from . import ops  # noqa: F401 - ops imports this module; imported here at call time only
-
     x = tensors[0]
     if x.device.type == "cuda":
         stream = torch.cuda.current_stream(x.device)
@@ -288,7 +284,6 @@ def _define(torch: Any) -> None:
     from . import ops
 
     f32, f16 = torch.float32, torch.float16
-    contiguous = torch.contiguous_format
 
     def pair(name: str, schema: str, fn: Callable[..., Any], check: Callable[..., Any],
              result: Callable[..., Any], kw: Callable[..., Dict[str, Any]] = lambda *a: {}) -> None:
