@@ -96,6 +96,12 @@ def test_the_ops_are_registered_whichever_is_imported_first(run: Any, order: str
     assert schemas["matmul"] == "aotkernels::matmul(Tensor a, Tensor b, str? variant=None) -> Tensor", schemas
 
 
+def test_without_the_hook_the_first_call_with_a_tensor_registers_them(run: Any) -> None:
+    out = run("import-unhooked")
+    assert out["registered_before_call"] is False and out["registered"] is True, out
+    assert out["result"] == [0.0, 3.0, 6.0, 9.0] and len(out["ops"]) == 2 * len(OPS), out
+
+
 def test_compiled_and_eager_calls_equal_torch_with_no_graph_break(run: Any) -> None:
     out = run("cpu")
     assert out["backend"] == "aot_eager" and out["device"].startswith("pthread"), out["device"]  # PoCL ran them

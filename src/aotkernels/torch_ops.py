@@ -138,7 +138,11 @@ def route(a: Any, b: Any = None, c: Any = None) -> bool:
     else a dict lookup per argument (isinstance against torch.Tensor goes through its metaclass and
     costs several times more, for NumPy and CuPy arrays too): this runs on every call of every op."""
     if _Tensor is None:
-        return False
+        if "torch" not in sys.modules or _hook is not None:
+            return False
+        # torch came in by a way the import hook did not see (a finder other than the path's, or
+        # aotkernels imported while torch itself was being imported): register at this first call
+        register()
     seen = False
     for o in (a, b, c):
         t = type(o)
