@@ -37,11 +37,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def torch_py() -> Path:
     if not TORCH_PY.exists():
-        if sys.version_info[:2] == (3, 11):
-            pytest.fail(f"{TORCH_PY} is missing: ./dev.sh setup makes it (pyproject.toml [dependency-groups] "
-                        "torch-cpu); if it said the wheel is not in pip's reach, this machine lacks the local wheel")
-        pytest.skip(f"{TORCH_PY} is missing: PyTorch's pinned CPU build is Python 3.11's (this is "
-                    f"{sys.version_info[0]}.{sys.version_info[1]}); see pyproject.toml [dependency-groups] torch-cpu")
+        # ./dev.sh installs it where it can: Python 3.11 and the local CPU wheel in pip's find-links
+        wheels = [w for d in os.environ.get("PIP_FIND_LINKS", "").split() if Path(d).is_dir()
+                  for w in Path(d).glob("torch-2.13.0+cpu-cp311-*.whl")]
+        if sys.version_info[:2] == (3, 11) and wheels:
+            pytest.fail(f"{TORCH_PY} is missing though {wheels[0]} is here: run ./dev.sh setup "
+                        "(pyproject.toml [dependency-groups] torch-cpu)")
+        pytest.skip(f"{TORCH_PY} is missing: ./dev.sh installs PyTorch's pinned CPU build only for Python 3.11 with "
+                    "the local wheel torch-2.13.0+cpu in PIP_FIND_LINKS (pyproject.toml [dependency-groups] torch-cpu)")
     return TORCH_PY
 
 
