@@ -53,8 +53,11 @@ def registered() -> bool:
 def install() -> None:
     """Register now if PyTorch is imported, else right after ``import torch`` (called by __init__)."""
     global _hook
-    if "torch" in sys.modules and getattr(sys.modules["torch"], "Tensor", None) is not None:
-        register()
+    if "torch" in sys.modules:
+        try:
+            register()
+        except Exception:  # noqa: BLE001 - torch only half imported (it imports us): route() registers at first use
+            pass
         return
     with _lock:
         if _hook is None and _Tensor is None:
@@ -65,9 +68,11 @@ def install() -> None:
 def register() -> Any:
     """Define the custom ops (once; imports torch); returns ``torch.ops.<namespace>``."""
     global _Tensor, _is_compiling
-    with _lock:
-        import torch
+    # imported before taking the lock: a thread that registers while another one is still importing
+    # torch (whose import ends by registering, _RegisteringLoader) waits in the import, not on the lock
+    import torch
 
+    with _lock:
         if _Tensor is None:
             if not hasattr(torch.library, "custom_op"):
                 raise TorchOpsError(f"aotkernels: torch {torch.__version__} has no torch.library.custom_op "
