@@ -37,11 +37,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def torch_py() -> Path:
     if not TORCH_PY.exists():
-        if sys.version_info[:2] == (3, 11):
-            pytest.fail(f"{TORCH_PY} is missing: ./dev.sh setup makes it (pyproject.toml [dependency-groups] "
-                        "torch-cpu); if it said the wheel is not in pip's reach, this machine lacks the local wheel")
-        pytest.skip(f"{TORCH_PY} is missing: PyTorch's pinned CPU build is Python 3.11's (this is "
-                    f"{sys.version_info[0]}.{sys.version_info[1]}); see pyproject.toml [dependency-groups] torch-cpu")
+        # ./dev.sh installs it where it can: Python 3.11 and the local CPU wheel in pip's find-links
+        wheels = [w for d in os.environ.get("PIP_FIND_LINKS", "").split() if Path(d).is_dir()
+                  for w in Path(d).glob("torch-2.13.0+cpu-cp311-*.whl")]
+        if sys.version_info[:2] == (3, 11) and wheels:
+            pytest.fail(f"{TORCH_PY} is missing though {wheels[0]} is here: run ./dev.sh setup "
+                        "(pyproject.toml [dependency-groups] torch-cpu)")
+        pytest.skip(f"{TORCH_PY} is missing: ./dev.sh installs PyTorch's pinned CPU build only for Python 3.11 with "
+                    "the local wheel torch-2.13.0+cpu in PIP_FIND_LINKS (pyproject.toml [dependency-groups] torch-cpu)")
     return TORCH_PY
 
 
@@ -94,6 +97,12 @@ def test_the_ops_are_registered_whichever_is_imported_first(run: Any, order: str
     assert schemas["saxpy_out"] == "aotkernels::saxpy_out(float a, Tensor x, Tensor y, Tensor(a!) out) -> ()", schemas
     assert schemas["softmax_f16"] == "aotkernels::softmax_f16(Tensor x, ScalarType? out_dtype=None) -> Tensor", schemas
     assert schemas["matmul"] == "aotkernels::matmul(Tensor a, Tensor b, str? variant=None) -> Tensor", schemas
+
+
+def test_without_the_hook_the_first_call_with_a_tensor_registers_them(run: Any) -> None:
+    out = run("import-unhooked")
+    assert out["registered_before_call"] is False and out["registered"] is True, out
+    assert out["result"] == [0.0, 3.0, 6.0, 9.0] and len(out["ops"]) == 2 * len(OPS), out
 
 
 def test_compiled_and_eager_calls_equal_torch_with_no_graph_break(run: Any) -> None:

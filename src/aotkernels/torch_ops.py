@@ -34,8 +34,6 @@ from importlib import machinery as _machinery
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 NAMESPACE = (__package__ or "aotkernels").split(".")[0]  # the package may be renamed (a fork)
-# the ops, in the order their schemas are defined below
-OPS = ("saxpy", "sum", "softmax", "softmax_f16", "matmul")
 
 _lock = threading.RLock()
 _Tensor: Any = None  # torch.Tensor once the ops are registered: route() reads only this global
@@ -55,8 +53,11 @@ def registered() -> bool:
 def install() -> None:
     """Register now if PyTorch is imported, else right after ``import torch`` (called by __init__)."""
     global _hook
-    if "torch" in sys.modules and getattr(sys.modules["torch"], "Tensor", None) is not None:
-        register()
+    if "torch" in sys.modules:
+        try:
+            register()
+        except Exception:  # noqa: BLE001 - torch only half imported (it imports us): route() registers at first use
+            pass
         return
     with _lock:
         if _hook is None and _Tensor is None:
@@ -67,9 +68,11 @@ def install() -> None:
 def register() -> Any:
     """Define the custom ops (once; imports torch); returns ``torch.ops.<namespace>``."""
     global _Tensor, _is_compiling
-    with _lock:
-        import torch
+    # imported before taking the lock: a thread that registers while another one is still importing
+    # torch (whose import ends by registering, _RegisteringLoader) waits in the import, not on the lock
+    import torch
 
+    with _lock:
         if _Tensor is None:
             if not hasattr(torch.library, "custom_op"):
                 raise TorchOpsError(f"aotkernels: torch {torch.__version__} has no torch.library.custom_op "
@@ -140,7 +143,11 @@ def route(a: Any, b: Any = None, c: Any = None) -> bool:
     else a dict lookup per argument (isinstance against torch.Tensor goes through its metaclass and
     costs several times more, for NumPy and CuPy arrays too): this runs on every call of every op."""
     if _Tensor is None:
-        return False
+        if "torch" not in sys.modules or _hook is not None:
+            return False
+        # torch came in by a way the import hook did not see (a finder other than the path's, or
+        # aotkernels imported while torch itself was being imported): register at this first call
+        register()
     seen = False
     for o in (a, b, c):
         t = type(o)
@@ -262,8 +269,6 @@ def tensor_array(t: Any, name: str, *, writable: bool = False) -> Any:
 def _run(torch: Any, fn: Callable[..., Any], lead: Tuple[Any, ...], tensors: Sequence[Any], kw: Dict[str, Any],
          out: Any) -> Any:
     """Run the package's function ``fn`` (ops.py) into ``out`` on the tensors' device."""
-    from . import ops  # noqa: F401 - ops imports this module; imported here at call time only
-
     x = tensors[0]
     if x.device.type == "cuda":
         stream = torch.cuda.current_stream(x.device)
@@ -288,7 +293,6 @@ def _define(torch: Any) -> None:
     from . import ops
 
     f32, f16 = torch.float32, torch.float16
-    contiguous = torch.contiguous_format
 
     def pair(name: str, schema: str, fn: Callable[..., Any], check: Callable[..., Any],
              result: Callable[..., Any], kw: Callable[..., Dict[str, Any]] = lambda *a: {}) -> None:
