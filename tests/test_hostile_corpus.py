@@ -202,3 +202,18 @@ def test_refusals_say_what_the_entry_is(name: str, said: str, real: Real, tmp_pa
     inputs = _world(real, tmp_path, case, companions=False)
     rc, text = _run("variant", inputs, tmp_path / "out" / "variant", capsys)
     assert rc == 2 and said in text, text[-2000:]
+
+
+def test_repair_keep_raw_writes_through_no_planted_link(real: Real, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27 ("Paths"): `repair --keep-raw K` wrote through a link planted at K/.<wheel>.tmp."""
+    wheel = real.raw["sm90"]
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (keep / f".{wheel.name}.tmp").symlink_to(victim)
+    argv = ["repair", str(wheel), "--matrix", str(real.matrix), "--out", str(tmp_path / "out"), "--keep-raw", str(keep)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert victim.read_text() == "mine"
+    assert (keep / wheel.name).read_bytes() == wheel.read_bytes() and not (keep / wheel.name).is_symlink()

@@ -499,7 +499,7 @@ def test_sizes_does_not_wait_on_a_fifo_named_whl(kind: str, world: dict[str, Pat
     dist.mkdir()
     special(dist / WHEELS[0], kind)
     assert main(["sizes", "--dist", str(dist), "--no-write"]) == 2
-    assert "not a wheel file; refusing it" in capsys.readouterr().err  # the wheel reader's words (issue 27)
+    assert "not a wheel file" in capsys.readouterr().err  # the wheel reader's words (issue 27)
 
 
 HUGE = "9" * 5000

@@ -388,7 +388,7 @@ def test_several_devices_of_one_vendor_are_any_of_them(tmp_path: Path, plugin_py
     dist, site = tmp_path / "dist", tmp_path / "site"
     assert main(["--matrix", str(matrix), "--out", str(dist), "--no-repair"]) == 0
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
-    assert main(["indexes", str(dist), "--out", str(site)], env=env) == 0
+    assert main(["indexes", str(dist), "--matrix", str(matrix), "--out", str(site)], env=env) == 0
     labels = sorted(variants.split_label(w.name)[1] for w in _variant_wheels(dist))  # type: ignore[index]
     assert labels == ["acmg10.acmg11.acmg12", "sm80.sm86"]
     py = _venv(tmp_path / "venv")

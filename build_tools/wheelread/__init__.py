@@ -5,7 +5,7 @@ anything is written. docs/inputs.md lists the rules; in order:
 1. the file (``wheelzip``): a regular file (no FIFO, device, link target outside the rules, folder)
    opened without blocking; its zip end record and central directory judged before any member is
    inflated: member count, name rules (no absolute path, ``..``, repeats, case-only twins), modes,
-   per-member and total inflated size and compression ratio (``limits``);
+   per-member and total inflated size and compression ratio (``limits``); a link is not followed;
 2. the file name parses (``name-version-python-abi-platform[-label].whl``; a build tag is refused,
    not read as a variant label) and names this project;
 3. RECORD lists every member once with matching hashes and sizes (``members``); WHEEL's tags are the

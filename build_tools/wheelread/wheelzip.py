@@ -6,6 +6,7 @@ The limits come from ``limits`` and are read at call time, so a test may lower o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -68,9 +69,13 @@ class OpenedWheel:
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
     """Open a regular file without blocking: a FIFO or device given as a wheel must not hang."""
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. O_NOFOLLOW: a link named
+        # as a wheel (to /dev/zero, to /etc/shadow, to another wheel) is refused, not followed.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WheelRefused(f"{show_path(path)}: a link, not a wheel file; give the wheel file itself "
+                               "(links are not followed)") from None
         raise WheelRefused(f"{show_path(path)}: cannot open the wheel: {exc.strerror}") from None
     try:
         st = os.fstat(fd)  # of what was opened, not of the name, which could change in between
