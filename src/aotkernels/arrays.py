@@ -101,8 +101,9 @@ def _count(shape: Tuple[int, ...]) -> int:
 
 
 def overlap(a: DeviceArray, b: DeviceArray) -> bool:
-    (s1, e1), (s2, e2) = a.span(), b.span()
-    return a.nbytes > 0 and b.nbytes > 0 and s1 < e2 and s2 < e1
+    # span() and nbytes inlined: this runs on every call of an op with two arrays
+    na, nb = a.size * a.itemsize, b.size * b.itemsize
+    return na > 0 and nb > 0 and a.ptr < b.ptr + nb and b.ptr < a.ptr + na
 
 
 def dlpack_device(obj: Any) -> Optional[Tuple[int, int]]:
@@ -180,9 +181,7 @@ def stream_handle(stream: Any, name: str = "stream") -> int:
 
 def same_stream(a: int, b: int) -> bool:
     """0 (NULL) and 1 (CU_STREAM_LEGACY) both name the legacy default stream."""
-    def norm(h: int) -> int:
-        return 0 if h == STREAM_LEGACY else h
-    return norm(a) == norm(b)
+    return a == b or (a in (0, STREAM_LEGACY) and b in (0, STREAM_LEGACY))
 
 
 Take = Callable[[Any], Tuple[Any, ...]]  # the extension's dlpack_take
@@ -283,6 +282,9 @@ def read(obj: Any, name: str, stream: int, take: Take, where: Where,
 FastReader = Tuple[Callable[[Any], Optional[int]], Callable[[Any, str], Optional[DeviceArray]],
                    Callable[[Any, Tuple[int, ...], str, int], Any]]
 _FAST: Dict[type, Optional[FastReader]] = {}
+# A DeviceArray from a tuple of all its fields in order, without the NamedTuple's __new__ (a Python
+# function taking them by keyword): the fast readers run for every array of every call
+_new = tuple.__new__
 # PyTorch dtype names -> (name as DLPack states it, itemsize)
 _TORCH_DTYPES = {"float32": ("float32", 4), "float16": ("float16", 2), "float64": ("float64", 8),
                  "bfloat16": ("bfloat16", 2), "int8": ("int8", 1), "int16": ("int16", 2), "int32": ("int32", 4),
@@ -332,9 +334,9 @@ def _torch_reader(torch: Any, cls: type) -> Optional[FastReader]:
         index = obj.get_device()
         # positional: this runs for every tensor of every call (name, ptr, shape, strides, dtype, itemsize,
         # device, readonly, protocol, keep, source, size, producer_stream)
-        return DeviceArray(name, obj.data_ptr(), tuple(obj.shape),
-                           None if obj.is_contiguous() else tuple(s * itemsize for s in obj.stride()),
-                           dtype, itemsize, index, False, "DLPack", obj, obj, obj.numel(), raw_stream(index))
+        return _new(DeviceArray, (name, obj.data_ptr(), tuple(obj.shape),
+                                  None if obj.is_contiguous() else tuple(s * itemsize for s in obj.stride()),
+                                  dtype, itemsize, index, False, "DLPack", obj, obj, obj.numel(), raw_stream(index)))
 
     def empty(like: Any, shape: Tuple[int, ...], dtype: str, stream: int) -> Any:
         dt = getattr(torch, dtype, None)
@@ -348,19 +350,31 @@ def _cupy_reader(cupy: Any, cls: type) -> Optional[FastReader]:
     if cupy is None or cls is not cupy.ndarray:
         return None
     current = cupy.cuda.get_current_stream
+    np = sys.modules.get("numpy")  # CuPy imports NumPy: its dtypes are NumPy's
+    if np is None:
+        return None
+    # dtype.char -> (name, itemsize) of the native-order dtypes (a table lookup in place of
+    # formatting the name at every call); other dtypes take the protocols
+    dtypes = {}
+    for code in "?bBhHiIlLqQefd":
+        dt = np.dtype(code)
+        dtypes[code] = (dt.name, dt.itemsize)
+    # CuPy keeps contiguity as a plain attribute; ``flags`` builds an object at every read
+    c_contiguous = "_c_contiguous" if hasattr(cls, "_c_contiguous") else None
 
     def device(obj: Any) -> Optional[int]:
         return obj.data.device_id
 
     def read(obj: Any, name: str) -> Optional[DeviceArray]:
         dt = obj.dtype
-        kind = _CAI_KINDS.get(dt.kind)
-        if kind is None:
+        info = dtypes.get(dt.char)
+        if info is None or dt.byteorder == ">":
             return None
+        dtype, itemsize = info
         mem = obj.data
-        return DeviceArray(name, mem.ptr, obj.shape, None if obj.flags.c_contiguous else obj.strides,
-                           dtype_name(kind, dt.itemsize * 8), dt.itemsize, mem.device_id, False, "DLPack", obj, obj,
-                           obj.size, current().ptr)
+        contiguous = getattr(obj, c_contiguous) if c_contiguous else obj.flags.c_contiguous
+        return _new(DeviceArray, (name, mem.ptr, obj.shape, None if contiguous else obj.strides,
+                                  dtype, itemsize, mem.device_id, False, "DLPack", obj, obj, obj.size, current().ptr))
 
     def empty(like: Any, shape: Tuple[int, ...], dtype: str, stream: int) -> Any:
         if like.data.device_id != cupy.cuda.runtime.getDevice() or not same_stream(current().ptr, stream):

@@ -102,16 +102,20 @@ def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
     Y = take(s, "y", y, 1, "float32", h)
     if X.shape != Y.shape:
         raise ValueError(f"x and y must have the same shape, got {X.shape} and {Y.shape}")
-    if out is not None and out is y:
-        O, ret = Y, y  # y += a * x in place: y must then be writable
+    if out is y:  # y is an array here (take read it), so out is not None
+        # y += a * x in place (the common case of a hot loop): y must then be writable
         if Y.readonly:
             arrays.check(Y, s.device, writable=True, owner=s.device.index)
         if X.ptr != Y.ptr and arrays.overlap(X, Y):
             raise ValueError("x and y share memory at different offsets: y is written while x is read")
-    else:
-        O, ret = result(s, out, Y.shape, "float32", h, (X,))
-        if isinstance(O, DeviceArray) and O.ptr != Y.ptr and arrays.overlap(O, Y):
-            raise ValueError("out shares memory with y at another offset: pass a separate array, or y itself")
+        n = X.size
+        if n:
+            s.enqueue("saxpy", "saxpy", ((n + 255) // 256,), (256,), [("i", n), ("f", a), ("p", X.ptr), ("p", Y.ptr)],
+                      (X.keep, Y.keep), h)
+        return y
+    O, ret = result(s, out, Y.shape, "float32", h, (X,))
+    if isinstance(O, DeviceArray) and O.ptr != Y.ptr and arrays.overlap(O, Y):
+        raise ValueError("out shares memory with y at another offset: pass a separate array, or y itself")
     n = X.size
     if n:
         dst = O.ptr if isinstance(O, DeviceArray) else O._ptr

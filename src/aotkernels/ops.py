@@ -109,8 +109,10 @@ def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, out: Any = None, stream: An
     """Return ``a * x + y`` (x, y: 1-D float32 of equal length); ``out=y`` updates y in place."""
     if torch_ops.route(x, y, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("saxpy", saxpy, (a, x, y), {}, out, stream, device)
-    check_device_arg(device)
-    a_f = _scalar_f32("a", a)
+    if device is not None:
+        check_device_arg(device)
+    # a float within float32's range is the common case: taken as is (nan fails the comparison)
+    a_f = a if type(a) is float and -_FLOAT32_MAX <= a <= _FLOAT32_MAX else _scalar_f32("a", a)
     if is_device_array(x) or is_device_array(y):
         return devops.saxpy(a_f, x, y, out, stream, device)
     _host_checks(out, stream)
@@ -138,7 +140,8 @@ def sum(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = Non
     array of the input's kind for a device array (``out=``: a one-element one)."""
     if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("sum", sum, (x,), {}, out, stream, device)
-    check_device_arg(device)
+    if device is not None:
+        check_device_arg(device)
     if is_device_array(x):
         return devops.sum(x, out, stream, device)
     _host_checks(out, stream)
@@ -167,7 +170,8 @@ def softmax(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any =
     """Row-wise, numerically stable softmax of a 2-D float32 array."""
     if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("softmax", softmax, (x,), {}, out, stream, device)
-    check_device_arg(device)
+    if device is not None:
+        check_device_arg(device)
     if is_device_array(x):
         return devops.softmax(x, out, stream, device)
     _host_checks(out, stream)
@@ -203,7 +207,8 @@ def softmax_f16(x: np.ndarray, *, out_dtype: Any = None, out: Any = None, stream
     """
     if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("softmax_f16", softmax_f16, (x,), {"out_dtype": out_dtype}, out, stream, device)
-    check_device_arg(device)
+    if device is not None:
+        check_device_arg(device)
     want = None
     if out_dtype is not None:
         try:
@@ -260,7 +265,8 @@ def matmul(a: np.ndarray, b: np.ndarray, *, variant: Optional[str] = None, out: 
     """Return ``a @ b`` for 2-D float32 arrays; ``variant`` picks a tile configuration."""
     if torch_ops.route(a, b, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("matmul", matmul, (a, b), {"variant": variant}, out, stream, device)
-    check_device_arg(device)
+    if device is not None:
+        check_device_arg(device)
     if variant is not None and not isinstance(variant, str):
         raise TypeError(f"variant must be a kernel name (str) from aotkernels.matmul_variants(), "
                         f"not {type(variant).__name__}")

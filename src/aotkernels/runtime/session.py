@@ -221,7 +221,24 @@ class Session:
         out: List[Tuple[str, Any]] = []
         keep: List[Any] = []
         users = False
+        DeviceArray = arrays.DeviceArray
         for k, item in enumerate(args):
+            # the common cases first, each decided by one type test: ('i', n) and ('f', x) go to the
+            # extension as they are (it checks their values), ('r'/'b', a DeviceArray read before)
+            # is its address; everything else takes the general path below, scalars.pack included
+            if type(item) is tuple and len(item) == 2:
+                kind = item[0]
+                if kind == "i" or kind == "f":
+                    out.append(item)
+                    continue
+                if (kind == "r" or kind == "b") and type(item[1]) is DeviceArray:
+                    val = item[1]
+                    users = True
+                    if kind == "b" and val.readonly:
+                        arrays.check(val, self.device, writable=True, owner=self.device.index)
+                    out.append(("p", val.ptr))
+                    keep.append(val.keep)
+                    continue
             if not (isinstance(item, tuple) and len(item) == 2 and item[0] in ("b", "r")):
                 if isinstance(item, tuple):
                     users = users or item[:1] == ("p",)
@@ -261,7 +278,10 @@ class Session:
                 raise self._no_device_arrays("stream=")
         elif stream is not None:
             handle = stream if type(stream) is int and 0 <= stream < 2**64 else arrays.stream_handle(stream)
-        loaded = self._launchable.get((module, kernel)) or self._target(module, kernel)
+        loaded = self._launchable.get((module, kernel))
+        first = loaded is None
+        if first:
+            loaded = self._target(module, kernel)
         bound, keep, users = self._bind(args, stream) if isinstance(args, (list, tuple)) else (args, [], False)
         try:
             if inflight is not None:
@@ -276,7 +296,8 @@ class Session:
                     self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, bound, handle, False)
                     # now, inside this call, while the caller's stream certainly exists (inflight.py)
                     inflight.add(handle, keep)
-                self._launchable[(module, kernel)] = loaded
+                if first:  # listed and launched once: later launches skip _target
+                    self._launchable[(module, kernel)] = loaded
             else:
                 global_size = tuple(g * l for g, l in zip(groups, local))
                 self._lib.launch(self._ctx, loaded.handle, kernel, global_size, tuple(local), bound)
@@ -304,11 +325,15 @@ class Session:
         """The operations' launch (devops.py): arguments bound already, their arrays read and checked
         (``('p', address)``, or ``('b', buffer)`` of this session), ``keep`` what the launch uses, ``stream``
         a handle; always asynchronous. Session.launch without its reading of each argument."""
-        loaded = self._launchable.get((module, kernel)) or self._target(module, kernel)
+        loaded = self._launchable.get((module, kernel))
+        first = loaded is None
+        if first:
+            loaded = self._target(module, kernel)
         try:
             self._lib.launch(self._ctx, loaded.handle, kernel, grid, block, args, stream, False)
         except RuntimeError as exc:
             self._launch_failed(exc, module, kernel, loaded)
             raise
         self._inflight.add(stream, keep)  # now, inside this call (inflight.py)
-        self._launchable[(module, kernel)] = loaded
+        if first:
+            self._launchable[(module, kernel)] = loaded
