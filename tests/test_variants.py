@@ -240,34 +240,57 @@ def test_uv_picks_each_gpus_variant_from_the_index_and_it_runs(site: str, tmp_pa
     assert where.startswith(str(tmp_path / "venv")), where  # the uv-installed wheel, not a checkout
 
 
+def _folder_line(line: str, dist: Path) -> tuple[dict[str, str], list[str]]:
+    """A line of docs/variant-folder.md (``uv pip install --find-links dist ...`` or ``pip install ...``), as
+    (environment, argv after the program), its ``dist`` pointed at ``dist``. The tests add only what an
+    offline, repeatable run needs (``--no-index``, ``--no-deps``, the venv); the rest is the page's line."""
+    words = shlex.split(line)
+    prog = next(i for i, w in enumerate(words) if "=" not in w)
+    env = dict(w.split("=", 1) for w in words[:prog])
+    argv = words[prog + 1:]
+    at = argv.index("--find-links") + 1
+    assert argv[at] == "dist" or argv[at].startswith("dist/"), argv
+    argv[at] = str(dist / argv[at][len("dist/"):]) if argv[at] != "dist" else str(dist)
+    return env, argv
+
+
 @pytest.mark.integration
 def test_the_variant_folder_itself_installs_right_with_uv_and_pip(variant_dist: Path, tmp_path: Path) -> None:
-    """Issue 27 item 6: `--find-links dist` of a naming: variant build. The JIT-only wheel's 0.1.0+jit would
-    sort above every 0.1.0 wheel there (uv installed it on an H100); it is kept in dist/local-version/."""
+    """Issue 27 item 6: `--find-links dist` of a naming: variant build, by docs/variant-folder.md's own lines.
+    The JIT-only wheel's 0.1.0+jit would sort above every 0.1.0 wheel there (uv installed it on an H100); it is
+    kept in dist/local-version/."""
     assert not [w for w in variant_dist.glob("*.whl") if "+" in w.name]  # no local label beside the variants
     py = _venv(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NV_VARIANT_PROVIDER_", "UV_"))}
-    env.update(UV_PREVIEW_FEATURES="wheel-variants", UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+    uv_env, uv_argv = _folder_line(
+        docs_text.command("docs/variant-folder.md", "UV_PREVIEW_FEATURES=wheel-variants uv pip install --find-links dist"),
+        variant_dist)
+    assert uv_argv[:2] == ["pip", "install"], uv_argv
+    env.update(uv_env, UV_CACHE_DIR=str(tmp_path / "uv-cache"))
     for cc, want in {"9.0": "sm90", "8.6": "sm80", "": "fat"}.items():
         run_env = dict(env, **({"NV_VARIANT_PROVIDER_FORCE_SM_ARCH": cc,
                                 "NV_VARIANT_PROVIDER_FORCE_CUDA_DRIVER_VERSION": "12.8"} if cc else {}))
         got = subprocess.run([str(BIN / "uv"), "pip", "install", "--python", str(py), "--no-deps", "--reinstall",
-                              "--offline", "--no-index", "--find-links", str(variant_dist), "aotkernels"],
+                              "--offline", "--no-index", *uv_argv[2:]],
                              text=True, capture_output=True, timeout=300, env=run_env, cwd="/")
         assert got.returncode == 0, got.stderr
         assert _installed_label(py) == want, (cc, got.stderr[-2000:])
     pip_py = _venv(tmp_path / "pip-venv")
+    _, pip_argv = _folder_line(docs_text.command("docs/variant-folder.md", "pip install --find-links dist aotkernels"),
+                               variant_dist)
+    assert pip_argv[0] == "install", pip_argv
     got = subprocess.run([str(pip_py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                          "--no-index", "--find-links", str(variant_dist), "aotkernels"], text=True, capture_output=True,
-                         timeout=300, cwd="/")
+                          "--no-index", *pip_argv[1:]], text=True, capture_output=True, timeout=300, cwd="/")
     assert got.returncode == 0, got.stderr
     assert _installed_label(pip_py) == "fat"
     # The JIT-only wheel is still built, measured and installable on purpose, from its own folder.
     report = json.loads((variant_dist / "size-report.json").read_text())
     assert any("+jit" in w["file"] for w in report["wheels"]), [w["file"] for w in report["wheels"]]
+    _, jit_argv = _folder_line(docs_text.command("docs/variant-folder.md", "pip install --find-links dist/local-version"),
+                               variant_dist)
+    assert jit_argv[2] == str(variant_dist / wheels.LOCAL_FOLDER), jit_argv
     got = subprocess.run([str(pip_py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                          "--no-index", "--find-links", str(variant_dist / wheels.LOCAL_FOLDER), "aotkernels===0.1.0+jit"],
-                         text=True, capture_output=True, timeout=300, cwd="/")
+                          "--no-index", *jit_argv[1:]], text=True, capture_output=True, timeout=300, cwd="/")
     assert got.returncode == 0 and _installed_label(pip_py) == "jit", got.stderr
 
 
