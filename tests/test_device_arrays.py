@@ -410,6 +410,60 @@ def test_no_stream_of_the_caller_is_touched_after_its_call(drv: Driver) -> None:
     assert drv.calls[-1] == ("event", 0x999) and s._inflight._pool
 
 
+class CapturingDriver(Driver):
+    """The extension's answers while streams in ``capturing`` are being captured into a CUDA graph:
+    event_record gives None and event_rerecord False (nothing recorded), and every cuEventQuery is
+    counted (one during a capture would invalidate it)."""
+
+    def __init__(self, ext: Any) -> None:
+        super().__init__(ext)
+        self.capturing: set = set()
+        self.queries = 0
+
+    def event_record(self, ctx: Any, stream: int) -> Any:
+        return None if stream in self.capturing else super().event_record(ctx, stream)
+
+    def event_rerecord(self, ev: Any, stream: int) -> Any:  # type: ignore[override]
+        if stream in self.capturing:
+            return False
+        super().event_rerecord(ev, stream)
+        return True
+
+    def event_query(self, ev: Any) -> bool:
+        self.queries += 1
+        return super().event_query(ev)
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["new event", "pooled event"])
+def test_a_launch_into_a_cuda_graph_capture_records_and_queries_no_event(ext: Any, pooled: bool) -> None:
+    """torch.cuda.graph failed with cudaErrorStreamCaptureInvalidated: an event recorded for the
+    launch's lifetime tracking, then queried, invalidates the capture. On a capturing stream the
+    launch is queued (into the graph) and nothing is recorded, queried or kept."""
+    drv = CapturingDriver(ext)
+    s = cuda_session(drv)
+    t = FakeCudaTensor((4,))
+    s.launch("k", "k", (1,), (1,), [("b", t)], stream=0x100)  # before the capture: tracked
+    if pooled:
+        drv.finished = True
+        s.synchronize()
+        assert s._inflight._pool and not s._inflight.pending
+    else:
+        assert s._inflight.pending
+    pool, closed = list(s._inflight._pool), list(s._inflight._closed)
+    drv.capturing.add(0x200)
+    drv.calls.clear()
+    drv.queries = 0
+    for _ in range(3):
+        s.launch("k", "k", (1,), (1,), [("b", t)], stream=0x200)
+    assert [c[0] for c in drv.calls] == ["launch"] * 3 and all(c[3] == 0x200 for c in drv.calls), drv.calls
+    assert drv.queries == 0
+    assert list(s._inflight._pool) == pool and list(s._inflight._closed) == closed  # nothing taken or added
+    drv.capturing.clear()  # the capture ended: launches are tracked again, with the pooled event if any
+    s.launch("k", "k", (1,), (1,), [("b", t)], stream=0x200)
+    assert drv.calls[-1] == ("event", 0x200)
+    assert s._inflight.pending or drv.finished
+
+
 def test_default_stream_with_users_arrays_does_not_wait_and_download_orders_after(drv: Driver) -> None:
     s = cuda_session(drv)
     s.launch("k", "k", (1,), (1,), [("b", FakeCudaTensor((4,)))])

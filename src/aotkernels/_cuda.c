@@ -82,6 +82,7 @@ typedef CUresult (*PFN_cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
 typedef CUresult (*PFN_cuMemFreeAsync)(CUdeviceptr, CUstream);
 typedef CUresult (*PFN_cuStreamCreate)(CUstream *, unsigned int);
 typedef CUresult (*PFN_cuStreamDestroy)(CUstream);
+typedef CUresult (*PFN_cuStreamIsCapturing)(CUstream, int *); /* CUstreamCaptureStatus */
 typedef CUresult (*PFN_cuMemGetAddressRange)(CUdeviceptr *, size_t *, CUdeviceptr);
 /* optional, CUDA >= 12.4 */
 typedef CUresult (*PFN_cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
@@ -120,6 +121,7 @@ static struct {
     PFN_cuMemFreeAsync cuMemFreeAsync;
     PFN_cuStreamCreate cuStreamCreate;
     PFN_cuStreamDestroy cuStreamDestroy;
+    PFN_cuStreamIsCapturing cuStreamIsCapturing;
     PFN_cuMemGetAddressRange cuMemGetAddressRange;
     PFN_cuFuncGetParamInfo cuFuncGetParamInfo; /* may be NULL */
 } cu;
@@ -232,6 +234,7 @@ cu_ensure_init(void)
     LOAD_SYM(cuStreamCreate, "cuStreamCreate");
     LOAD_SYM(cuStreamDestroy, "cuStreamDestroy_v2");
     LOAD_SYM(cuMemGetAddressRange, "cuMemGetAddressRange_v2");
+    LOAD_SYM(cuStreamIsCapturing, "cuStreamIsCapturing");
 #undef LOAD_SYM
     {
         void *p = dlsym(lib, "cuFuncGetParamInfo");
@@ -999,6 +1002,23 @@ cu_record(unsigned long long stream)
     return ev;
 }
 
+/* Whether `stream` (a caller's stream, not the legacy default one) is being captured into a CUDA
+ * graph. There an event recorded for inflight.py could never be queried: cuEventQuery on an event
+ * recorded in a capture is illegal and invalidates the whole capture (torch.cuda.graph then fails
+ * with cudaErrorStreamCaptureInvalidated), and the launch itself runs only at each replay. */
+static int
+cu_capturing(unsigned long long stream)
+{
+    int status = 0; /* CU_STREAM_CAPTURE_STATUS_NONE */
+    if (stream == 0 || stream == 1)
+        return 0; /* the legacy default stream is never captured (a capture refuses it) */
+    if (cu.cuStreamIsCapturing(CU_STREAM(stream), &status) != CUDA_SUCCESS)
+        return 0; /* let cuEventRecord say what is wrong with the stream */
+    return status != 0;
+}
+
+/* event_record(ctx, stream) -> a new event recorded on `stream`, or None when the stream is being
+ * captured into a CUDA graph (cu_capturing). */
 static PyObject *
 py_event_record(PyObject *self, PyObject *args)
 {
@@ -1009,12 +1029,17 @@ py_event_record(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "OK:event_record", &ctx_obj, &stream))
         return NULL;
-    if ((c = get_ctx_current(ctx_obj)) == NULL || (ev = cu_record(stream)) == NULL)
+    if ((c = get_ctx_current(ctx_obj)) == NULL)
+        return NULL;
+    if (cu_capturing(stream))
+        Py_RETURN_NONE;
+    if ((ev = cu_record(stream)) == NULL)
         return NULL;
     return ak_obj_capsule(ev, cu_event_release, c->ctx, EVENT_NAME, ctx_obj);
 }
 
-/* event_rerecord(event, stream): record an event of inflight.py's pool again, on `stream`.
+/* event_rerecord(event, stream) -> True: record an event of inflight.py's pool again, on `stream`;
+ * False (nothing recorded) when the stream is being captured into a CUDA graph (cu_capturing).
  * Called right after the launch it covers, inside the caller's call, while the caller's stream
  * certainly exists; later only the event is queried, never the stream (issue 26). */
 static PyObject *
@@ -1031,9 +1056,11 @@ py_event_rerecord(PyObject *self, PyObject *args)
         return NULL;
     if ((r = cu.cuCtxSetCurrent((CUcontext)e->owner)) != CUDA_SUCCESS)
         return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
+    if (cu_capturing(stream))
+        Py_RETURN_FALSE; /* not recorded: the stream is being captured into a CUDA graph */
     if ((r = cu.cuEventRecord((CUevent)e->h.p, CU_STREAM(stream))) != CUDA_SUCCESS)
         return cu_raise("cuEventRecord", r, NULL, NULL);
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 /* event_query(event) -> True when the work before it is done (cuEventQuery). */

@@ -54,11 +54,13 @@ class Inflight:
         return self._seq
 
     def _event(self, stream: int) -> Any:
-        """An event recorded on ``stream`` now (from the pool when one is free)."""
+        """An event recorded on ``stream`` now (from the pool when one is free); None when ``stream``
+        is being captured into a CUDA graph (the extension records nothing then)."""
         if self._pool:
-            ev = self._pool.pop()
-            self._lib.event_rerecord(ev, stream)
-            return ev
+            ev = self._pool[-1]
+            if self._lib.event_rerecord(ev, stream) is False:
+                return None
+            return self._pool.pop()
         return self._lib.event_record(self._ctx, stream)
 
     def add(self, stream: int, keep: Any) -> None:
@@ -77,6 +79,13 @@ class Inflight:
                     # the stream still exists, so that what it uses can be let go safely
                     self._lib.synchronize(self._ctx, stream)
                     raise
+                if ev is None:
+                    # The stream is being captured into a CUDA graph (torch.cuda.graph, CuPy's or
+                    # cuda.core's capture): the kernel runs at each replay, not now, so there is no
+                    # run to wait for; as with any CUDA graph, the arrays it uses must live as long
+                    # as the graph does. Nothing is recorded or queried here: cuEventQuery on an
+                    # event recorded in a capture, or during one, invalidates the capture.
+                    return
                 self._closed.append((self._seq, ev, keep))
             if self._closed:
                 self._reap()
