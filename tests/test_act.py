@@ -91,7 +91,7 @@ def pypiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 @pytest.fixture(scope="module")
 def arm64(tmp_path_factory: pytest.TempPathFactory) -> image_mod.Image | str:
     """The arm64 image of the ubuntu-24.04-arm jobs, or why arm64 cannot be emulated here (then the
-    release runs without its aarch64 wheels job, and the test of that job skips with the reason)."""
+    arm64 run is not made and its test skips with that reason)."""
     try:
         return image_mod.ensure(log=tmp_path_factory.mktemp("arm64-image") / "image.log", arch="arm64")
     except binfmt.Unavailable as exc:
