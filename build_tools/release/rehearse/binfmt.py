@@ -77,7 +77,11 @@ def ensure(mount: Path = MOUNT, conf: Path = CONF) -> Handler:
     try:
         (mount / "register").write_text(line, encoding="ascii")
     except OSError as exc:
-        raise Unavailable(f"the kernel refused the {NAME} handler ({conf}): {exc}") from exc
+        # Two runs at once: the other one registered it between our read and our write (EEXIST).
+        entry = _entry(mount)
+        if entry is None or entry["state"] != "enabled" or "F" not in entry.get("flags:", ""):
+            raise Unavailable(f"the kernel refused the {NAME} handler ({conf}): {exc}") from exc
+        return Handler(interpreter=entry.get("interpreter", ""), flags=entry.get("flags:", ""), registered_now=False)
     entry = _entry(mount)
     if entry is None or entry["state"] != "enabled" or "F" not in entry.get("flags:", ""):
         raise Unavailable(f"{NAME} was registered but reads back as {entry}")
