@@ -256,7 +256,9 @@ SM90_VARIANT = f"aotkernels-0.1.0-cp39-abi3-{PLAT}-sm90.whl"
 
 def corpus() -> list[Case]:
     """Every class of hostile input of issue 27 (and round 3's), each once."""
-    drop = (lambda suffix: lambda n, d: None if n.endswith(suffix) else d)
+    def drop(suffix: str) -> Callable[[str, bytes], bytes | None]:
+        return lambda n, d: None if n.endswith(suffix) else d
+
     manifest_list = _manifest(lambda doc: [doc])
     return [
         Case("another project's wheel", f"foo-0.1.0+sm90-cp39-abi3-{PLAT}.whl", _foreign("foo")),
