@@ -206,6 +206,23 @@ def test_require_aot(py: str, workdir: Path, expect: str) -> None:
 # the large host buffers (8-17 GiB each) are freed between cases. Needs about 40 GiB of host memory
 # and 17 GiB of GPU memory (an 80 GB H100 is fine).
 
+def workload_section(py: str, workdir: Path, workload: str, name: str, lib: str = "torch") -> Dict[str, Any]:
+    """Run section ``name`` of a workload script in a process of its own; its last stdout line is JSON.
+    Skipped where ``lib`` cannot be imported; a process killed by a signal (a SIGSEGV in the driver)
+    fails the test with the signal's name instead of ending the run."""
+    import signal
+
+    r = run(py, workdir, "-c", f"import {lib}")
+    if r.returncode != 0:
+        pytest.skip(f"{lib} is not importable by {py}: {r.stderr.strip().splitlines()[-1:]}")
+    r = run(py, workdir, workload, name)
+    if r.returncode < 0:
+        pytest.fail(f"the process died of signal {signal.Signals(-r.returncode).name}\n{r.stderr[-3000:]}")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, f"rc {r.returncode}\n{r.stdout}\n{r.stderr[-4000:]}"
+    out: Dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
 def run_json(py: str, workdir: Path, body: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     r = run(py, workdir, "-c", textwrap.dedent(body), env=env)
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"

@@ -7,13 +7,11 @@ no GPU (wrong device, read-only, the protocols' fields) are tested in test_devic
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 import test_gpu
-from test_gpu import run
 
 py, workdir = test_gpu.py, test_gpu.workdir
 
@@ -22,13 +20,7 @@ WORKLOAD = str(Path(__file__).with_name("gpu_arrays_workload.py"))
 
 
 def section(py: str, workdir: Path, name: str, lib: str = "torch") -> Dict[str, Any]:
-    r = run(py, workdir, "-c", f"import {lib}")
-    if r.returncode != 0:
-        pytest.skip(f"{lib} is not importable by {py}: {r.stderr.strip().splitlines()[-1:]}")
-    r = run(py, workdir, WORKLOAD, name)
-    assert r.returncode == 0 and "Traceback" not in r.stderr, f"rc {r.returncode}\n{r.stdout}\n{r.stderr[-4000:]}"
-    out: Dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
+    return test_gpu.workload_section(py, workdir, WORKLOAD, name, lib)
 
 
 def test_every_op_on_torch_tensors_equals_torch(py: str, workdir: Path) -> None:

@@ -8,14 +8,11 @@ ending the run.
 """
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 import test_gpu
-from test_gpu import run
 
 py, workdir = test_gpu.py, test_gpu.workdir
 
@@ -24,14 +21,7 @@ WORKLOAD = str(Path(__file__).with_name("gpu_lifetime_workload.py"))
 
 
 def section(py: str, workdir: Path, name: str, lib: str = "torch") -> Dict[str, Any]:
-    r = run(py, workdir, "-c", f"import {lib}")
-    if r.returncode != 0:
-        pytest.skip(f"{lib} is not importable by {py}: {r.stderr.strip().splitlines()[-1:]}")
-    r = run(py, workdir, WORKLOAD, name)
-    if r.returncode < 0:
-        pytest.fail(f"the process died of signal {signal.Signals(-r.returncode).name}\n{r.stderr[-3000:]}")
-    assert r.returncode == 0 and "Traceback" not in r.stderr, f"rc {r.returncode}\n{r.stdout}\n{r.stderr[-4000:]}"
-    out: Dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    out = test_gpu.workload_section(py, workdir, WORKLOAD, name, lib)
     if "skip" in out:
         pytest.skip(out["skip"])
     return out
