@@ -8,10 +8,11 @@ CuPy's are. On the GPU machine tests/test_gpu_arrays.py reads real CuPy arrays t
 """
 from __future__ import annotations
 
+import re
 import sys
 import types
 from pathlib import Path
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import numpy as np
 import pytest
@@ -34,7 +35,15 @@ class _Flags:
 
 def _fake_cupy(with_attr: bool, stream_ptr: int = 0) -> Tuple[types.ModuleType, type]:
     cupy = types.ModuleType("cupy")
-    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=stream_ptr))
+    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=stream_ptr),
+                                      runtime=types.SimpleNamespace(getDevice=lambda: 0))
+    made = []  # cupy.empty's arrays, each at an address of its own
+
+    def empty(shape: Tuple[int, ...], dtype: Any) -> Any:
+        a = ndarray(shape, dtype, (), True, ptr=0x7f0000800000 + 0x10000 * len(made))
+        made.append(a)
+        return a
+    cupy.empty, cupy.made = empty, made
 
     class ndarray:  # noqa: N801 - CuPy's name
         __module__ = "cupy"
@@ -110,3 +119,70 @@ def test_overlap() -> None:
                                         (0, 5, False), (5, 1, False), (1, 2, False), (2, 0, False), (None, 0, False)])
 def test_same_stream(a: Any, b: int, same: bool) -> None:
     assert arrays.same_stream(a, b) is same
+
+
+# --- the operations on CuPy arrays (devops' fast path), with the stand-in driver of test_device_arrays ---
+
+@pytest.fixture
+def ops_session(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from test_device_arrays import Driver, cuda_session
+
+    from aotkernels import ops
+    from aotkernels.runtime import Manifest
+
+    drv = Driver(types.SimpleNamespace(dlpack_take=None))
+    s = cuda_session(drv)
+    s.manifest = Manifest(images={}, targets=[], all_targets=[], toolchains={},
+                          kernels={"saxpy": ["saxpy"], "softmax": ["softmax_rows"]})
+    s._modules["saxpy"] = s._modules["softmax"] = s._modules["k"]
+    monkeypatch.setattr(ops.devops, "cuda_session", lambda index: s)
+    return s
+
+
+def _launches(s: Any) -> List[Tuple[Any, ...]]:
+    return [c for c in s._lib.calls if c[0] == "launch"]
+
+
+def test_saxpy_on_cupy_arrays_orders_the_launch_after_cupys_current_stream(cupy: type, ops_session: Any) -> None:
+    from aotkernels import ops
+
+    x, y = cupy((1000,), np.float32, (4,), True, ptr=0x7f0000001000), cupy((1000,), np.float32, (4,), True,
+                                                                            ptr=0x7f0000100000)
+    assert ops.saxpy(2.0, x, y, out=y) is y
+    # CuPy's current stream (0x1234 here) is the producer's: the launch's legacy stream waits for it
+    # first, as __dlpack__(stream=1) would make it
+    assert ops_session._lib.calls[0] == ("wait", 0, 0x1234)
+    assert _launches(ops_session) == [("launch", "saxpy", [("i", 1000), ("f", 2.0), ("p", x.data.ptr),
+                                                           ("p", y.data.ptr)], 0, False)]
+
+
+def test_an_op_on_cupy_arrays_allocates_its_result_with_cupy(monkeypatch: pytest.MonkeyPatch, ops_session: Any) -> None:
+    from aotkernels import ops
+
+    mod, cls = _fake_cupy(True, stream_ptr=0)  # the legacy stream current: cupy.empty serves the launch's
+    monkeypatch.setitem(sys.modules, "cupy", mod)
+    monkeypatch.setitem(arrays._FAST, cls, None)
+    del arrays._FAST[cls]  # decided afresh, and forgotten at the end (the dict devops shares)
+    m = cls((3, 5), np.float32, (20, 4), True, ptr=0x7f0000002000)
+    r = ops.softmax(m)
+    assert mod.made == [r] and r.shape == (3, 5) and r.dtype == np.float32
+    assert ops_session._lib.calls == [("launch", "softmax_rows", [("i", 3), ("i", 5), ("p", m.data.ptr),
+                                                                  ("p", r.data.ptr)], 0, False)]
+    (entry,) = ops_session._inflight._open
+    assert r in entry[1] and m in entry[1]  # both live until the kernel ran
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda c: c((8,), np.float16, (2,), True), TypeError("x must have dtype float32, not float16")),
+    (lambda c: c((2, 4), np.float32, (16, 4), True), ValueError("x must be 1-dimensional, got shape (2, 4)")),
+    (lambda c: c((8,), np.float32, (8,), False), ValueError("x is not C-contiguous")),
+    (lambda c: c((8,), np.float32, (4,), True, device=1), ValueError("x lives on cuda:1 but the kernel runs on")),
+])
+def test_what_the_fast_path_does_not_take_is_refused_in_the_protocols_words(cupy: type, ops_session: Any,
+                                                                           make: Any, error: Exception) -> None:
+    from aotkernels import ops
+
+    y = cupy((8,), np.float32, (4,), True, ptr=0x7f0000100000)
+    with pytest.raises(type(error), match=re.escape(str(error))):
+        ops.saxpy(2.0, make(cupy), y, out=y)
+    assert _launches(ops_session) == []

@@ -713,6 +713,9 @@ typedef struct {
     cu_argval *vals;
     void **params;
     Py_ssize_t n;
+    /* vals and params point here for up to AK_LOCAL_ARGS arguments: one allocation a launch */
+    cu_argval vals_local[AK_LOCAL_ARGS];
+    void *params_local[AK_LOCAL_ARGS];
 } cu_kernel_t;
 
 /* Kernel lookups, cached (issue 26, the per-call cost): cuModuleGetFunction and one
@@ -752,10 +755,14 @@ cu_fcache_forget(CUmodule mod)
 static CUresult
 cu_function(CUmodule mod, const char *kname, CUfunction *f)
 {
-    cu_fentry *e, *free_slot = NULL;
+    cu_fentry *e = cu_flast, *free_slot = NULL;
     CUresult r;
     size_t k, off, sz;
     int i;
+    if (e != NULL && e->mod == mod && strcmp(e->name, kname) == 0) { /* a hot loop's kernel */
+        *f = e->f;
+        return CUDA_SUCCESS;
+    }
     for (i = 0; i < CU_FCACHE_SLOTS; i++) {
         e = &cu_fcache[i];
         if (e->mod == mod && strcmp(e->name, kname) == 0) {
@@ -860,8 +867,10 @@ static void
 cu_kernel_free(void *kern)
 {
     cu_kernel_t *kn = (cu_kernel_t *)kern;
-    PyMem_Free(kn->vals);
-    PyMem_Free(kn->params);
+    if (kn->vals != kn->vals_local)
+        PyMem_Free(kn->vals);
+    if (kn->params != kn->params_local)
+        PyMem_Free(kn->params);
     PyMem_Free(kn);
 }
 
@@ -888,6 +897,11 @@ cu_kernel(void *ctx, const ak_obj *mod, const char *kname, const ak_arg *args, P
     }
     kn->f = f;
     kn->n = n;
+    if (slots <= AK_LOCAL_ARGS) {
+        kn->vals = kn->vals_local;
+        kn->params = kn->params_local;
+        return kn;
+    }
     kn->vals = (cu_argval *)PyMem_Malloc(sizeof(cu_argval) * slots);
     kn->params = (void **)PyMem_Malloc(sizeof(void *) * slots);
     if (kn->vals == NULL || kn->params == NULL) {
@@ -1082,23 +1096,34 @@ py_event_query(PyObject *self, PyObject *ev_obj)
 
 /* stream_wait(ctx, waiter, producer): work queued on `waiter` from now on starts after the
  * work queued on `producer` so far (an event between them; the GPU waits, not the host). */
+/* Make `waiter` wait for the work queued on `producer` so far (the context is current): an event
+ * recorded on the producer and waited for by the waiter, then destroyed, which CUDA allows while
+ * the wait is pending (it is released after). stream_wait and buffer_order share it. */
+static PyObject *
+cu_order(unsigned long long waiter, unsigned long long producer)
+{
+    CUevent ev;
+    CUresult r;
+    if ((ev = cu_record(producer)) == NULL)
+        return NULL;
+    r = cu.cuStreamWaitEvent(CU_STREAM(waiter), ev, 0);
+    (void)cu.cuEventDestroy(ev);
+    if (r != CUDA_SUCCESS)
+        return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 py_stream_wait(PyObject *self, PyObject *args)
 {
     PyObject *ctx_obj;
     unsigned long long waiter, producer;
-    CUevent ev;
-    CUresult r;
     (void)self;
     if (!PyArg_ParseTuple(args, "OKK:stream_wait", &ctx_obj, &waiter, &producer))
         return NULL;
-    if (get_ctx_current(ctx_obj) == NULL || (ev = cu_record(producer)) == NULL)
+    if (get_ctx_current(ctx_obj) == NULL)
         return NULL;
-    r = cu.cuStreamWaitEvent(CU_STREAM(waiter), ev, 0);
-    (void)cu.cuEventDestroy(ev); /* allowed while the wait is pending: it is released after */
-    if (r != CUDA_SUCCESS)
-        return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
-    Py_RETURN_NONE;
+    return cu_order(waiter, producer);
 }
 
 /* pointer_range(ctx, address) -> (ordinal, base, size) of the allocation that holds the address
@@ -1278,7 +1303,6 @@ py_buffer_order(PyObject *self, PyObject *args)
     PyObject *ctx_obj, *buf_obj;
     unsigned long long consumer;
     cu_abuf *b;
-    CUevent ev;
     CUresult r;
     (void)self;
     if (!PyArg_ParseTuple(args, "OOK:buffer_order", &ctx_obj, &buf_obj, &consumer))
@@ -1292,13 +1316,7 @@ py_buffer_order(PyObject *self, PyObject *args)
     }
     if (CU_LEGACY(consumer))
         Py_RETURN_NONE; /* the same stream */
-    if ((ev = cu_record(b->stream)) == NULL)
-        return NULL;
-    r = cu.cuStreamWaitEvent(CU_STREAM(consumer), ev, 0);
-    (void)cu.cuEventDestroy(ev);
-    if (r != CUDA_SUCCESS)
-        return cu_raise("cuStreamWaitEvent", r, NULL, NULL);
-    Py_RETURN_NONE;
+    return cu_order(consumer, b->stream);
 }
 
 /* aux_stream(ctx) -> the handle of the context's own stream (for a CUDA Array Interface's

@@ -151,6 +151,7 @@ static inline int
 ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
 {
     PyObject *kind, *val;
+    char c;
     if (!PyTuple_Check(item) || PyTuple_Size(item) != 2) {
         PyErr_Format(PyExc_TypeError,
                      "args[%zd] must be a 2-tuple (kind, value) with kind 'i', 'f', 'b', 'p' or 'v'", k);
@@ -160,7 +161,19 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
     val = PyTuple_GetItem(item, 1);
     if (kind == NULL || val == NULL)
         return -1;
-    if (ak_str_eq(kind, "i")) {
+    /* the kind's one character, read once (issue 26, the per-call cost: a string comparison per
+     * candidate kind ran for every argument of every launch); 0: not a one-character str */
+    switch (PyUnicode_Check(kind) && PyUnicode_GetLength(kind) == 1 ? PyUnicode_ReadChar(kind, 0) : 0) {
+    case 'i': c = 'i'; break;
+    case 'f': c = 'f'; break;
+    case 'b': c = 'b'; break;
+    case 'p': c = 'p'; break;
+    case 'v': c = 'v'; break;
+    default: c = 0;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    if (c == 'i') {
         long long v = 0;
         int rc = ak_as_longlong(val, &v);
         if (rc < 0) {
@@ -174,7 +187,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         a->kind = 'i';
         a->i = (int32_t)v;
         a->size = sizeof a->i;
-    } else if (ak_str_eq(kind, "f")) {
+    } else if (c == 'f') {
         double d = PyFloat_AsDouble(val);
         if (d == -1.0 && PyErr_Occurred()) {
             PyErr_Clear();
@@ -184,10 +197,10 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         a->kind = 'f';
         a->f = (float)d;
         a->size = sizeof a->f;
-    } else if (ak_str_eq(kind, "b")) {
+    } else if (c == 'b') {
         a->kind = 'b';
         a->obj = val;
-    } else if (ak_str_eq(kind, "p")) {
+    } else if (c == 'p') {
         /* a device address; 0 is allowed (an empty array's) */
         unsigned long long v = PyLong_Check(val) ? PyLong_AsUnsignedLongLong(val) : 0;
         if (!PyLong_Check(val) || (v == (unsigned long long)-1 && PyErr_Occurred())) {
@@ -199,7 +212,7 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
         a->kind = 'p';
         a->p = v;
         a->size = sizeof a->p;
-    } else if (ak_str_eq(kind, "v")) {
+    } else if (c == 'v') {
         /* bytes only: immutable, so the data cannot change or move while the GIL is released */
         char *data = NULL;
         Py_ssize_t len = 0;
@@ -228,14 +241,19 @@ ak_parse_arg(PyObject *item, Py_ssize_t k, ak_arg *a)
 /*
  * Parse the launch argument list: a sequence of ("i", int), ("f", float) or
  * ("b", capsule) tuples.  On success returns a new reference to a tuple that
- * keeps every argument object alive and stores a PyMem_Malloc'ed array in
- * *out (caller frees with PyMem_Free) and its length in *nout.  Buffer
- * capsules are not validated here (ak_launch checks them once the kernel is
- * known, so that a missing kernel is reported first).
+ * keeps every argument object alive, fills *out with the parsed arguments and
+ * *nout with their count.  *out is `local` when the list fits its `nlocal`
+ * entries, else a PyMem_Malloc'ed array (the caller frees it when it is not
+ * `local`): most kernels take a few arguments, and the launch is a hot path.
+ * A tuple is kept as it is (immutable); any other sequence is copied into
+ * one, so that nothing another thread does to a list can free an argument
+ * while the GIL is released for the launch.  Buffer capsules are not
+ * validated here (ak_launch checks them once the kernel is known, so that a
+ * missing kernel is reported first).
  * On failure returns NULL with an exception set.
  */
 static inline PyObject *
-ak_parse_args(PyObject *args, ak_arg **out, Py_ssize_t *nout)
+ak_parse_args(PyObject *args, ak_arg *local, Py_ssize_t nlocal, ak_arg **out, Py_ssize_t *nout)
 {
     PyObject *tup;
     Py_ssize_t n, k;
@@ -248,12 +266,16 @@ ak_parse_args(PyObject *args, ak_arg **out, Py_ssize_t *nout)
                         "args must be a list of ('i', int) / ('f', float) / ('b', buffer) / ('v', bytes) tuples");
         return NULL;
     }
-    tup = PySequence_Tuple(args);
-    if (tup == NULL)
+    if (PyTuple_CheckExact(args)) {
+        Py_INCREF(args);
+        tup = args;
+    } else if ((tup = PySequence_Tuple(args)) == NULL) {
         return NULL;
+    }
     n = PyTuple_Size(tup);
-    arr = (ak_arg *)PyMem_Malloc(sizeof(ak_arg) * (size_t)(n > 0 ? n : 1));
-    if (arr == NULL) {
+    if (n <= nlocal) {
+        arr = local;
+    } else if ((arr = (ak_arg *)PyMem_Malloc(sizeof(ak_arg) * (size_t)n)) == NULL) {
         Py_DECREF(tup);
         PyErr_NoMemory();
         return NULL;
@@ -262,7 +284,8 @@ ak_parse_args(PyObject *args, ak_arg **out, Py_ssize_t *nout)
     for (k = 0; k < n; k++) {
         PyObject *item = PyTuple_GetItem(tup, k); /* borrowed */
         if (item == NULL || ak_parse_arg(item, k, &arr[k]) < 0) {
-            PyMem_Free(arr);
+            if (arr != local)
+                PyMem_Free(arr);
             Py_DECREF(tup);
             return NULL;
         }
@@ -618,6 +641,9 @@ ak_launch_dims(const ak_backend *be, PyObject *grid_obj, PyObject *block_obj, ak
     return 0;
 }
 
+/* arguments a launch parses on the stack; more take one allocation */
+#define AK_LOCAL_ARGS 16
+
 static inline PyObject *
 ak_launch(const ak_backend *be, PyObject *args)
 {
@@ -626,7 +652,7 @@ ak_launch(const ak_backend *be, PyObject *args)
     void *ctx, *owner = NULL, *kern = NULL;
     const ak_obj *mod;
     ak_dims dims;
-    ak_arg *parsed = NULL;
+    ak_arg local[AK_LOCAL_ARGS], *parsed = NULL;
     Py_ssize_t n = 0, k;
     unsigned long long stream = 0;
     int r, wait = 1;
@@ -646,7 +672,7 @@ ak_launch(const ak_backend *be, PyObject *args)
     if (ak_launch_dims(be, grid_obj, block_obj, &dims) < 0)
         return NULL;
     dims.stream = stream;
-    keep = ak_parse_args(arg_list, &parsed, &n);
+    keep = ak_parse_args(arg_list, local, AK_LOCAL_ARGS, &parsed, &n);
     if (keep == NULL)
         return NULL;
 
@@ -696,14 +722,16 @@ ak_launch(const ak_backend *be, PyObject *args)
         goto fail;
     }
     be->kernel_free(kern);
-    PyMem_Free(parsed);
+    if (parsed != local)
+        PyMem_Free(parsed);
     Py_DECREF(keep);
     Py_RETURN_NONE;
 
 fail:
     if (kern != NULL)
         be->kernel_free(kern);
-    PyMem_Free(parsed);
+    if (parsed != local)
+        PyMem_Free(parsed);
     Py_DECREF(keep);
     return NULL;
 }

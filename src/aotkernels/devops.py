@@ -20,17 +20,70 @@ from .cudaarray import CudaArray, wrap
 from .runtime import Session, cuda_session, resolve_session
 
 _MAX_ELEMENTS = 2**31 - 1
+_FAST = arrays._FAST  # type -> its fast reader, once decided (arrays.fast_reader)
+_LEGACY = (0, arrays.STREAM_LEGACY)  # both name the legacy default stream
+_ITEMSIZE = {name: size for name, size in arrays._TORCH_DTYPES.values()}  # the ops' dtypes among them
+_new = tuple.__new__  # a DeviceArray from all its fields in order (as arrays' fast readers make them)
 
 
 def session_for(device: Any, like: Any) -> Session:
     """``device=`` when given, else the CUDA device the array says it is on (cuda:0 if it does not say)."""
     if device is not None:
         return resolve_session(device, "device")
-    index = like.device if isinstance(like, DeviceArray) else arrays.array_device(like)
+    fast = _FAST.get(type(like))  # a framework's array (arrays.fast_reader): its own attribute says
+    index = fast[0](like) if fast is not None else None
+    if index is None:
+        index = like.device if isinstance(like, DeviceArray) else arrays.array_device(like)
     return cuda_session(index if index is not None else 0)
 
 
+def _fast(s: Session, obj: Any, name: str, stream: int) -> Optional[DeviceArray]:
+    """The common case (issue 26, the per-call cost): a PyTorch tensor or CuPy array read from its own
+    attributes (arrays.fast_reader), contiguous, on the session's device, with the launch's stream
+    made to wait for the framework's current stream. What Session.device_array's fast path returns
+    for it (the fast readers state no read-only arrays). None: anything else, which the callers read
+    through Session.device_array (again, for a refusal: it words it)."""
+    fast = _FAST.get(type(obj))
+    if fast is None:
+        return None
+    arr = fast[1](obj, name)
+    if arr is None or arr.strides is not None or arr.device != s.device.index:
+        return None
+    producer = arr.producer_stream
+    if producer != stream and not (producer in _LEGACY and stream in _LEGACY):  # arrays.same_stream
+        s._lib.stream_wait(s._ctx, stream, producer)
+    return arr
+
+
+def first(device: Any, name: str, obj: Any, ndim: int, dtype: str, stream: int) -> Tuple[Session, DeviceArray]:
+    """``session_for`` and ``take`` of an op's first array in one step: a framework's array (the
+    common case) is read once, and its device names the session."""
+    fast = _FAST.get(type(obj)) if device is None else None
+    if fast is not None:
+        arr = fast[1](obj, name)
+        if arr is not None:
+            s = cuda_session(arr.device)
+            if (arr.strides is None and arr.device == s.device.index and arr.dtype == dtype
+                    and len(arr.shape) == ndim and arr.size <= _MAX_ELEMENTS):
+                producer = arr.producer_stream  # ordered as in _fast
+                if producer != stream and not (producer in _LEGACY and stream in _LEGACY):
+                    s._lib.stream_wait(s._ctx, stream, producer)
+                return s, arr
+            return s, take(s, name, obj, ndim, dtype, stream)  # its words for what the fast path left
+    s = session_for(device, obj)
+    return s, take(s, name, obj, ndim, dtype, stream)
+
+
 def take(s: Session, name: str, obj: Any, ndim: int, dtype: str, stream: int, *, writable: bool = False) -> DeviceArray:
+    fast = _FAST.get(type(obj))
+    if fast is not None:  # _fast, inlined: this runs for every array of every call
+        arr = fast[1](obj, name)
+        if (arr is not None and arr.strides is None and arr.device == s.device.index and arr.dtype == dtype
+                and len(arr.shape) == ndim and arr.size <= _MAX_ELEMENTS):
+            producer = arr.producer_stream
+            if producer != stream and not (producer in _LEGACY and stream in _LEGACY):
+                s._lib.stream_wait(s._ctx, stream, producer)
+            return arr
     if isinstance(obj, np.ndarray):
         raise TypeError(f"{name} is a NumPy (host) array but the other arguments are device arrays: pass all of them "
                         "on the GPU, or all on the host")
@@ -56,9 +109,13 @@ def new_array(s: Session, like: DeviceArray, shape: Tuple[int, ...], dtype: str,
     kernel launch). Otherwise a CudaArray, handed over through DLPack by ``finish``."""
     fast = arrays.fast_reader(like.source)
     if fast is not None:
-        native = fast[2](like.source, shape, dtype, stream)
-        if native is not None:
-            return s.device_array(native, "out", stream), native
+        got = fast[2](like, shape, dtype, stream)
+        if got is not None:
+            # what the fast reader would say of it, without reading it back: a new contiguous array
+            # of ``like``'s device, allocated for ``stream`` (so nothing to wait for)
+            native, ptr = got
+            return _new(DeviceArray, ("out", ptr, shape, None, dtype, _ITEMSIZE[dtype], like.device, False,
+                                      "DLPack", native, native, arrays._count(shape), stream)), native
     arr = CudaArray.empty(s, shape, dtype, stream)
     return arr, arr
 
@@ -68,7 +125,7 @@ def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int
     """(kernel argument, what to return): ``out`` checked, or a new array on ``stream``."""
     if out is None:
         return new_array(s, inputs[0], shape, dtype, stream)
-    o = s.device_array(out, "out", stream, writable=True)
+    o = _fast(s, out, "out", stream) or s.device_array(out, "out", stream, writable=True)
     if o.dtype != dtype or o.size != arrays._count(shape) or (shape and o.shape != shape):
         raise ValueError(f"out must be a {dtype} array of shape {shape}, not {o.dtype} of shape {o.shape}")
     for a in inputs:
@@ -96,9 +153,8 @@ def finish(ret: Any, like: Any) -> Any:
 
 
 def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
-    s = session_for(device, x)
     h = 0 if stream is None else arrays.stream_handle(stream)
-    X = take(s, "x", x, 1, "float32", h)
+    s, X = first(device, "x", x, 1, "float32", h)
     Y = take(s, "y", y, 1, "float32", h)
     if X.shape != Y.shape:
         raise ValueError(f"x and y must have the same shape, got {X.shape} and {Y.shape}")
@@ -106,11 +162,11 @@ def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
         # y += a * x in place (the common case of a hot loop): y must then be writable
         if Y.readonly:
             arrays.check(Y, s.device, writable=True, owner=s.device.index)
-        if X.ptr != Y.ptr and arrays.overlap(X, Y):
+        if X.size and X.ptr != Y.ptr and X.ptr < Y.ptr + 4 * Y.size and Y.ptr < X.ptr + 4 * X.size:  # arrays.overlap
             raise ValueError("x and y share memory at different offsets: y is written while x is read")
         n = X.size
         if n:
-            s.enqueue("saxpy", "saxpy", ((n + 255) // 256,), (256,), [("i", n), ("f", a), ("p", X.ptr), ("p", Y.ptr)],
+            s.enqueue("saxpy", "saxpy", ((n + 255) // 256,), (256,), (("i", n), ("f", a), ("p", X.ptr), ("p", Y.ptr)),
                       (X.keep, Y.keep), h)
         return y
     O, ret = result(s, out, Y.shape, "float32", h, (X,))
@@ -128,9 +184,8 @@ def saxpy(a: float, x: Any, y: Any, out: Any, stream: Any, device: Any) -> Any:
 
 
 def sum(x: Any, out: Any, stream: Any, device: Any) -> Any:  # noqa: A001 - mirrors numpy.sum
-    s = session_for(device, x)
     h = 0 if stream is None else arrays.stream_handle(stream)
-    X = take(s, "x", x, 1, "float32", h)
+    s, X = first(device, "x", x, 1, "float32", h)
     O, ret = result(s, out, (), "float32", h, (X,))
     n = X.size
     groups = min(max((n + 255) // 256, 1), 1024)
@@ -142,14 +197,13 @@ def sum(x: Any, out: Any, stream: Any, device: Any) -> Any:  # noqa: A001 - mirr
 
 
 def softmax(x: Any, out: Any, stream: Any, device: Any) -> Any:
-    s = session_for(device, x)
     h = 0 if stream is None else arrays.stream_handle(stream)
-    X = take(s, "x", x, 2, "float32", h)
+    s, X = first(device, "x", x, 2, "float32", h)
     rows, cols = X.shape
     O, ret = result(s, out, X.shape, "float32", h, (X,))
     if X.size:
         o_arg, o_keep = bound(O)
-        s.enqueue("softmax", "softmax_rows", (rows,), (256,), [("i", rows), ("i", cols), ("p", X.ptr), o_arg],
+        s.enqueue("softmax", "softmax_rows", (rows,), (256,), (("i", rows), ("i", cols), ("p", X.ptr), o_arg),
                   (X.keep, o_keep), h)
     return finish(ret, x)
 
@@ -177,9 +231,8 @@ def softmax_f16(x: Any, out_dtype: Optional[np.dtype], kernels: dict, block: int
 
 def matmul(a: Any, b: Any, variant: Optional[str], pick: Any, out: Any, stream: Any, device: Any) -> Any:
     """``pick(session, m, n, variant)`` -> (kernel, groups, local): ops.py's tile choice."""
-    s = session_for(device, a)
     h = 0 if stream is None else arrays.stream_handle(stream)
-    A = take(s, "a", a, 2, "float32", h)
+    s, A = first(device, "a", a, 2, "float32", h)
     B = take(s, "b", b, 2, "float32", h)
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"a and b cannot be multiplied: shapes {A.shape} and {B.shape} "

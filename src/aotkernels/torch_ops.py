@@ -148,11 +148,16 @@ def route(a: Any, b: Any = None, c: Any = None) -> bool:
         # torch came in by a way the import hook did not see (a finder other than the path's, or
         # aotkernels imported while torch itself was being imported): register at this first call
         register()
+    # unrolled, and one dict lookup per argument: NumPy and CuPy arrays (and None) cost three lookups
+    get = _TENSOR_TYPES.get
+    ka, kb = get(type(a)), get(type(b))
+    kc = False if c is b else get(type(c))  # saxpy(x, y, out=y): y once
+    if ka is False and kb is False and kc is False:
+        return False
     seen = False
-    for o in (a, b, c):
-        t = type(o)
-        k = _TENSOR_TYPES.get(t)
+    for o, k in ((a, ka), (b, kb), (c, kc)):
         if k is None:
+            t = type(o)
             k = _TENSOR_TYPES[t] = issubclass(t, _Tensor)
         if k:
             if o.requires_grad or not o.is_cuda:

@@ -321,8 +321,9 @@ class Session:
                              f"manifest lists it for module {module!r} ({exc}); reinstall the package") from None
 
     def enqueue(self, module: str, kernel: str, grid: Tuple[int, ...], block: Tuple[int, ...],
-                args: List[Tuple[str, Any]], keep: Any, stream: int) -> None:
-        """The operations' launch (devops.py): arguments bound already, their arrays read and checked
+                args: Sequence[Tuple[str, Any]], keep: Any, stream: int) -> None:
+        """The operations' launch (devops.py): arguments bound already (a tuple: the extension then
+        keeps it as it is, where a list is copied), their arrays read and checked
         (``('p', address)``, or ``('b', buffer)`` of this session), ``keep`` what the launch uses, ``stream``
         a handle; always asynchronous. Session.launch without its reading of each argument."""
         loaded = self._launchable.get((module, kernel))
