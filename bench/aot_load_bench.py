@@ -128,6 +128,9 @@ RUN_A = (Path(__file__).resolve().parent / "results" / "aot_load_h100_2026-12-06
          Path(__file__).resolve().parent / "results" / "aot_load_h100_2026-12-06_runA_mid.json")
 
 
+ROUND3 = Path(__file__).resolve().parent / "results" / "aot_load_h100_2026-12-06_r3_after.json"
+
+
 def render(res: dict, source: Path) -> str:
     med = res["median"]
     steps = med["steps"]
@@ -201,6 +204,15 @@ def render(res: dict, source: Path) -> str:
             f"{a_b['package']['total_ms'] - a_b['raw']['total_ms']:.2f} ms), first call "
             f"{a_m['first_call']['first_call_ms']:.2f} ms (before {a_b['first_call']['first_call_ms']:.1f} ms): the gap "
             "moves with the host's speed between machines of the pool.")
+    if ROUND3.exists() and ROUND3 != source:
+        r = json.loads(ROUND3.read_text())["median"]
+        st = r["steps"]
+        out.append(
+            f"- Issue 26's third round (2026-12-06; the load path unchanged), `--runs 7` on another H100 of the pool "
+            f"(`{ROUND3.name}`): package {r['package']['total_ms']:.3f} ms against raw {r['raw']['total_ms']:.3f} ms, "
+            f"{r['package']['total_ms'] - r['raw']['total_ms']:.3f} ms apart (a third H100 that day: 1.036 ms); steps: "
+            f"manifest {st['manifest_ms']:.2f}, choose {st['choose_ms']:.2f}, read_image {st['read_image_ms']:.2f}, "
+            f"load_module {st['load_module_ms']:.2f} ms. The goal of within 1 ms is not reliably met.")
     return "\n".join(out)
 
 

@@ -12,7 +12,7 @@ Each case is one call made ``CALLS`` times in a row, asynchronously, on the lega
 - host: ``time.perf_counter`` around the ``CALLS`` calls (the GPU drains them meanwhile), per call;
 - GPU: CUDA events recorded on the stream before and after the same ``CALLS`` calls, per call. For a
   small kernel this is the rate the host feeds the GPU at (the events see the gaps); for 1e6 elements
-  the kernel's own time shows. Median of ``REPEATS`` each.
+  the kernel's own time shows. Median of ``REPEATS`` each, the cases interleaved round by round (``timed``).
 Cases: ``aotkernels.saxpy(2, x, y, out=y)`` on torch tensors and on CuPy arrays, against PyTorch's
 ``y.add_(x, alpha=2)``, a CuPy ``ElementwiseKernel`` and ``RawKernel`` of the same saxpy, a cuda.core
 ``launch`` of it (NVRTC), ``Session.launch`` with prepared arguments (``Session.device_array`` once);
@@ -30,34 +30,46 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_json, gpu_name, render_json_section  # noqa: E402
 
-CALLS, REPEATS = 2000, 7
+CALLS, REPEATS = 2000, 11
 SIZES = (1000, 1_000_000)
 SOFTMAX = (32, 64)  # a small input: rows x cols
 SAXPY_SRC = r"""extern "C" __global__ void saxpy(int n, float a, const float* x, float* y) {
     int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; }"""
 
 
-def timed(fn, torch, calls: int = CALLS) -> dict:
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001 - reported, the other cases still run
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    host, gpu = [], []
-    for _ in range(REPEATS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        t0 = time.perf_counter()
-        for _ in range(calls):
+def timed(calls: dict, torch, n: int = CALLS) -> dict:
+    """Each case's host and GPU time per call, the cases interleaved: each of the ``REPEATS`` rounds
+    times every case once, in turn, so that a host whose speed drifts (the pool's machines do, by
+    tens of percent within a minute) moves all cases of a round alike and the ratios hold."""
+    out: dict = {}
+    live = {}
+    for name, fn in calls.items():
+        try:
             fn()
-        t1 = time.perf_counter()
-        end.record()
-        end.synchronize()
-        host.append((t1 - t0) / calls * 1e6)
-        gpu.append(start.elapsed_time(end) / calls * 1e3)
-    return {"host_us": statistics.median(host), "gpu_us": statistics.median(gpu)}
+        except Exception as exc:  # noqa: BLE001 - reported, the other cases still run
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        for _ in range(200):
+            fn()
+        live[name] = fn
+    torch.cuda.synchronize()
+    host: dict = {name: [] for name in live}
+    gpu: dict = {name: [] for name in live}
+    for _ in range(REPEATS):
+        for name, fn in live.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            t1 = time.perf_counter()
+            end.record()
+            end.synchronize()
+            host[name].append((t1 - t0) / n * 1e6)
+            gpu[name].append(start.elapsed_time(end) / n * 1e3)
+    for name in live:
+        out[name] = {"host_us": statistics.median(host[name]), "gpu_us": statistics.median(gpu[name])}
+    return {name: out[name] for name in calls}
 
 
 def cuda_core_saxpy(n: int, x_ptr: int, y_ptr: int):
@@ -109,8 +121,7 @@ def cases(n: int) -> dict:
         calls["cuda.core launch"] = core
     else:
         out["cuda.core launch"] = {"error": core}
-    for name, fn in calls.items():
-        out[name] = timed(fn, torch)
+    out.update(timed(calls, torch))
     return out
 
 
@@ -126,7 +137,7 @@ def softmax_cases() -> dict:
         "torch.softmax(m, 1, out=)": lambda: torch._softmax(m, 1, False, out=mo) if hasattr(torch, "_softmax") else None,
         "aotkernels.softmax(m, out=)": lambda: aotkernels.softmax(m, out=mo),
     }
-    return {name: timed(fn, torch) for name, fn in calls.items()}
+    return timed(calls, torch)
 
 
 def profile() -> None:
@@ -199,6 +210,27 @@ def _ratio(rows: dict, case: str, ref: str) -> float:
     return rows[case]["host_us"] / rows[ref]["host_us"]
 
 
+# the second after/before pair of round 3's call (render names it beside the first)
+SECOND = ("percall_h100_2026-12-06_r3b_after.json", "percall_h100_2026-12-06_r3b_before.json")
+
+
+def _pair_line(names: tuple) -> str:
+    """The four targets' ratios of an after/before pair of files in bench/results, as one line."""
+    out = []
+    for name in names:
+        res = json.loads((RESULTS / name).read_text())
+        s3, s6, sm = res["sizes"]["1000"], res["sizes"]["1000000"], res["softmax"]
+        out.append(f"{'after' if '_after' in name else 'before'}: torch "
+                   f"{_ratio(s3, 'aotkernels.saxpy(out=y), torch', 'torch y.add_(x, alpha=2)'):.2f}x/"
+                   f"{_ratio(s6, 'aotkernels.saxpy(out=y), torch', 'torch y.add_(x, alpha=2)'):.2f}x, CuPy "
+                   f"{_ratio(s3, 'aotkernels.saxpy(out=y), cupy', 'cupy ElementwiseKernel'):.2f}x/"
+                   f"{_ratio(s6, 'aotkernels.saxpy(out=y), cupy', 'cupy ElementwiseKernel'):.2f}x, Session.launch "
+                   f"{_ratio(s3, 'Session.launch, prepared', 'cupy RawKernel'):.2f}x/"
+                   f"{_ratio(s6, 'Session.launch, prepared', 'cupy RawKernel'):.2f}x, softmax "
+                   f"{_ratio(sm, 'aotkernels.softmax(m)', 'torch.softmax(m, 1)'):.2f}x")
+    return "; ".join(out)
+
+
 def _verdict(value: float, goal: float) -> str:
     return f"{value:.2f}x ({'met' if value <= goal else 'missed'})"
 
@@ -211,14 +243,15 @@ def render(res: dict, source: Path) -> str:
         "",
         "- command (on the GPU machine, two fat wheels carried along, one call): `BEFORE=<wheel> AFTER=<wheel> bash "
         "bench/percall_ab.sh` (each wheel in a venv of its own, then `<venv>/bin/python bench/percall_bench.py "
-        "--json-out percall_<which>.json`); this section: `python3 bench/percall_bench.py --render "
+        "--json-out percall_<which>.json`; round 3's call ran the bench twice a wheel, after, before, after, "
+        "before); this section: `python3 bench/percall_bench.py --render "
         f"{source}`",
         f"- machine: {res['machine']} (one H100 of the device pool); PyTorch {res['torch']}, CuPy {res['cupy']}, "
         f"cuda.core {res.get('cuda_core')}",
-        f"- {res['calls']} asynchronous calls in a row on the legacy default stream, median of {res['repeats']}: host "
+        f"- {res['calls']} asynchronous calls in a row on the legacy default stream, median of {res['repeats']} rounds, the cases interleaved: host "
         "time per call (perf_counter), and GPU time per call (CUDA events around the calls: for a small kernel, "
-        "the rate the host feeds the GPU at). \"before\": the baseline wheel (for the h26c run: the integration "
-        "branch at 977f840, issue 26's first round), measured in the same call on the same card right after "
+        "the rate the host feeds the GPU at). \"before\": the baseline wheel (main at 54514f4, issue 26's "
+        "second round), measured in the same call on the same card right after "
         f"(`{bpath.name}`).",
         "",
     ]
@@ -258,48 +291,38 @@ def render(res: dict, source: Path) -> str:
         f"{_verdict(_ratio(s3, 'Session.launch, prepared', 'cupy RawKernel'), 1.2)} / "
         f"{_verdict(_ratio(s6, 'Session.launch, prepared', 'cupy RawKernel'), 1.2)}.",
         f"- `softmax(m)` allocating its result against `torch.softmax`: "
-        f"{_verdict(sm['aotkernels.softmax(m)']['host_us'] / ref, 2)}; with `out=` "
-        f"{sm['aotkernels.softmax(m, out=)']['host_us'] / ref:.2f}x (this run's `torch.softmax(out=)` "
-        f"took {sm['torch.softmax(m, 1, out=)']['host_us']:.1f} us against {bsm.get('torch.softmax(m, 1, out=)', {}).get('host_us', 0):.1f} "
-        "us in the baseline's run of the same call, so the host was slower during those cases; this round took work "
-        "off that path and added none, and it was not measured again (the session's device time was spent): "
-        "read the `out=` rows of this run as unsettled).",
-        "- Why CuPy arrays cost more than tensors in the first round's run (18.9 against 11.7 us at 1e3): not the "
-        "CuPy path. In that round's cProfile (`percall_profile_h100_2026-12-06_after.txt`) the CuPy call made fewer "
-        "Python calls than the torch one (190k against 220k for 3000 calls) and took less time (0.106 against "
-        "0.115 s); its own 1e6 row was 13.9 us, level with torch's 13.6, and run A had both at 15 us. The 18.9 us was "
-        "that host's speed moving between cases (it moved `torch.softmax` from 6.5 to 10.1 us as well). In this "
-        "call the CuPy path is the cheaper of the two (no `torch.compiler.is_compiling()` in `torch_ops.route`, "
-        "fewer attribute reads per array).",
-        "- What this round changed (all on the hot path, nothing moved between modules): the CuPy reader takes the "
-        "dtype's name and size from a table keyed by `dtype.char` (in place of formatting the name) and contiguity "
-        "from CuPy's `_c_contiguous` attribute (`flags` builds an object at every read); both readers build the "
-        "DeviceArray with `tuple.__new__` (the NamedTuple's `__new__` is a Python function taking 13 arguments); "
-        "`saxpy(out=y)` launches straight from the in-place branch (no result/bound/finish round trip); the "
-        "overlap check and `same_stream` are inlined arithmetic; a float scalar within float32's range and "
-        "`device=None` skip their check functions; `Session._bind` takes `('i', n)`, `('f', x)` and "
-        "`('r'|'b', DeviceArray)` with one type test each before its general path (which still hands NumPy "
-        "scalars and ctypes values to `scalars.pack`); `Session.launch`/`enqueue` store a kernel in "
-        "`_launchable` only at its first launch.",
-        "- Where the time goes now (`bench/results/percall_profile_h100_2026-12-06_h26c.txt`, cProfile, 3000 calls "
-        "each): the C launch (`_cuda.launch`: cuCtxSetCurrent, argument parsing, the cached size check, "
-        "cuLaunchKernel) is 5.3 us of profiled time a call, against cuda.core's whole `launch` at "
-        f"{s3['cuda.core launch']['host_us']:.1f} us and the RawKernel at {s3['cupy RawKernel']['host_us']:.1f} us "
-        "unprofiled; reading two arrays and checking them (`take`, `device_array`, the reader) is the largest "
-        "Python share; the softmax that allocates spends about 4.7 us of profiled time in PyTorch's own "
-        "`Tensor.new_empty` (PyTorch's argument parser and caching allocator), more than `torch.softmax` leaves "
-        "for its whole call, so its 2x goal is out of reach while the result comes from PyTorch's allocator "
-        "through Python.",
+        f"{_verdict(sm['aotkernels.softmax(m)']['host_us'] / ref, 2)}; with `out=` against `torch.softmax(out=)`: "
+        f"{_verdict(sm['aotkernels.softmax(m, out=)']['host_us'] / sm['torch.softmax(m, 1, out=)']['host_us'], 2)}.",
+        f"- A second pair in the same call (`{SECOND[0]}`, `{SECOND[1]}`: after and before again, each wheel in a "
+        "process of its own): " + _pair_line(SECOND) + ". The ratios move by up to 10% between the two pairs "
+        "of one call on one card, and more between cards of the pool; the verdicts are this run's.",
+        "- Round 3 (this run's \"after\") changed, all on the hot path: an op's first array is read once "
+        "(`devops.first`: its fast reader's DeviceArray names the session, where `session_for` and `take` each read "
+        "the device again), `take`'s fast path is inlined, `torch_ops.route` answers None for an eager CUDA tensor "
+        "so that `ops` does not ask `is_device_array` again, and reads `y` once for `saxpy(x, y, out=y)`; a result "
+        "like its input comes from `torch.empty_like` (one argument for PyTorch's parser, where `new_empty(shape, "
+        "dtype=)` cost more than twice as much) and is described from what is known (no second read); in C, an "
+        "argument's kind is read as one character (it was up to five string comparisons an argument), a tuple of "
+        "arguments is kept as it is (a list is copied), the parsed arguments and the kernel's parameter slots take "
+        "one allocation, the last kernel is looked up first, and `cuCtxSetCurrent` runs only when another context "
+        "is current (`cuCtxGetCurrent` first).",
+        "- Where the time goes now (`percall_profile_h100_2026-12-06_r3.txt`, cProfile, 3000 calls each, from the call before this one, on this round's code but for the last change to `route`): the C "
+        "launch is 3.7 to 4.3 us of profiled time a call, against cuda.core's whole `launch` at "
+        f"{s3['cuda.core launch']['host_us']:.1f} us unprofiled: argument parsing through `PyArg_ParseTuple` "
+        "(the extension is abi3 for Python 3.9, which has no METH_FASTCALL) and releasing the GIL around "
+        "cuLaunchKernel are what is left of ours; a torch tensor's reading is ten attribute calls (device, layout, "
+        "negative bit, dtype, address, shape, contiguity, size, current stream), about 1.5 us; `torch.empty_like` "
+        "is about 2 us of the allocating softmax.",
         "- Stream ordering, unchanged: the fast readers state the framework's current stream "
         "(`torch._C._cuda_getCurrentRawStream`, `cupy.cuda.get_current_stream().ptr`) as the producer's stream, "
-        "and `Session.device_array` makes the launch's stream wait for it (an event, on the GPU) whenever it "
-        "differs, where DLPack's `__dlpack__(stream=)` would; memory safety, unchanged: each launch's arrays "
-        "stay in `Inflight` until the event recorded in the call says the kernel ran. tests/test_gpu_lifetime.py, "
-        "tests/test_gpu_arrays.py and tests/test_gpu_typed_args.py pass on the new wheel in the same call.",
+        "and the launch's stream waits for it (an event, on the GPU) whenever it differs, where DLPack's "
+        "`__dlpack__(stream=)` would; memory safety, unchanged: each launch's arrays stay in `Inflight` until the "
+        "event recorded in the call says the kernel ran. All 51 GPU tests pass on the fat wheel of this round, and "
+        "the `+sm90`, `+jit` and `+sm80` wheels' (`BENCH=0 bash bench/gpu_session.sh`).",
         f"- Earlier runs on other H100s of the pool (`{EARLIER[0].name}`: the wheel before issue 26; "
-        f"`{EARLIER[1].name}`: its first round): saxpy on torch tensors 67.3 -> 11.7 us (2.06x `add_`), on CuPy "
-        "arrays 45.4 -> 18.9 us, Session.launch prepared 14.6 -> 7.1 us (1.37x the RawKernel). Host speed differs "
-        "between machines of the pool: compare ratios within one run.",
+        f"`{EARLIER[1].name}`: its first round; `percall_h100_2026-12-06_h26c_after.json`: its second round): "
+        "saxpy on torch tensors 67.3 -> 11.7 -> 11.45 us, on CuPy arrays 45.4 -> 18.9 -> 9.21 us. Host speed "
+        "differs between machines of the pool: compare ratios within one run.",
     ]
     return "\n".join(lines)
 

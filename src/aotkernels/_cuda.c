@@ -56,6 +56,7 @@ typedef CUresult (*PFN_cuDeviceTotalMem)(size_t *, CUdevice);
 typedef CUresult (*PFN_cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
 typedef CUresult (*PFN_cuDevicePrimaryCtxRelease)(CUdevice);
 typedef CUresult (*PFN_cuCtxSetCurrent)(CUcontext);
+typedef CUresult (*PFN_cuCtxGetCurrent)(CUcontext *);
 typedef CUresult (*PFN_cuCtxSynchronize)(void);
 typedef CUresult (*PFN_cuModuleLoadDataEx)(CUmodule *, const void *, unsigned int,
                                            CUjit_option *, void **);
@@ -98,6 +99,7 @@ static struct {
     PFN_cuDevicePrimaryCtxRetain cuDevicePrimaryCtxRetain;
     PFN_cuDevicePrimaryCtxRelease cuDevicePrimaryCtxRelease;
     PFN_cuCtxSetCurrent cuCtxSetCurrent;
+    PFN_cuCtxGetCurrent cuCtxGetCurrent;
     PFN_cuCtxSynchronize cuCtxSynchronize;
     PFN_cuModuleLoadDataEx cuModuleLoadDataEx;
     PFN_cuModuleGetFunction cuModuleGetFunction;
@@ -212,6 +214,7 @@ cu_ensure_init(void)
             LOAD_SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease");
     }
     LOAD_SYM(cuCtxSetCurrent, "cuCtxSetCurrent");
+    LOAD_SYM(cuCtxGetCurrent, "cuCtxGetCurrent");
     LOAD_SYM(cuCtxSynchronize, "cuCtxSynchronize");
     LOAD_SYM(cuModuleLoadDataEx, "cuModuleLoadDataEx");
     LOAD_SYM(cuModuleGetFunction, "cuModuleGetFunction");
@@ -329,12 +332,17 @@ static cu_ctx_t *
 get_ctx_current(PyObject *ctx_obj)
 {
     cu_ctx_t *c;
+    CUcontext cur = NULL;
     CUresult r;
     if (cu_require() < 0)
         return NULL;
     c = (cu_ctx_t *)ak_capsule_ptr(ctx_obj, CTX_NAME, "ctx");
     if (c == NULL)
         return NULL;
+    /* Every call names its context (a thread may have made another current since); setting it
+     * only when it is not current already keeps the launch's hot path to a thread-local read. */
+    if (cu.cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == c->ctx)
+        return c;
     r = cu.cuCtxSetCurrent(c->ctx);
     if (r != CUDA_SUCCESS) {
         cu_raise("cuCtxSetCurrent", r, NULL, NULL);

@@ -344,8 +344,9 @@ def _torch_reader(torch: Any, cls: type) -> Optional[FastReader]:
                                   dtype, itemsize, index, False, "DLPack", obj, obj, obj.numel(), raw_stream(index)))
 
     def empty(like: DeviceArray, shape: Tuple[int, ...], dtype: str, stream: int) -> Any:
-        if not same_stream(raw_stream(like.device), stream):
-            return None
+        current = raw_stream(like.device)
+        if current != stream and not (current in (0, STREAM_LEGACY) and stream in (0, STREAM_LEGACY)):
+            return None  # (same_stream, inlined)
         if dtype == like.dtype and shape == like.shape and like.strides is None:
             # an output like its input (softmax): empty_like parses one argument, where new_empty's
             # shape and dtype= cost PyTorch's argument parser more than twice as much (2.1 against

@@ -107,7 +107,7 @@ def new_array(s: Session, like: DeviceArray, shape: Tuple[int, ...], dtype: str,
     allocator orders the memory's reuse on: the result is then the framework's own array, at the
     framework's cost (issue 26: wrapping a result through ``torch.from_dlpack`` cost more than the
     kernel launch). Otherwise a CudaArray, handed over through DLPack by ``finish``."""
-    fast = arrays.fast_reader(like.source)
+    fast = _FAST.get(type(like.source))  # decided when ``like`` was read (arrays.fast_reader)
     if fast is not None:
         got = fast[2](like, shape, dtype, stream)
         if got is not None:
@@ -126,7 +126,8 @@ def result(s: Session, out: Any, shape: Tuple[int, ...], dtype: str, stream: int
     if out is None:
         return new_array(s, inputs[0], shape, dtype, stream)
     o = _fast(s, out, "out", stream) or s.device_array(out, "out", stream, writable=True)
-    if o.dtype != dtype or o.size != arrays._count(shape) or (shape and o.shape != shape):
+    # the shape, or for a scalar result (shape ()) any single element
+    if o.dtype != dtype or (o.shape != shape if shape else o.size != 1):
         raise ValueError(f"out must be a {dtype} array of shape {shape}, not {o.dtype} of shape {o.shape}")
     for a in inputs:
         if arrays.overlap(o, a):

@@ -107,13 +107,14 @@ def _session(device: Any) -> Session:
 def saxpy(a: float, x: np.ndarray, y: np.ndarray, *, out: Any = None, stream: Any = None,
           device: Any = None) -> np.ndarray:
     """Return ``a * x + y`` (x, y: 1-D float32 of equal length); ``out=y`` updates y in place."""
-    if torch_ops.route(x, y, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+    cuda_tensor = torch_ops.route(x, y, out)  # None: x is a CUDA tensor, taken eagerly
+    if cuda_tensor:  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("saxpy", saxpy, (a, x, y), {}, out, stream, device)
     if device is not None:
         check_device_arg(device)
     # a float within float32's range is the common case: taken as is (nan fails the comparison)
     a_f = a if type(a) is float and -_FLOAT32_MAX <= a <= _FLOAT32_MAX else _scalar_f32("a", a)
-    if is_device_array(x) or is_device_array(y):
+    if cuda_tensor is None or is_device_array(x) or is_device_array(y):
         return devops.saxpy(a_f, x, y, out, stream, device)
     _host_checks(out, stream)
     return _host_out(out, _saxpy(a_f, x, y, device), stream)
@@ -138,11 +139,12 @@ def sum(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = Non
 
     A float for a NumPy array (``out=``: a one-element float32 array receives it); a 0-d device
     array of the input's kind for a device array (``out=``: a one-element one)."""
-    if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+    cuda_tensor = torch_ops.route(x, out)  # None: x is a CUDA tensor, taken eagerly
+    if cuda_tensor:  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("sum", sum, (x,), {}, out, stream, device)
     if device is not None:
         check_device_arg(device)
-    if is_device_array(x):
+    if cuda_tensor is None or is_device_array(x):
         return devops.sum(x, out, stream, device)
     _host_checks(out, stream)
     total = _sum(x, device)
@@ -168,11 +170,12 @@ def _sum(x: np.ndarray, device: Any) -> float:
 
 def softmax(x: np.ndarray, *, out: Any = None, stream: Any = None, device: Any = None) -> np.ndarray:
     """Row-wise, numerically stable softmax of a 2-D float32 array."""
-    if torch_ops.route(x, out):  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
+    cuda_tensor = torch_ops.route(x, out)  # None: x is a CUDA tensor, taken eagerly
+    if cuda_tensor:  # PyTorch: CPU tensors, requires_grad, torch.compile (torch_ops.py)
         return torch_ops.call("softmax", softmax, (x,), {}, out, stream, device)
     if device is not None:
         check_device_arg(device)
-    if is_device_array(x):
+    if cuda_tensor is None or is_device_array(x):
         return devops.softmax(x, out, stream, device)
     _host_checks(out, stream)
     return _host_out(out, _softmax(x, device), stream)

@@ -137,11 +137,14 @@ def _remove_hook() -> None:
 
 # --- the ops' routing (called by ops.py on every call: keep it cheap) ---------------------------
 
-def route(a: Any, b: Any = None, c: Any = None) -> bool:
+def route(a: Any, b: Any = None, c: Any = None) -> Optional[bool]:
     """Whether a call with these arrays is one for ``call``: a tensor that requires grad or is not
     on a CUDA device, or any tensor while Dynamo traces. One global read when PyTorch is not in use;
     else a dict lookup per argument (isinstance against torch.Tensor goes through its metaclass and
-    costs several times more, for NumPy and CuPy arrays too): this runs on every call of every op."""
+    costs several times more, for NumPy and CuPy arrays too): this runs on every call of every op.
+
+    Falsy answers say which: None when ``a`` is a CUDA tensor taken eagerly (so a device array, which
+    the caller need not ask again: issue 26, the per-call cost), False otherwise."""
     if _Tensor is None:
         if "torch" not in sys.modules or _hook is not None:
             return False
@@ -154,7 +157,7 @@ def route(a: Any, b: Any = None, c: Any = None) -> bool:
     kc = False if c is b else get(type(c))  # saxpy(x, y, out=y): y once
     if ka is False and kb is False and kc is False:
         return False
-    seen = False
+    seen = first = False
     for o, k in ((a, ka), (b, kb), (c, kc)):
         if k is None:
             t = type(o)
@@ -162,8 +165,11 @@ def route(a: Any, b: Any = None, c: Any = None) -> bool:
         if k:
             if o.requires_grad or not o.is_cuda:
                 return True
+            first = first or o is a
             seen = True
-    return seen and bool(_is_compiling())
+    if seen and _is_compiling():
+        return True
+    return None if first else False
 
 
 _TENSOR_TYPES: Dict[type, bool] = {type(None): False}  # type -> is a torch.Tensor (filled at registration, then as met)
