@@ -249,7 +249,7 @@ def test_arm64_test_step_ran_the_selftest_on_pocl(rehearsal_arm64: run_mod.Rehea
     checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
     assert len(checks) > 10 and set(checks) == {"ok"}, test_step[-3000:]
     # PoCL's kernel cache: the folder kept on this machine, mounted (caches.pocl_options).
-    assert f"cpu_selftest: PoCL kernel cache {caches.POCL_INSIDE} (the caller's, kept between runs)\n" in test_step
+    assert f"cpu_selftest: PoCL kernel cache {caches.POCL_INSIDE} (the caller's POCL_CACHE_DIR)\n" in test_step
 
 
 def test_arm64_test_steps_pocl_cache_is_the_folder_kept_here(rehearsal_arm64: run_mod.Rehearsal) -> None:

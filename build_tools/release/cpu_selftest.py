@@ -124,16 +124,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (vendors / "cpu.icd").write_text(f"{lib}\n", encoding="utf-8")
         # PoCL's kernel cache: a fresh folder, so that every kernel is compiled by this run, unless
         # the caller names one (POCL_CACHE_DIR): the rehearsal's arm64 step keeps one between runs,
-        # since compiling under qemu is most of its time (run.py's pocl_cache_options says why a
-        # hit proves no less). Intel's runtime reads no such variable.
+        # since compiling under qemu is most of its time (rehearse/caches.py's pocl_options says
+        # why a hit proves no less). Intel's runtime reads no such variable.
         pocl_cache = os.environ.get("POCL_CACHE_DIR") or str(Path(tmp) / "pocl-cache")
         env = dict(os.environ, OCL_ICD_FILENAMES=str(lib), OCL_ICD_VENDORS=str(vendors),
                    AOTKERNELS_DEVICE="opencl:0", POCL_CACHE_DIR=pocl_cache)
         env.pop("PYTHONPATH", None)
         print(f"cpu_selftest: OpenCL on the CPU from {lib}", flush=True)
         if "pocl" in lib.name:
-            kept = "the caller's, kept between runs" if os.environ.get("POCL_CACHE_DIR") else "fresh"
-            print(f"cpu_selftest: PoCL kernel cache {pocl_cache} ({kept})", flush=True)
+            whose = "the caller's POCL_CACHE_DIR" if os.environ.get("POCL_CACHE_DIR") else "fresh"
+            print(f"cpu_selftest: PoCL kernel cache {pocl_cache} ({whose})", flush=True)
         cmd = [sys.executable, "-m", package, "--selftest", *rest]
         code = subprocess.run(cmd, cwd=tmp, env=env).returncode
     if code:

@@ -1,9 +1,11 @@
 """The folders the rehearsal's containers keep their caches in between runs, on this machine.
 
 ``$XDG_CACHE_HOME/aotkernels/container-tests/<name>`` (default ``~/.cache/...``), beside the
-project's other caches (Bazel's disk cache in ``~/.cache/aotkernels/``, docs/caches.md): the act
-harness's apt and pip caches and the arm64 test step's PoCL kernel cache. Each is mounted into a
-container; none is ever deleted by the tools (``rm -rf`` of the folder empties it by hand).
+project's other caches (Bazel's disk cache in ``~/.cache/aotkernels/``, docs/caches.md): apt's
+packages for act's job image (act.py) and tests/test_debian12.py (which also keeps pip's and Bazel's
+there), the arm64 test step's PoCL kernel cache (pocl_options) and the act arm64 job's wheels
+(act.arm64_wheels). Each is mounted into a container; no tool deletes them (delete a folder to
+empty it).
 """
 from __future__ import annotations
 
