@@ -193,6 +193,8 @@ def test_the_arm64_wheels_job_ran_in_the_arm64_image(release_arm64: act.ActRun, 
     log = release.output("wheels")
     assert f"Start image={act.image_mod.tag(act.image_mod.RECIPES['arm64'])}" in log
     assert "setup-python stand-in: no python3.12 here; using Python 3.11.2" in log, log[-3000:]
+    # The release tools' install line, from the aarch64 wheels this machine's pip fetched (act.arm64_wheels).
+    assert f"Looking in links: {act.ARM_WHEELS}" in log and "Successfully installed" in log and "cibuildwheel-4.3.5" in log
     assert "Building cp311-manylinux_aarch64 wheel" in log and "Repairing wheel..." in log
     assert "Testing wheel..." not in log
     (name,) = _artifact(release, "wheel-fat-aarch64")

@@ -28,7 +28,7 @@ from elftools.elf.elffile import ELFFile
 from build_tools.compile.toolchains import pins
 from build_tools.errors import RehearsalError
 from build_tools.package import wheels
-from build_tools.release.rehearse import binfmt
+from build_tools.release.rehearse import binfmt, caches
 from build_tools.release.rehearse import image as image_mod
 from build_tools.release.rehearse import run as run_mod
 
@@ -248,6 +248,48 @@ def test_arm64_test_step_ran_the_selftest_on_pocl(rehearsal_arm64: run_mod.Rehea
     assert re.search(r"cpu_selftest: passed on libpocl\.so", test_step)
     checks = re.findall(r"^    (ok|FAIL) ", test_step, re.M)
     assert len(checks) > 10 and set(checks) == {"ok"}, test_step[-3000:]
+    # PoCL's kernel cache: the folder kept on this machine, mounted (caches.pocl_options).
+    assert f"cpu_selftest: PoCL kernel cache {caches.POCL_INSIDE} (the caller's POCL_CACHE_DIR)\n" in test_step
+
+
+def test_arm64_test_steps_pocl_cache_is_the_folder_kept_here(rehearsal_arm64: run_mod.Rehearsal) -> None:
+    """PoCL's entries for the wheel's kernels are in the host's kept folder after the run: the step
+    compiled into it, or (a warm run) loaded from it what an earlier run compiled."""
+    log = _job(rehearsal_arm64, "").log.read_text(encoding="utf-8")
+    variants = set(re.findall(r"^    ok   (matmul_\w+) ", log, re.M))
+    assert len(variants) >= 10, variants
+    kept = {p.name for p in (caches.root() / caches.POCL).rglob("*") if p.is_dir()}
+    assert variants <= kept, sorted(variants - kept)
+
+
+@pytest.mark.parametrize("bad", ["relative/pocl", "/a:/b", "/a,b", "/a b", "/$(touch x)", "/a\nb", "/tab\there"])
+def test_a_pocl_cache_folder_podman_would_misread_is_refused(bad: str) -> None:
+    """create_args is split by shlex and a mount is SRC:DST[:OPTIONS]: such a folder is refused with
+    the rehearsal's exit code, naming the fix, and reaches no command line."""
+    with pytest.raises(RehearsalError) as caught:
+        caches.pocl_options(Path(bad), {"CIBW_CONTAINER_ENGINE": "podman; create_args: --network=host"})
+    assert caught.value.exit_code == 10 and "XDG_CACHE_HOME" in caught.value.message
+    with pytest.raises(RehearsalError):
+        caches.pocl_folder({"XDG_CACHE_HOME": bad})
+
+
+def test_pocl_cache_options_mount_the_folder_and_name_it_to_the_test_step(tmp_path: Path) -> None:
+    from cibuildwheel.oci_container import OCIContainerEngineConfig
+
+    got = caches.pocl_options(tmp_path, {"CIBW_CONTAINER_ENGINE": "podman; create_args: --network=host"})
+    engine = OCIContainerEngineConfig.from_config_string(got["CIBW_CONTAINER_ENGINE"])  # cibuildwheel's own parser
+    assert engine.name == "podman"
+    assert engine.create_args == ("--network=host", f"--volume={tmp_path}:{caches.POCL_INSIDE}")
+    assert got["CIBW_TEST_ENVIRONMENT"] == f"POCL_CACHE_DIR={caches.POCL_INSIDE}"
+    # A test environment the caller set is left as it is.
+    assert "CIBW_TEST_ENVIRONMENT" not in caches.pocl_options(tmp_path, {"CIBW_TEST_ENVIRONMENT": "A=1"})
+    # The kept folder: under XDG_CACHE_HOME, made if missing; a file in its place is one clear error.
+    assert caches.pocl_folder({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "aotkernels/container-tests/pocl-arm64"
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x/aotkernels").write_text("a stranger's file")
+    with pytest.raises(RehearsalError, match="remove what is there or set XDG_CACHE_HOME"):
+        caches.pocl_folder({"XDG_CACHE_HOME": str(tmp_path / "x")})
+    assert (tmp_path / "x/aotkernels").read_text() == "a stranger's file"
 
 
 def test_arm64_rehearsal_leaves_no_container(rehearsal_arm64: run_mod.Rehearsal) -> None:

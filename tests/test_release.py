@@ -863,21 +863,46 @@ def test_container_test_step_runs_the_selftest_on_intels_cpu_runtime(test_step_v
     assert "cpu_selftest: passed on libintelocl.so" in result.stdout
 
 
+def _debian_pocl() -> Path:
+    icd = Path("/etc/OpenCL/vendors/pocl.icd")
+    assert icd.is_file(), f"{icd} is missing: install pocl-opencl-icd (./dev.sh setup does)"
+    lib = icd.read_text().strip()
+    return Path(lib) if Path(lib).is_absolute() else next(
+        p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib") if (p := Path(d) / lib).is_file())
+
+
+@pytest.mark.integration
+def test_test_step_uses_a_callers_pocl_cache_and_another_build_misses_it(test_step_venv: Path, tmp_path: Path) -> None:
+    """POCL_CACHE_DIR set (the arm64 rehearsal keeps one between runs): the step compiles into it and
+    passes, then passes again from it; a build with other options (every kernel defined away) is
+    not served from it and fails as on a fresh cache, so a filled cache cannot hide a failing compile."""
+    cache = tmp_path / "pocl"
+    env = {"POCL_CACHE_DIR": str(cache)}
+    for _ in range(2):
+        result = _test_step(test_step_venv, "--opencl-library", str(_debian_pocl()), env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert f"cpu_selftest: PoCL kernel cache {cache} (the caller's POCL_CACHE_DIR)\n" in result.stdout
+        checks = re.findall(r"^    (ok|FAIL) ", result.stdout, re.M)
+        assert len(checks) > 10 and set(checks) == {"ok"}
+        assert "JIT from opencl/source" in result.stdout
+        assert len(list(cache.rglob("program.bc"))) >= 4, sorted(cache.rglob("*"))[:20]  # one per module
+    broken = _test_step(test_step_venv, "--opencl-library", str(_debian_pocl()),
+                        env={**env, "POCL_EXTRA_BUILD_FLAGS": "-D__kernel=not_a_kernel"})
+    assert broken.returncode == 2, broken.stdout[-3000:]
+    assert "unknown type name 'not_a_kernel'" in broken.stdout
+
+
 @pytest.mark.integration
 def test_container_test_step_fails_with_the_build_log_on_a_device_that_builds_nothing(test_step_venv: Path) -> None:
     """The failure mode of pocl/pocl#1049 (every clBuildProgram fails: CL_BUILD_PROGRAM_FAILURE) without
     a CPU that LLVM cannot name: the same step on Debian's PoCL, with POCL_EXTRA_BUILD_FLAGS defining
     __kernel away so that the compiler rejects every program. The step must fail, naming the step and
     the exit code, with the device's build log, and without a Python traceback."""
-    icd = Path("/etc/OpenCL/vendors/pocl.icd")
-    assert icd.is_file(), f"{icd} is missing: install pocl-opencl-icd (./dev.sh setup does)"
-    lib = icd.read_text().strip()
-    lib_path = Path(lib) if Path(lib).is_absolute() else next(
-        p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib") if (p := Path(d) / lib).is_file())
-    result = _test_step(test_step_venv, "--opencl-library", str(lib_path),
+    result = _test_step(test_step_venv, "--opencl-library", str(_debian_pocl()),
                         env={"POCL_EXTRA_BUILD_FLAGS": "-D__kernel=not_a_kernel"})
     out = result.stdout + result.stderr
     assert result.returncode == 2, out[-3000:]
+    assert re.search(r"^cpu_selftest: PoCL kernel cache /\S+/pocl-cache \(fresh\)$", result.stdout, re.M)
     assert "clBuildProgram failed: CL_BUILD_PROGRAM_FAILURE (-11)" in result.stdout
     assert "Build log:" in result.stdout and "unknown type name 'not_a_kernel'" in result.stdout
     assert "cpu_selftest: FAILED: python -m aotkernels --selftest exited 2 on " in result.stderr

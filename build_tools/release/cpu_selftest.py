@@ -19,7 +19,8 @@ builder ships), so a renamed fork needs no edit here.
 On a machine that is not x86-64 (the aarch64 wheels) the device is the system's PoCL instead
 (its ICD file ``/etc/OpenCL/vendors/pocl.icd``, Debian's ``pocl-opencl-icd``): Intel's runtime and
 PyPI's PoCL have x86-64 wheels only, and a distribution's PoCL is built for its own CPUs. PoCL takes
-no SPIR-V, so there the step runs the OpenCL C source path (docs/release.md).
+no SPIR-V, so there the step runs the OpenCL C source path (docs/release.md). PoCL's kernel cache
+(``POCL_CACHE_DIR``) is a fresh folder per run unless the caller sets one.
 
 ``python build_tools/release/cpu_selftest.py [--opencl-library LIB] [--json]``. ``--opencl-library``
 runs the same step on another OpenCL library (the tests use Debian's PoCL to show how a device
@@ -121,10 +122,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         vendors = Path(tmp) / "vendors"
         vendors.mkdir()
         (vendors / "cpu.icd").write_text(f"{lib}\n", encoding="utf-8")
+        # PoCL's kernel cache: a fresh folder, so that every kernel is compiled by this run, unless
+        # the caller names one (POCL_CACHE_DIR): the rehearsal's arm64 step keeps one between runs,
+        # since compiling under qemu is most of its time (rehearse/caches.py's pocl_options says
+        # why a hit proves no less). Intel's runtime reads no such variable.
+        pocl_cache = os.environ.get("POCL_CACHE_DIR") or str(Path(tmp) / "pocl-cache")
         env = dict(os.environ, OCL_ICD_FILENAMES=str(lib), OCL_ICD_VENDORS=str(vendors),
-                   AOTKERNELS_DEVICE="opencl:0", POCL_CACHE_DIR=str(Path(tmp) / "pocl-cache"))
+                   AOTKERNELS_DEVICE="opencl:0", POCL_CACHE_DIR=pocl_cache)
         env.pop("PYTHONPATH", None)
         print(f"cpu_selftest: OpenCL on the CPU from {lib}", flush=True)
+        if "pocl" in lib.name:
+            whose = "the caller's POCL_CACHE_DIR" if os.environ.get("POCL_CACHE_DIR") else "fresh"
+            print(f"cpu_selftest: PoCL kernel cache {pocl_cache} ({whose})", flush=True)
         cmd = [sys.executable, "-m", package, "--selftest", *rest]
         code = subprocess.run(cmd, cwd=tmp, env=env).returncode
     if code:

