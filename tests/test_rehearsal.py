@@ -269,8 +269,12 @@ def test_a_pocl_cache_folder_podman_would_misread_is_refused(bad: str) -> None:
     with pytest.raises(RehearsalError) as caught:
         caches.pocl_options(Path(bad), {"CIBW_CONTAINER_ENGINE": "podman; create_args: --network=host"})
     assert caught.value.exit_code == 10 and "XDG_CACHE_HOME" in caught.value.message
+    assert f"the PoCL cache folder {bad!r}" in caught.value.message
     with pytest.raises(RehearsalError):
         caches.pocl_folder({"XDG_CACHE_HOME": bad})
+    # the act arm64 job's wheels folder goes through the same check, and is named as what it is
+    with pytest.raises(RehearsalError, match=re.escape(f"the arm64 wheels folder {bad!r}")):
+        caches.mountable(Path(bad), "arm64 wheels")
 
 
 def test_pocl_cache_options_mount_the_folder_and_name_it_to_the_test_step(tmp_path: Path) -> None:

@@ -1102,8 +1102,6 @@ py_event_query(PyObject *self, PyObject *ev_obj)
     return cu_raise("cuEventQuery", r, NULL, NULL);
 }
 
-/* stream_wait(ctx, waiter, producer): work queued on `waiter` from now on starts after the
- * work queued on `producer` so far (an event between them; the GPU waits, not the host). */
 /* Make `waiter` wait for the work queued on `producer` so far (the context is current): an event
  * recorded on the producer and waited for by the waiter, then destroyed, which CUDA allows while
  * the wait is pending (it is released after). stream_wait and buffer_order share it. */
@@ -1121,6 +1119,8 @@ cu_order(unsigned long long waiter, unsigned long long producer)
     Py_RETURN_NONE;
 }
 
+/* stream_wait(ctx, waiter, producer): work queued on `waiter` from now on starts after the
+ * work queued on `producer` so far (an event between them; the GPU waits, not the host). */
 static PyObject *
 py_stream_wait(PyObject *self, PyObject *args)
 {

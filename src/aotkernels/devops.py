@@ -23,7 +23,7 @@ _MAX_ELEMENTS = 2**31 - 1
 _FAST = arrays._FAST  # type -> its fast reader, once decided (arrays.fast_reader)
 _LEGACY = (0, arrays.STREAM_LEGACY)  # both name the legacy default stream
 _ITEMSIZE = {name: size for name, size in arrays._TORCH_DTYPES.values()}  # the ops' dtypes among them
-_new = tuple.__new__  # a DeviceArray from all its fields in order (as arrays' fast readers make them)
+_new = arrays._new  # a DeviceArray from all its fields in order, as the fast readers make them
 
 
 def session_for(device: Any, like: Any) -> Session:

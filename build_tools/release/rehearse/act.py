@@ -282,7 +282,7 @@ def arm64_wheels(repo: Path) -> Path:
     build_tools/release/requirements.txt`` resolving and downloading from PyPI under qemu took about
     2.5 minutes, from this folder about 1.5 (docs/release.md); the step still runs as the workflow
     writes it, on the same pinned files, installed by the arm64 pip."""
-    folder = caches.mountable(caches.folder("pip-arm64-wheels"))
+    folder = caches.mountable(caches.folder("pip-arm64-wheels"), "arm64 wheels")
     r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                         "--only-binary=:all:", *ARM_WHEEL_TAGS, "--dest", str(folder), "-r", str(repo / RELEASE_TOOLS)],
                        capture_output=True, text=True)

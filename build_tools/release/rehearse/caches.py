@@ -38,12 +38,13 @@ def folder(name: str, env: Mapping[str, str] | None = None) -> Path:
     return path
 
 
-def mountable(host: Path) -> Path:
-    """``host`` if podman can mount it through cibuildwheel's create_args, else RehearsalError."""
+def mountable(host: Path, what: str = "PoCL cache") -> Path:
+    """``host`` if podman can mount it (cibuildwheel's create_args, act's --container-options), else
+    RehearsalError naming ``what`` the folder holds."""
     if not re.fullmatch(r"/[A-Za-z0-9._/+@-]+", str(host)):
         # create_args is split by shlex and podman reads SRC:DST[:OPTIONS]: a colon or comma in the
         # path would be read as another field. Refused, not quoted.
-        raise RehearsalError("pocl cache", f"the PoCL cache folder {str(host)!r} must be an absolute path of "
+        raise RehearsalError(what.lower(), f"the {what} folder {str(host)!r} must be an absolute path of "
                                            f"letters, digits and ._/+@- (set XDG_CACHE_HOME to such a folder)")
     return host
 
