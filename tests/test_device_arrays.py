@@ -188,7 +188,7 @@ def cuda_session(driver: Driver, index: int = 0) -> Session:
     s.device = Device(backend="cuda", name="Stand-in GPU", index=index, cc=(9, 0), vendor="NVIDIA")
     s.manifest = Manifest(images={}, targets=[], all_targets=[], toolchains={}, kernels={"k": ["k"]})
     s._lib, s._ctx, s._driver_version = driver, object(), None
-    s._modules = {"k": Loaded(choice=None, handle=object(), load_ms=0.0, file=Path("k"))}  # type: ignore[arg-type]
+    s._modules = {"k": Loaded(choice=None, handle=object(), load_ms=0.0, path="k")}  # type: ignore[arg-type]
     s._inflight = runtime.Inflight(driver, s._ctx)
     s._launchable = {}
     return s
@@ -601,7 +601,7 @@ def test_opencl_session_refuses_device_arrays_and_streams(ext: Any, monkeypatch:
     assert found, "PoCL (pocl-opencl-icd) must provide an OpenCL CPU device here"
     dev = Device(backend="opencl", name=found[0]["name"], index=0, vendor=found[0]["vendor"])
     s = Session(dev, Manifest(images={}, targets=[], all_targets=[], toolchains={}, kernels={"k": ["k"]}))
-    s._modules["k"] = Loaded(choice=None, handle=object(), load_ms=0.0, file=Path("k"))  # type: ignore[arg-type]
+    s._modules["k"] = Loaded(choice=None, handle=object(), load_ms=0.0, path="k")  # type: ignore[arg-type]
     words = r"needs a CUDA device, and this session's device is .* \(opencl\): OpenCL devices take the host path"
     with pytest.raises(ValueError, match=r"args\[0\] \(FakeCudaTensor, a device array\) " + words):
         s.launch("k", "k", (1,), (1,), [("b", FakeCudaTensor((4,)))])

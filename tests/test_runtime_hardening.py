@@ -221,6 +221,35 @@ def test_read_image_follows_a_symlink_inside_the_folder(images: Path) -> None:
     assert runtime.read_image(image(), images)[1] == DATA
 
 
+def test_the_packages_own_images_folder_as_a_link_is_resolved(images: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed folder is resolved with one lstat (images._root): a link there is still followed,
+    so an image inside the linked folder reads and one leading out of it is refused."""
+    from aotkernels.runtime import images as images_mod
+
+    link = tmp_path / "site" / "images"
+    link.parent.mkdir()
+    link.symlink_to(images)
+    monkeypatch.setattr(images_mod, "_IMAGES_STR", str(link))
+    monkeypatch.setattr(images_mod, "_ROOTS", {})
+    path, data = images_mod.read_image_at(image())
+    assert (path, data) == (f"{link}/opencl/source/saxpy.cl", DATA)
+    assert images_mod._ROOTS == {str(link): str(images.resolve())}
+    outside = tmp_path / "secret"
+    outside.write_bytes(DATA)
+    (images / "opencl" / "source" / "saxpy.cl").unlink()
+    (images / "opencl" / "source" / "saxpy.cl").symlink_to(outside)
+    with pytest.raises(ImageError, match=f"resolves to {outside}, outside the images folder {images.resolve()}"):
+        images_mod.read_image_at(image())
+    # the folder as installed (no link): taken as it is, no realpath
+    monkeypatch.setattr(images_mod, "_IMAGES_STR", str(images))
+    monkeypatch.setattr(images_mod, "_ROOTS", {})
+    monkeypatch.setattr(images_mod.os.path, "realpath", lambda p: pytest.fail(f"realpath({p!r})"))
+    (images / "opencl" / "source" / "saxpy.cl").unlink()
+    (images / "opencl" / "source" / "saxpy.cl").write_bytes(DATA)
+    assert images_mod.read_image_at(image()) == (f"{images}/opencl/source/saxpy.cl", DATA)
+
+
 @pytest.mark.parametrize("sha", ["", "0" * 63])
 def test_read_image_requires_a_hash(images: Path, sha: str) -> None:
     with pytest.raises(ImageError, match="gives image file .* no valid sha256"):

@@ -173,7 +173,7 @@ def main():
             ptx = nvrtc_ptx(cuda_source("unsigned short"), arch)
             result["float16_as"] = "unsigned short"
         handle = s._lib.load_module(s._ctx, ptx)
-    s._modules["typed"] = Loaded(choice=None, handle=handle, load_ms=0.0, file=Path("typed"))
+    s._modules["typed"] = Loaded(choice=None, handle=handle, load_ms=0.0, path="typed")
 
     for name, (value, _, _) in CASES.items():
         want = value_bytes(value)

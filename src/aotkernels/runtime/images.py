@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..selection import Image
 from .errors import ImageError
@@ -25,7 +25,7 @@ class _NotRegular(OSError):
     """The path names a FIFO, device, socket or folder: opening or reading it could block forever."""
 
 
-def _read_regular(path: Path, limit: int, expect: Optional[int] = None) -> bytes:
+def _read_regular(path: Union[str, Path], limit: int, expect: Optional[int] = None) -> bytes:
     """Read a regular file of at most ``limit`` bytes (exactly ``expect`` when given).
 
     O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat
@@ -80,16 +80,25 @@ def image_path_problem(rel: Any) -> Optional[str]:
 
 
 
-_REAL: Dict[Path, Path] = {}
+_IMAGES_STR = str(IMAGES_DIR)
+_ROOTS: Dict[str, str] = {}
 
 
-def _realpath(folder: Path) -> Path:
-    """The images folder's real path, resolved once (a syscall per component). The folders below it
-    and the file are resolved at every read: one swapped for a symlink is still caught."""
-    real = _REAL.get(folder)
-    if real is None:
-        real = _REAL[folder] = Path(os.path.realpath(folder))
-    return real
+def _root(folder: str) -> str:
+    """The images folder's real path, resolved once per process. The folders below it and the file
+    are resolved at every read (_resolve_inside): one swapped for a symlink is still caught.
+
+    The installed package's folder needs one lstat, not realpath: IMAGES_DIR is built from
+    ``Path(__file__).resolve()``, so only its last component, ``images``, can be a link (realpath is
+    Python code that lstats every component: about 60 us at a module's first load, issue 26 item 4)."""
+    root = _ROOTS.get(folder)
+    if root is None:
+        if folder == _IMAGES_STR and not os.path.islink(folder):
+            root = folder
+        else:
+            root = os.path.realpath(folder)
+        _ROOTS[folder] = root
+    return root
 
 
 def _resolve_inside(root: str, rel: str) -> str:
@@ -108,16 +117,23 @@ def _resolve_inside(root: str, rel: str) -> str:
 
 def read_image(image: Image, folder: Path = IMAGES_DIR) -> Tuple[Path, bytes]:
     """The image's bytes, from a regular file inside ``folder`` whose size and sha256 match the manifest."""
-    path = folder / image.path
+    path, data = read_image_at(image, str(folder))
+    return Path(path), data
+
+
+def read_image_at(image: Image, folder: Optional[str] = None) -> Tuple[str, bytes]:
+    """read_image with the folder (default: the package's) and the returned path as strings: the
+    Session's first load of a module (no Path objects: their parsing was a tenth of the package's
+    own share of a first load)."""
+    if folder is None:
+        folder = _IMAGES_STR
+    path = f"{folder.rstrip('/')}/{image.path}"
     problem = image_path_problem(image.path)
     if problem is None:
         # a symlink (of the file or a folder on the way) must not lead out of the images folder
-        # (strings, not Path.parents: this runs at every module's first load, and the walk of
-        # Path parents cost more than the file's read and sha256)
-        root = _realpath(folder)
-        real_s = _resolve_inside(str(root), image.path)
-        real = Path(real_s)
-        if not real_s.startswith(str(root).rstrip("/") + "/"):
+        root = _root(folder)
+        real = _resolve_inside(root, image.path)
+        if not real.startswith(root.rstrip("/") + "/"):
             problem = f"resolves to {real}, outside the images folder {root}"
     if problem is not None:
         raise ImageError(f"aotkernels: the manifest's image path {image.path[:200]!r} {problem}; "

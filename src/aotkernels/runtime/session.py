@@ -16,7 +16,7 @@ from ..inflight import Inflight
 from ..selection import JIT, Choice, Device, Image, aot_fix, choose
 from .devices import _native
 from .errors import AotRequiredError, ImageError, JitFallbackWarning, NoDeviceError
-from .images import read_image
+from .images import read_image_at
 from .manifest_file import Manifest, manifest
 from .settings import REQUIRE_AOT_ENV, require_aot
 
@@ -26,7 +26,11 @@ class Loaded:
     choice: Choice
     handle: Any
     load_ms: float
-    file: Path
+    path: str  # the image file read (a string: no Path is made on the first load's way)
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path)
 
 
 _warned_jit = False
@@ -98,7 +102,7 @@ class Session:
         if self.device.backend == "cuda":
             self._check_driver(choice.image)
         start = time.perf_counter()
-        path, data = read_image(choice.image)
+        path, data = read_image_at(choice.image)
         try:
             if self.device.backend == "cuda":
                 handle = self._lib.load_module(self._ctx, data)
@@ -108,7 +112,7 @@ class Session:
                 handle = self._lib.build_program(self._ctx, kind, data, options)
         except RuntimeError as exc:
             raise ImageError(f"aotkernels: the driver rejected image file {path} on {self.device.label}: {exc}") from None
-        loaded = Loaded(choice=choice, handle=handle, load_ms=(time.perf_counter() - start) * 1e3, file=path)
+        loaded = Loaded(choice=choice, handle=handle, load_ms=(time.perf_counter() - start) * 1e3, path=path)
         self._modules[name] = loaded
         if choice.mode == JIT:
             _warn_jit_once(self.device, name, choice, loaded.load_ms, self.manifest.all_targets)
