@@ -1070,13 +1070,17 @@ py_event_rerecord(PyObject *self, PyObject *args)
     PyObject *ev_obj;
     unsigned long long stream;
     ak_obj *e;
+    CUcontext cur = NULL;
     CUresult r;
     (void)self;
     if (!PyArg_ParseTuple(args, "OK:event_rerecord", &ev_obj, &stream))
         return NULL;
     if ((e = (ak_obj *)ak_capsule_ptr(ev_obj, EVENT_NAME, "event")) == NULL)
         return NULL;
-    if ((r = cu.cuCtxSetCurrent((CUcontext)e->owner)) != CUDA_SUCCESS)
+    /* As get_ctx_current: set the event's context only when another one is current (a launch,
+     * which runs just before, has made it current already: then this is a thread-local read). */
+    if ((cu.cuCtxGetCurrent(&cur) != CUDA_SUCCESS || cur != (CUcontext)e->owner)
+        && (r = cu.cuCtxSetCurrent((CUcontext)e->owner)) != CUDA_SUCCESS)
         return cu_raise("cuCtxSetCurrent", r, NULL, NULL);
     if (cu_capturing(stream))
         Py_RETURN_FALSE; /* not recorded: the stream is being captured into a CUDA graph */
