@@ -112,49 +112,57 @@ def decode_intel_ip(value: int) -> str:
     return f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
 
 
-def _sm(image: Image) -> Optional[Tuple[int, str]]:
-    m = _SM.match(image.resolved)
-    return (int(m.group(1)), m.group(2)) if m else None
-
-
 def _cc_int(cc: Tuple[int, int]) -> int:
     return cc[0] * 10 + cc[1]
 
 
+_RANK = {"a": 0, "": 1, "f": 2}  # arch-specific code uses the most features of exactly this device: preferred
+
+
 def _choose_cuda(device: Device, images: Sequence[Image]) -> Optional[Choice]:
+    """SASS for exactly this device (sm_90a, then sm_90, then sm_90f), else the highest SASS of the
+    same major and a lower minor (never an "a" image: those run only on their own device), else
+    the highest PTX the driver can JIT. One pass over the images (a module's first load pays for
+    this; issue 26 item 4); among equals the first listed wins."""
     assert device.cc is not None
     major, minor = device.cc
-    want = _cc_int(device.cc)
-    exact: List[Tuple[int, Image]] = []
-    lower: List[Tuple[int, Image]] = []
+    want = major * 10 + minor
+    exact: Optional[Image] = None
+    exact_rank = 3
+    lower: Optional[Image] = None
+    lower_cc = -1
+    ptx: Optional[Image] = None
+    ptx_cc = -1
     for img in images:
-        if img.form != "sass":
+        if img.backend != "cuda":
             continue
-        parsed = _sm(img)
-        if parsed is None:
-            continue
-        cc, suffix = parsed
-        if cc // 10 != major:
-            continue
-        if cc == want:
-            # arch-specific code uses the most features of exactly this device: prefer it
-            exact.append(({"a": 0, "": 1, "f": 2}[suffix], img))
-        elif cc < want and suffix != "a":  # "a" images run only on their exact device
-            lower.append((cc, img))
-    if exact:
-        img = min(exact, key=lambda t: t[0])[1]
-        return Choice(img, AOT, f"SASS built for {img.resolved}")
-    if lower:
-        img = max(lower, key=lambda t: t[0])[1]
-        return Choice(img, AOT, f"SASS {img.resolved} runs on sm_{want} (same major, lower minor)")
-    ptx = []
-    for img in images:
-        m = _COMPUTE.match(img.resolved)
-        if img.form == "ptx" and m and int(m.group(1)) <= want:
-            ptx.append((int(m.group(1)), img))
-    if ptx:
-        img = max(ptx, key=lambda t: t[0])[1]
-        return Choice(img, JIT, f"no SASS for sm_{want}; the driver JIT-compiles PTX {img.resolved}")
+        form = img.form
+        if form == "sass":
+            m = _SM.match(img.resolved)
+            if m is None:
+                continue
+            cc = int(m.group(1))
+            if cc // 10 != major:
+                continue
+            suffix = m.group(2)
+            if cc == want:
+                rank = _RANK[suffix]
+                if rank < exact_rank:
+                    exact, exact_rank = img, rank
+            elif cc < want and suffix != "a" and cc > lower_cc:
+                lower, lower_cc = img, cc
+        elif form == "ptx" and exact is None and lower is None:
+            m = _COMPUTE.match(img.resolved)
+            if m is not None:
+                cc = int(m.group(1))
+                if ptx_cc < cc <= want:
+                    ptx, ptx_cc = img, cc
+    if exact is not None:
+        return Choice(exact, AOT, f"SASS built for {exact.resolved}")
+    if lower is not None:
+        return Choice(lower, AOT, f"SASS {lower.resolved} runs on sm_{want} (same major, lower minor)")
+    if ptx is not None:
+        return Choice(ptx, JIT, f"no SASS for sm_{want}; the driver JIT-compiles PTX {ptx.resolved}")
     return None
 
 
@@ -186,11 +194,10 @@ def choose(device: Device, images: Sequence[Image], targets: Sequence[Mapping[st
 
     ``targets`` (the matrix's hardware entries, from the manifest) only improve the error.
     """
-    mine = [i for i in images if (i.backend == "cuda") == (device.backend == "cuda")]
     if device.backend == "cuda" and device.cc is not None:
-        choice = _choose_cuda(device, mine)
+        choice = _choose_cuda(device, images)  # it skips other backends' images itself
     elif device.backend == "opencl":
-        choice = _choose_opencl(device, mine)
+        choice = _choose_opencl(device, [i for i in images if i.backend != "cuda"])
     else:
         choice = None
     if choice is None:
