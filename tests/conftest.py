@@ -6,10 +6,11 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docs_text
+import prebuild
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +30,69 @@ def has_cuda_gpu() -> bool:
     return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def _module_name(item: pytest.Item) -> str:
+    """The file name of a test module of this folder ("" for anything else)."""
+    return item.path.name if item.path.parent == ROOT / "tests" else ""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The modules that need container images run last (prebuild.py: their images build in the
+    # background meanwhile); every other test keeps its place.
+    items[:] = prebuild.order(items, _module_name)
     if has_cuda_gpu():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a CUDA driver (run on the GPU machine)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+_prebuilds: list[prebuild.Build] = []  # the session's background image builds (prebuild_images)
+_session_config: list[pytest.Config] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _session_config[:] = [config]
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    # To the terminal, past output capture: a CI log shows what the background builds did.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line, file=sys.stderr)
+
+
+def _report_prebuilds(config: pytest.Config) -> None:
+    """Print the lines of the background builds that finished since the last call (one per image)."""
+    for build in _prebuilds:
+        while build.lines:
+            _say(config, build.lines.pop(0))
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    if _prebuilds and _session_config:
+        _report_prebuilds(_session_config[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuild_images(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Builds the container images of test_debian12/test_rehearsal/test_act in background threads
+    from the session's first test on, when those modules are collected and this machine can build
+    them (prebuild.py); at the session's end waits for them (no debootstrap is left running)."""
+    if prebuild.wanted(item.path for item in request.session.items):
+        _prebuilds.extend(prebuild.builds(tmp_path_factory.mktemp("prebuild")))
+        for build in _prebuilds:
+            build.start()
+    yield
+    for build in _prebuilds:
+        assert build.thread is not None
+        if build.thread.is_alive():
+            _say(request.config, f"prebuild: the {build.name} image build is still running: waiting for it")
+        build.thread.join()
+    _report_prebuilds(request.config)
+    _prebuilds.clear()
 
 
 @pytest.fixture(scope="session")
