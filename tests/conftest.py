@@ -1,6 +1,7 @@
 """Shared fixtures. Integration fixtures run the real pipeline once per session."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
@@ -56,12 +57,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _say(config: pytest.Config, line: str) -> None:
-    # To the terminal, past output capture: a CI log shows what the background builds did.
+    # To the terminal, past output capture (the session fixture's teardown runs inside the last
+    # test's capture): a CI log shows what the background builds did.
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
-        print(line, file=sys.stderr)
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line, file=sys.stderr)
 
 
 def _report_prebuilds(config: pytest.Config) -> None:
