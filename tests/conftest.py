@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-_prebuilds: list[prebuild.Build] = []  # the session's background image builds (prebuild_images)
+_prebuild: list[prebuild.Background] = []  # the session's background image builds (prebuild_images)
 _session_config: list[pytest.Config] = []
 
 
@@ -70,33 +70,30 @@ def _say(config: pytest.Config, line: str) -> None:
 
 def _report_prebuilds(config: pytest.Config) -> None:
     """Print the lines of the background builds that finished since the last call (one per image)."""
-    for build in _prebuilds:
-        while build.lines:
-            _say(config, build.lines.pop(0))
+    for background in _prebuild:
+        for line in background.new_lines():
+            _say(config, line)
 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
-    if _prebuilds and _session_config:
+    if _prebuild and _session_config:
         _report_prebuilds(_session_config[0])
 
 
 @pytest.fixture(scope="session", autouse=True)
 def prebuild_images(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Builds the container images of test_debian12/test_rehearsal/test_act in background threads
+    """Builds the container images of test_debian12/test_rehearsal/test_act in a background process
     from the session's first test on, when those modules are collected and this machine can build
-    them (prebuild.py); at the session's end waits for them (no debootstrap is left running)."""
+    them (prebuild.py); at the session's end waits for it (no debootstrap is left running)."""
     if prebuild.wanted(item.path for item in request.session.items):
-        _prebuilds.extend(prebuild.builds(tmp_path_factory.mktemp("prebuild")))
-        for build in _prebuilds:
-            build.start()
+        _prebuild.append(prebuild.Background(tmp_path_factory.mktemp("prebuild")))
     yield
-    for build in _prebuilds:
-        assert build.thread is not None
-        if build.thread.is_alive():
-            _say(request.config, f"prebuild: the {build.name} image build is still running: waiting for it")
-        build.thread.join()
+    for background in _prebuild:
+        if background.running():
+            _say(request.config, "prebuild: the image builds are still running: waiting for them")
+        background.wait()
     _report_prebuilds(request.config)
-    _prebuilds.clear()
+    _prebuild.clear()
 
 
 @pytest.fixture(scope="session")

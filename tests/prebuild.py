@@ -6,16 +6,22 @@ and the x86-64 rehearsal image about 6 min more), and nothing else in the suite 
 runs those modules last (ordered) and starts these builds at the session's first test, so that they
 overlap the ~16 minutes of the other tests instead of preceding the tests that need them.
 
-The threads call the same ``ensure`` functions as the modules' fixtures. The images' build lock
-(image.building) makes a fixture that comes while a build is still running wait for it and then find
-the image, instead of building it again. A failure here fails nothing and hides nothing: it is
-printed as one line, and the fixture calls ``ensure`` again and raises the real error in the test
-that needs the image.
+The builds run in a process of their own (``python tests/prebuild.py LOGS``, started by conftest.py
+with the session's environment as it is at its start), in two threads calling the same ``ensure``
+functions as the modules' fixtures. A process, not threads of the session: tests change the session's
+environment, working folder and module attributes while they run (monkeypatch of XDG_CACHE_HOME,
+chdir, image.podman or image.build replaced in test_image_build_lock.py), which threads there would
+see in the middle of a build. The images' build lock (image.building) makes a fixture that comes while
+a build is still running wait for it and then find the image, instead of building it again. A failure
+here fails nothing and hides nothing: it is printed as one line, and the fixture calls ``ensure``
+again and raises the real error in the test that needs the image.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +56,12 @@ class Build:
     steps: tuple[tuple[str, Callable[[], object]], ...]
     lines: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
+    say: Callable[[str], None] | None = None  # also where each line goes as it comes (main: stdout)
+
+    def _line(self, text: str) -> None:
+        self.lines.append(text)
+        if self.say is not None:
+            self.say(text)
 
     def run(self) -> None:
         for what, step in self.steps:
@@ -58,14 +70,14 @@ class Build:
                 got = step()
             except Exception as exc:  # reported, not raised: the fixture raises it again in its test
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                self.lines.append(f"prebuild: {what}: failed after {time.monotonic() - start:.0f} s: "
+                self._line(f"prebuild: {what}: failed after {time.monotonic() - start:.0f} s: "
                                   f"{type(exc).__name__}: {first}")
                 return  # the next steps need this one's image
             if got is None:  # skipped (arm64 cannot be emulated here: the fixture says why)
-                self.lines.append(f"prebuild: {what}: skipped")
+                self._line(f"prebuild: {what}: skipped")
                 return
             state = "built" if getattr(got, "built", False) else "present"
-            self.lines.append(f"prebuild: {what}: {state} in {time.monotonic() - start:.0f} s "
+            self._line(f"prebuild: {what}: {state} in {time.monotonic() - start:.0f} s "
                               f"({getattr(got, 'tag', got)})")
 
     def start(self) -> None:
@@ -94,3 +106,55 @@ def builds(logs: Path) -> list[Build]:
             ("x86-64 rehearsal image", lambda: image_mod.ensure(log=logs / "amd64" / "rehearsal-image.log")),
         )),
     ]
+
+
+class Background:
+    """The prebuild process of a test session: started with ``python tests/prebuild.py LOGS``, its
+    lines read from ``LOGS/prebuild.out`` as they come (``new_lines``), waited for at the end."""
+
+    def __init__(self, logs: Path, command: list[str] | None = None) -> None:
+        self.out = logs / "prebuild.out"
+        self._seen = 0
+        argv = command or [sys.executable, str(Path(__file__).resolve()), str(logs)]
+        with self.out.open("w") as out:
+            # The session's process group: a Ctrl-C of the test run stops it too. stdin closed:
+            # nothing it runs may wait for input.
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                            cwd=Path(__file__).resolve().parent.parent)
+
+    def new_lines(self) -> list[str]:
+        text = self.out.read_text(encoding="utf-8", errors="replace")
+        end = text.rfind("\n") + 1
+        lines = text[self._seen:end].splitlines()
+        self._seen = max(self._seen, end)
+        return lines
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self) -> int:
+        return self.process.wait()
+
+
+def main(argv: list[str]) -> int:
+    """The prebuild process: both threads, each line printed as its build ends."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    todo = builds(Path(argv[0]))
+    for build in todo:
+        build.say = say
+        build.start()
+    for build in todo:
+        assert build.thread is not None
+        build.thread.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

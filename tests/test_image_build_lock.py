@@ -174,7 +174,7 @@ def test_the_prebuild_is_wanted_only_for_the_image_modules(monkeypatch: pytest.M
     # This session: background builds started exactly when its tests include an image module
     # (a session of this file alone starts none).
     items = [item.path for item in request.session.items]
-    assert bool(conftest._prebuilds) == prebuild.wanted(items)
+    assert bool(conftest._prebuild) == prebuild.wanted(items)
 
 
 def test_a_failed_background_build_is_one_line_and_stops_its_thread() -> None:
@@ -190,3 +190,50 @@ def test_a_failed_background_build_is_one_line_and_stops_its_thread() -> None:
     assert not done
     assert len(b.lines) == 1 and b.lines[0].startswith("prebuild: stock Debian 12 image: failed after ")
     assert b.lines[0].endswith("RehearsalError: rehearsal: image failed: debootstrap exited with 1:")
+
+
+def test_the_prebuild_process_prints_each_build_as_it_ends(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """main: a line per image as soon as its build ends (both threads), not at the end."""
+    gate = threading.Event()
+
+    def first() -> object:
+        return image_mod.Image("localhost/aotkernels-debian12:x", "id1", True)
+
+    def second() -> object:
+        assert gate.wait(10)
+        return image_mod.Image("localhost/aotkernels-rehearse:y", "id2", False)
+
+    seen: list[str] = []
+    monkeypatch.setattr(prebuild, "builds", lambda logs: [prebuild.Build("a", (("stock", first),)),
+                                                          prebuild.Build("b", (("rehearsal", second),))])
+
+    def watch() -> None:
+        # The first line is out while the second build still waits.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if "prebuild: stock: built in" in capsys.readouterr().out:
+                seen.append("first line seen")
+                break
+            time.sleep(0.05)
+        gate.set()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    assert prebuild.main([str(ROOT)]) == 0
+    t.join(10)
+    assert seen == ["first line seen"]
+
+
+def test_the_session_reads_the_prebuild_process_lines_as_they_come(tmp_path: Path) -> None:
+    code = ("import time\nprint('prebuild: stock: built in 1 s', flush=True)\ntime.sleep(1)\n"
+            "print('prebuild: rehearsal: present in 0 s', flush=True)\n")
+    bg = prebuild.Background(tmp_path, command=[sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    got: list[str] = []
+    while not got and time.monotonic() < deadline:
+        got = bg.new_lines()
+        time.sleep(0.05)
+    assert got == ["prebuild: stock: built in 1 s"] and bg.running()
+    assert bg.wait() == 0 and not bg.running()
+    assert bg.new_lines() == ["prebuild: rehearsal: present in 0 s"] and bg.new_lines() == []
