@@ -1,15 +1,17 @@
 """Shared fixtures. Integration fixtures run the real pipeline once per session."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docs_text
+import prebuild
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +31,69 @@ def has_cuda_gpu() -> bool:
     return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def _module_name(item: pytest.Item) -> str:
+    """The file name of a test module of this folder ("" for anything else)."""
+    return item.path.name if item.path.parent == ROOT / "tests" else ""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The modules that need container images run last (prebuild.py: their images build in the
+    # background meanwhile); every other test keeps its place.
+    items[:] = prebuild.order(items, _module_name)
     if has_cuda_gpu():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a CUDA driver (run on the GPU machine)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+_prebuild: list[prebuild.Background] = []  # the session's background image builds (prebuild_images)
+_session_config: list[pytest.Config] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _session_config[:] = [config]
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    # To the terminal, past output capture (the session fixture's teardown runs inside the last
+    # test's capture): a CI log shows what the background builds did.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line, file=sys.stderr)
+
+
+def _report_prebuilds(config: pytest.Config) -> None:
+    """Print the lines of the background builds that finished since the last call (one per image)."""
+    for background in _prebuild:
+        for line in background.new_lines():
+            _say(config, line)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    if _prebuild and _session_config:
+        _report_prebuilds(_session_config[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuild_images(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Builds the container images of test_debian12/test_rehearsal/test_act in a background process
+    from the session's first test on, when those modules are collected and this machine can build
+    them (prebuild.py); at the session's end waits for it (no debootstrap is left running)."""
+    if prebuild.wanted(item.path for item in request.session.items):
+        _prebuild.append(prebuild.Background(tmp_path_factory.mktemp("prebuild")))
+    yield
+    for background in _prebuild:
+        if background.running():
+            _say(request.config, "prebuild: the image builds are still running: waiting for them")
+        background.wait()
+    _report_prebuilds(request.config)
+    _prebuild.clear()
 
 
 @pytest.fixture(scope="session")

@@ -229,41 +229,54 @@ def podman_service(folder: Path) -> Iterator[str]:
 
 def job_image(work: Path, cache: Path) -> image_mod.Image:
     """The stand-in for ``debian:bookworm``: the stock image plus ``./dev.sh system``'s packages,
-    kept by a tag that hashes the stock image's tag, dev.sh and pins.toml; tagged as debian:bookworm."""
+    kept by a tag that hashes the stock image's tag, dev.sh and pins.toml; tagged as debian:bookworm.
+    Built under image_mod.building's lock and looked for again once it is held (another process or
+    thread may have built it while this one waited)."""
     base = stock.ensure(log=work / "logs" / "stock-image.log")
     h = hashlib.sha256(base.tag.encode())
     for path in (ROOT / "dev.sh", ROOT / "build_tools/compile/toolchains/pins.toml"):
         h.update(path.read_bytes())
     ref = f"{JOB_IMAGE}:{h.hexdigest()[:16]}"
     present = image_mod.image_id(ref)
-    built = present is None
+    built = False
     if present is None:
-        src = work / "job-image-src"
-        for rel in ("dev.sh", "build_tools/compile/toolchains/pins.toml", "build_tools/compile/toolchains/pins.py"):
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, src / rel)
-        (cache / "apt").mkdir(parents=True, exist_ok=True)
-        name = f"aotkernels-act-job-{os.getpid()}"
-        podman = image_mod.podman()
-        env = image_mod.podman_env()
-        log = work / "logs" / "job-image.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with log.open("w") as out:
-                r = subprocess.run([podman, "run", "--name", name, "--network=host", "--volume",
-                                    f"{cache / 'apt'}:/var/cache/apt/archives", "--volume", f"{src}:/src:ro",
-                                    "--workdir", "/src", base.id, "./dev.sh", "system"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-            if r.returncode != 0:
-                raise RehearsalError("act", f"./dev.sh system in the stock image exited with {r.returncode}", str(log))
-            subprocess.run([podman, "commit", "--quiet", name, ref], env=env, check=True, capture_output=True)
-        finally:
-            subprocess.run([podman, "rm", "--force", name], env=env, capture_output=True)
-        present = image_mod.image_id(ref)
-        assert present is not None
-        _prune(JOB_IMAGE, keep=present)
+        with image_mod.building(ref):
+            present = image_mod.image_id(ref)
+            if present is None:
+                present = _build_job_image(base, ref, work, cache)
+                built = True
     subprocess.run([image_mod.podman(), "tag", present, JOB_IMAGE_AS], env=image_mod.podman_env(), check=True)
     return image_mod.Image(tag=ref, id=present, built=built)
+
+
+def _build_job_image(base: image_mod.Image, ref: str, work: Path, cache: Path) -> str:
+    """``./dev.sh system`` in a container of ``base``, committed as ``ref`` (only when it succeeded);
+    returns the new image's id."""
+    src = work / "job-image-src"
+    for rel in ("dev.sh", "build_tools/compile/toolchains/pins.toml", "build_tools/compile/toolchains/pins.py"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, src / rel)
+    (cache / "apt").mkdir(parents=True, exist_ok=True)
+    name = f"aotkernels-act-job-{os.getpid()}"
+    podman = image_mod.podman()
+    env = image_mod.podman_env()
+    log = work / "logs" / "job-image.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("w") as out:
+            r = subprocess.run([podman, "run", "--name", name, "--network=host", "--volume",
+                                f"{cache / 'apt'}:/var/cache/apt/archives", "--volume", f"{src}:/src:ro",
+                                "--workdir", "/src", base.id, "./dev.sh", "system"], env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise RehearsalError("act", f"./dev.sh system in the stock image exited with {r.returncode}", str(log))
+        subprocess.run([podman, "commit", "--quiet", name, ref], env=env, check=True, capture_output=True)
+    finally:
+        subprocess.run([podman, "rm", "--force", name], env=env, capture_output=True)
+    present = image_mod.image_id(ref)
+    assert present is not None
+    _prune(JOB_IMAGE, keep=present)
+    return present
 
 
 def _prune(repository: str, keep: str) -> None:

@@ -12,11 +12,18 @@ first stage (``--foreign --arch=arm64``) runs here, its second stage and everyth
 arm64 root filesystem under qemu user emulation (binfmt.py registers it), and ``podman import --arch
 arm64`` labels the image so that cibuildwheel and act use it as an arm64 image without pulling.
 
+Building an image holds a lock (``building``: an exclusive ``flock`` on a file in the caches' ``locks``
+folder, one per tag), and ``ensure`` looks for the tag again under it: two runs at once (two
+checkouts' CI, or the test session's background prebuild and a test's fixture) build an image once,
+and the second waits for it instead of building and importing the same tag again.
+
 ``python -m build_tools.release.rehearse.image [--arch arm64] [--mirror URL]`` prints the tag. Root only (debootstrap).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -24,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +39,7 @@ import tomllib
 
 from build_tools import proc
 from build_tools.errors import BuildToolError, RehearsalError
-from build_tools.release.rehearse import binfmt
+from build_tools.release.rehearse import binfmt, caches
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE / "recipe.toml"
@@ -109,6 +116,34 @@ def image_id(ref: str) -> str | None:
     r = subprocess.run([podman(), "image", "inspect", "--format", "{{.Id}}", ref], env=podman_env(),
                        capture_output=True, text=True)
     return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
+
+
+def lock_path(ref: str) -> Path:
+    """The lock file of the image ``ref``: in the caches' ``locks`` folder, named by the tag with
+    every character but letters, digits and ._- replaced (a tag has / and :)."""
+    return caches.folder("locks") / (re.sub(r"[^A-Za-z0-9._-]", "_", ref) + ".lock")
+
+
+@contextlib.contextmanager
+def building(ref: str) -> Iterator[Path]:
+    """Held while the image ``ref`` is built: an exclusive ``flock`` on its lock file (lock_path),
+    waited for if another holds it. flock belongs to the open file description, so another process
+    and another thread of this one (each opens the file) are excluded alike; the kernel drops it
+    when the file is closed, also on an exception or when the process dies. The file is never
+    truncated or deleted (deleting it would let a later opener lock a new file while an earlier
+    one still holds the old); O_NOFOLLOW: a link planted there is refused, not followed."""
+    path = lock_path(ref)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RehearsalError("image", f"cannot open the lock file {path} of {ref}: {exc.strerror}; remove what "
+                                      f"is there (it must be a plain file) or set XDG_CACHE_HOME to another "
+                                      f"folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def host_mirror(sources: Sequence[Path] = (Path("/etc/apt/sources.list"),
@@ -218,9 +253,13 @@ def ensure(*, mirror: str | None = None, log: Path, arch: str = "amd64") -> Imag
     present = image_id(ref)
     if present is not None:
         return Image(tag=ref, id=present, built=False)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="aotkernels-rehearse-image-") as tmp:
-        new = build(Recipe.load(RECIPES[arch]), ref, Path(tmp), mirror or host_mirror(), log)
+    with building(ref):
+        present = image_id(ref)  # again: another process or thread may have built it while we waited
+        if present is not None:
+            return Image(tag=ref, id=present, built=False)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="aotkernels-rehearse-image-") as tmp:
+            new = build(Recipe.load(RECIPES[arch]), ref, Path(tmp), mirror or host_mirror(), log)
     return Image(tag=ref, id=new, built=True)
 
 
