@@ -71,14 +71,14 @@ class Build:
             except Exception as exc:  # reported, not raised: the fixture raises it again in its test
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 self._line(f"prebuild: {what}: failed after {time.monotonic() - start:.0f} s: "
-                                  f"{type(exc).__name__}: {first}")
+                           f"{type(exc).__name__}: {first}")
                 return  # the next steps need this one's image
             if got is None:  # skipped (arm64 cannot be emulated here: the fixture says why)
                 self._line(f"prebuild: {what}: skipped")
                 return
             state = "built" if getattr(got, "built", False) else "present"
             self._line(f"prebuild: {what}: {state} in {time.monotonic() - start:.0f} s "
-                              f"({getattr(got, 'tag', got)})")
+                       f"({getattr(got, 'tag', got)})")
 
     def start(self) -> None:
         # Not a daemon: the session joins it (a daemon would be killed mid-debootstrap at exit).

@@ -230,23 +230,15 @@ def podman_service(folder: Path) -> Iterator[str]:
 def job_image(work: Path, cache: Path) -> image_mod.Image:
     """The stand-in for ``debian:bookworm``: the stock image plus ``./dev.sh system``'s packages,
     kept by a tag that hashes the stock image's tag, dev.sh and pins.toml; tagged as debian:bookworm.
-    Built under image_mod.building's lock and looked for again once it is held (another process or
-    thread may have built it while this one waited)."""
+    Built under image_mod.present_or_built's lock."""
     base = stock.ensure(log=work / "logs" / "stock-image.log")
     h = hashlib.sha256(base.tag.encode())
     for path in (ROOT / "dev.sh", ROOT / "build_tools/compile/toolchains/pins.toml"):
         h.update(path.read_bytes())
     ref = f"{JOB_IMAGE}:{h.hexdigest()[:16]}"
-    present = image_mod.image_id(ref)
-    built = False
-    if present is None:
-        with image_mod.building(ref):
-            present = image_mod.image_id(ref)
-            if present is None:
-                present = _build_job_image(base, ref, work, cache)
-                built = True
-    subprocess.run([image_mod.podman(), "tag", present, JOB_IMAGE_AS], env=image_mod.podman_env(), check=True)
-    return image_mod.Image(tag=ref, id=present, built=built)
+    image = image_mod.present_or_built(ref, lambda: _build_job_image(base, ref, work, cache))
+    subprocess.run([image_mod.podman(), "tag", image.id, JOB_IMAGE_AS], env=image_mod.podman_env(), check=True)
+    return image
 
 
 def _build_job_image(base: image_mod.Image, ref: str, work: Path, cache: Path) -> str:

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,20 @@ def building(ref: str) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def present_or_built(ref: str, build_image: Callable[[], str]) -> Image:
+    """The image ``ref``: the present one, else the one ``build_image`` makes (returning its id),
+    built under ``building``'s lock and looked for again once the lock is held (another process or
+    thread may have built it while this one waited). What ensure, stock.ensure and act.job_image share."""
+    present = image_id(ref)
+    if present is not None:
+        return Image(tag=ref, id=present, built=False)
+    with building(ref):
+        present = image_id(ref)
+        if present is not None:
+            return Image(tag=ref, id=present, built=False)
+        return Image(tag=ref, id=build_image(), built=True)
+
+
 def host_mirror(sources: Sequence[Path] = (Path("/etc/apt/sources.list"),
                                            *sorted(Path("/etc/apt/sources.list.d").glob("*")))) -> str:
     """The Debian mirror this machine's apt uses (only it may be reachable), else deb.debian.org."""
@@ -250,17 +264,13 @@ def ensure(*, mirror: str | None = None, log: Path, arch: str = "amd64") -> Imag
     if arch != host_arch():
         binfmt.ensure()
     ref = tag(RECIPES[arch])
-    present = image_id(ref)
-    if present is not None:
-        return Image(tag=ref, id=present, built=False)
-    with building(ref):
-        present = image_id(ref)  # again: another process or thread may have built it while we waited
-        if present is not None:
-            return Image(tag=ref, id=present, built=False)
+
+    def build_image() -> str:
         log.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="aotkernels-rehearse-image-") as tmp:
-            new = build(Recipe.load(RECIPES[arch]), ref, Path(tmp), mirror or host_mirror(), log)
-    return Image(tag=ref, id=new, built=True)
+            return build(Recipe.load(RECIPES[arch]), ref, Path(tmp), mirror or host_mirror(), log)
+
+    return present_or_built(ref, build_image)
 
 
 def remove(image: Image) -> None:

@@ -31,20 +31,15 @@ def tag() -> str:
 
 
 def ensure(*, log: Path, mirror: str | None = None) -> image_mod.Image:
-    """The stock image: the present one, else a new one (built under image_mod.building's lock,
-    looked for again once it is held)."""
+    """The stock image: the present one, else a new one (image_mod.present_or_built)."""
     ref = tag()
-    present = image_mod.image_id(ref)
-    if present is not None:
-        return image_mod.Image(tag=ref, id=present, built=False)
-    with image_mod.building(ref):
-        present = image_mod.image_id(ref)  # another process or thread may have built it meanwhile
-        if present is not None:
-            return image_mod.Image(tag=ref, id=present, built=False)
+
+    def build_image() -> str:
         log.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="aotkernels-debian12-image-") as tmp:
             rootfs = Path(tmp) / "rootfs"
             image_mod.debootstrap_rootfs(rootfs, suite=SUITE, variant="minbase", packages=PACKAGES,
                                          mirror=mirror or image_mod.host_mirror(), log=log)
-            new = image_mod.import_rootfs(rootfs, ref, Path(tmp), log)
-    return image_mod.Image(tag=ref, id=new, built=True)
+            return image_mod.import_rootfs(rootfs, ref, Path(tmp), log)
+
+    return image_mod.present_or_built(ref, build_image)
