@@ -7,12 +7,9 @@
 # variant with no forcing and it must run AOT. BENCH=0 leaves the benchmarks out (tests only).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-NP=$(python3 -c 'import numpy,os;print(os.path.dirname(os.path.dirname(numpy.__file__)))')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-mk() {  # venv with one wheel, the box's numpy/torch through a .pth
-  python3 -m venv "/tmp/v-$1" && SP=$("/tmp/v-$1"/bin/python -c 'import site;print(site.getsitepackages()[0])') \
-    && echo "$NP" > "$SP/np.pth" && "/tmp/v-$1"/bin/pip install -q --no-deps --no-index "$2" || exit 3
-}
+# shellcheck source=/dev/null  # bench/_venv.sh, checked on its own (tests/test_release.py)
+. "$(dirname "$0")/_venv.sh"  # NP and mk NAME WHEEL
 mk fat dist/aotkernels-0.1.0-cp39-abi3-manylinux_2_34_x86_64.whl
 mk sm90 dist/aotkernels-0.1.0+sm90-cp39-abi3-manylinux_2_34_x86_64.whl
 mk jit dist/aotkernels-0.1.0+jit-cp39-abi3-manylinux_2_34_x86_64.whl

@@ -324,7 +324,8 @@ def test_shellcheck_is_clean_on_scripts_and_run_blocks(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed; ./dev.sh setup installs it (apt-get install shellcheck)")
-    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "release" / "before_all.sh", ROOT / "bench" / "gpu_session.sh"]
+    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "build_tools" / "release" / "before_all.sh", ROOT / "bench" / "gpu_session.sh",
+               ROOT / "bench" / "_venv.sh", ROOT / "bench" / "percall_ab.sh", ROOT / "bench" / "aot_load_ab.sh"]
     blocks = []
     for label, text in _run_blocks():
         f = tmp_path / (re.sub(r"[^\w.-]", "_", label) + ".sh")
