@@ -344,10 +344,12 @@ def run(repo: Path, workflow: str, work: Path, *, event_name: str, event: Mappin
     log = work / "act.jsonl"
     with serve(server_root) as url, podman_service(work) as docker_host:
         extra = {"AOT_ACT_SERVER": url, "AOT_ACT_PYTHON": sys.executable, **env}
+        # --rm: a failed job's containers and volumes go too (act keeps them for debugging by
+        # default); the failed CI run of stop 31 left five job containers running and 4 GB of volumes.
         argv = [act, event_name, "--workflows", workflow, "--eventpath", str(work / "event.json"), "--pull=false",
                 "--action-offline-mode", "--action-cache-path", str(work / "act-cache"),
                 "--container-daemon-socket", "-", "--platform", "ubuntu-24.04=-self-hosted", "--no-skip-checkout",
-                "--json", *standins, *[a for m in matrix for a in ("--matrix", m)],
+                "--json", "--rm", *standins, *[a for m in matrix for a in ("--matrix", m)],
                 *[a for j in jobs for a in ("--job", j)], *[a for k, v in extra.items() for a in ("--env", f"{k}={v}")]]
         if arm64 is not None:
             # Job containers without a `container:` of their own take --container-options: only
