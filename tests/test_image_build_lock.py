@@ -237,3 +237,14 @@ def test_the_session_reads_the_prebuild_process_lines_as_they_come(tmp_path: Pat
     assert got == ["prebuild: stock: built in 1 s"] and bg.running()
     assert bg.wait() == 0 and not bg.running()
     assert bg.new_lines() == ["prebuild: rehearsal: present in 0 s"] and bg.new_lines() == []
+
+
+def test_a_built_image_prunes_its_older_tags_and_a_found_one_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    pruned: list[str] = []
+    monkeypatch.setattr(image_mod, "prune_older", pruned.append)
+    monkeypatch.setattr(image_mod, "image_id", lambda ref: None)
+    assert image_mod.present_or_built(REF, lambda: "sha256:new") == image_mod.Image(REF, "sha256:new", True)
+    assert pruned == [REF]
+    monkeypatch.setattr(image_mod, "image_id", lambda ref: "sha256:there")
+    assert image_mod.present_or_built(REF, no_build) == image_mod.Image(REF, "sha256:there", False)
+    assert pruned == [REF]

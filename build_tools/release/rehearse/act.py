@@ -267,17 +267,10 @@ def _build_job_image(base: image_mod.Image, ref: str, work: Path, cache: Path) -
         subprocess.run([podman, "rm", "--force", name], env=env, capture_output=True)
     present = image_mod.image_id(ref)
     assert present is not None
-    _prune(JOB_IMAGE, keep=present)
+    # Named debian:bookworm now, before present_or_built prunes the older job images: an older one
+    # still holding that name would only be untagged by the prune and stay on disk, nameless.
+    subprocess.run([podman, "tag", present, JOB_IMAGE_AS], env=env, check=True)
     return present
-
-
-def _prune(repository: str, keep: str) -> None:
-    """Remove the older images of one of our repositories (each 2 GB; a dev.sh change makes a new one)."""
-    listed = subprocess.run([image_mod.podman(), "images", "--quiet", "--no-trunc", repository],
-                            env=image_mod.podman_env(), capture_output=True, text=True).stdout.split()
-    for old in sorted({i.removeprefix("sha256:") for i in listed} - {keep.removeprefix("sha256:")}):
-        subprocess.run([image_mod.podman(), "image", "rm", "--force", old], env=image_mod.podman_env(),
-                       capture_output=True)
 
 
 def arm64_wheels(repo: Path) -> Path:

@@ -157,7 +157,29 @@ def present_or_built(ref: str, build_image: Callable[[], str]) -> Image:
         present = image_id(ref)
         if present is not None:
             return Image(tag=ref, id=present, built=False)
-        return Image(tag=ref, id=build_image(), built=True)
+        image = Image(tag=ref, id=build_image(), built=True)
+    prune_older(ref)
+    return image
+
+
+def prune_older(ref: str) -> list[str]:
+    """Remove the other tags of ``ref``'s repository (one of ours, localhost/aotkernels-*): the
+    images of earlier recipes, 0.4 to 2.5 GB each, that a recipe or dev.sh change leaves behind (on
+    a machine that runs CI again and again they filled the disk). By reference and without
+    --force: an image a container still uses (another checkout's run) stays, and an image with a
+    name of someone else's is only untagged. Returns the references removed."""
+    repository = ref.rpartition(":")[0]
+    if not repository.startswith("localhost/aotkernels-"):
+        raise ValueError(f"not a repository of the rehearsal: {ref!r}")
+    listed = subprocess.run([podman(), "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
+                            env=podman_env(), capture_output=True, text=True).stdout.split()
+    removed = []
+    for other in sorted(set(listed) - {ref}):
+        if other.rpartition(":")[0] != repository:  # podman lists every name of a matching image
+            continue
+        if subprocess.run([podman(), "image", "rm", other], env=podman_env(), capture_output=True).returncode == 0:
+            removed.append(other)
+    return removed
 
 
 def host_mirror(sources: Sequence[Path] = (Path("/etc/apt/sources.list"),
