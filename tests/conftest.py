@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import diskspace
 import docs_text
 import prebuild
 import pytest
@@ -66,6 +67,18 @@ def _say(config: pytest.Config, line: str) -> None:
             reporter.write_line(line)
         else:
             print(line, file=sys.stderr)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Not pytest_report_header: ./dev.sh test runs pytest -q, which leaves the header out.
+    for line in diskspace.header(diskspace.free_space(diskspace.places())):
+        _say(session.config, line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    if exitstatus != 0:
+        for line in diskspace.after_failure(diskspace.free_space(diskspace.places())):
+            terminalreporter.write_line(line, red=True)
 
 
 def _report_prebuilds(config: pytest.Config) -> None:
