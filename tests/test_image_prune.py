@@ -1,4 +1,4 @@
-"""image.prune_older with the real podman, on tiny images imported from one-file tarballs under a
+"""image.prune_older and image.remove with the real podman, on tiny images imported from one-file tarballs under a
 repository of this test's own (the machine's rehearsal images are never named)."""
 from __future__ import annotations
 
@@ -72,3 +72,11 @@ def test_an_image_with_a_strangers_name_is_only_untagged(images: dict[str, str])
 def test_only_the_rehearsals_repositories_are_pruned() -> None:
     with pytest.raises(ValueError, match="not a repository of the rehearsal"):
         image_mod.prune_older("docker.io/library/debian:bookworm")
+
+
+def test_remove_takes_an_unused_image_and_keeps_one_a_container_uses(images: dict[str, str]) -> None:
+    # run.py --remove-image: while another run's container uses the image, it stays.
+    podman("create", "--name", f"prunetest-{os.getpid()}", f"{REPO}:a")
+    assert not image_mod.remove(image_mod.Image(f"{REPO}:a", images[f"{REPO}:a"], True))
+    assert image_mod.remove(image_mod.Image(f"{REPO}:b", images[f"{REPO}:b"], True))
+    assert names() == {f"{REPO}:a", f"{REPO}:c", f"{REPO}-arm64:z"}

@@ -295,10 +295,12 @@ def ensure(*, mirror: str | None = None, log: Path, arch: str = "amd64") -> Imag
     return present_or_built(ref, build_image)
 
 
-def remove(image: Image) -> None:
-    """Remove an image by its id (the rehearsal's cleanup of one it built for a one-off run)."""
-    subprocess.run([podman(), "image", "rm", "--force", image.id], env=podman_env(), check=True,
-                   capture_output=True)
+def remove(image: Image) -> bool:
+    """Remove an image the rehearsal built for a one-off run (run.py --remove-image), by its tag and
+    without --force, as prune_older does: while a container uses it (another run that found it,
+    built under the same tag, while this one ran) it stays, and that run goes on. Returns whether
+    it was removed."""
+    return subprocess.run([podman(), "image", "rm", image.tag], env=podman_env(), capture_output=True).returncode == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

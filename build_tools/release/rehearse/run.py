@@ -38,7 +38,7 @@ step's PoCL kernel cache is kept between runs in ``~/.cache/aotkernels/container
 A failure raises RehearsalError (exit code 10) naming the step; each cibuildwheel run's output is
 kept in ``DIR/logs/``. The containers made from the image are removed by id when each run ends;
 ``--remove-image`` also removes the image if this run built it (otherwise it stays, cached by the
-hash of its recipe). ``DIR/rehearsal.json`` lists what came out.
+hash of its recipe), unless another run's container uses it meanwhile (then it says so and keeps it). ``DIR/rehearsal.json`` lists what came out.
 """
 from __future__ import annotations
 
@@ -373,8 +373,8 @@ def rehearse(out: Path, *, flavours: Sequence[str] = DEFAULT_FLAVOURS, prebuilt:
         jobs = tuple(wheels_job(devices, checkout, img, out / "wheelhouse", out / "logs" / f"cibuildwheel-{devices or 'fat'}.log",
                                 env, target, cache) for devices in flavours)
     finally:
-        if remove_image and img.built:
-            image_mod.remove(img)
+        if remove_image and img.built and not image_mod.remove(img):
+            print(f"rehearsal: the image {img.tag} stays: a container (another run's) still uses it", file=sys.stderr)
     if target.debian == image_mod.host_arch():
         site: Path | None
         site, installed = after_container(jobs, out, env)
