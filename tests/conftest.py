@@ -51,6 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 _prebuild: list[prebuild.Background] = []  # the session's background image builds (prebuild_images)
 _session_config: list[pytest.Config] = []
+_basetemp: list[Path] = []  # the session's base folder (prebuild_images records it)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,6 +74,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Not pytest_report_header: ./dev.sh test runs pytest -q, which leaves the header out.
     for line in diskspace.header(diskspace.free_space(diskspace.places())):
         _say(session.config, line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # pytest has just deleted a passed session's numbered base folder (tmp_path_retention_policy =
+    # "failed"); an empty one takes its place, so that the next session takes the next number, as
+    # it did when every session's folder was kept. A reused number gives a test the same checkout
+    # path as the last session's, and Bazel keeps a workspace's output base under its path's hash
+    # in ~/.cache/bazel: the remote-cache tests' first build then found the last session's outputs
+    # (10 of 22 compiled).
+    if _basetemp and session.config.option.basetemp is None and not _basetemp[0].exists():
+        _basetemp[0].mkdir(mode=0o700)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
@@ -98,6 +111,7 @@ def prebuild_images(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     """Builds the container images of test_debian12/test_rehearsal/test_act in a background process
     from the session's first test on, when those modules are collected and this machine can build
     them (prebuild.py); at the session's end waits for it (no debootstrap is left running)."""
+    _basetemp[:] = [tmp_path_factory.getbasetemp()]
     if prebuild.wanted(item.path for item in request.session.items):
         _prebuild.append(prebuild.Background(tmp_path_factory.mktemp("prebuild")))
     yield

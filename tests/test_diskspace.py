@@ -36,3 +36,22 @@ def test_the_session_header_says_it(tmp_path: Path) -> None:
                         "--rootdir", str(tmp_path), "test_x.py"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "disk: " in r.stdout and "a full run needs about 15 GB" in r.stdout, r.stdout
+
+
+def test_the_next_session_takes_the_next_number(tmp_path: Path) -> None:
+    # Two passed sessions in a temporary root of their own: the first's base folder is emptied,
+    # not removed, so the second gets another number and so other paths (conftest.py says why).
+    (tmp_path / "test_x.py").write_text("def test_passes(tmp_path):\n    print('TMP', tmp_path)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+               PYTEST_DEBUG_TEMPROOT=str(tmp_path / "root"))
+    (tmp_path / "root").mkdir()
+    paths = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "conftest",
+                            "-o", "tmp_path_retention_policy=failed",
+                            "-c", "/dev/null", "--rootdir", str(tmp_path), "test_x.py"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        paths.append(Path(next(ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("TMP"))))
+    assert paths[0] != paths[1] and paths[0].parent.name != paths[1].parent.name
+    assert paths[0].parent.is_dir() and not any(paths[0].parent.iterdir())
